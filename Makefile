@@ -1,0 +1,99 @@
+# ModelForge: one entry point for install, codegen, the local stack, tests and benchmarks.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+PIP       := $(PY) -m pip
+STAMP     := $(VENV)/.modelforge-installed
+PACKAGES  := protos common devkit gateway trainer-svc registry-svc inference-svc hardware-svc cli
+DEP_FILES := requirements-dev.txt deploy/requirements.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
+PROTO_SRC := $(sort $(wildcard protos/modelforge/v1/*.proto))
+PROTO_STAMP := protos/gen/.stamp
+PYTEST_ARGS ?=
+
+.PHONY: help install protos up down status demo test test-fast lint fmt bench clean images images-push
+
+help:
+	@echo "make install   create .venv with every service package, generated gRPC code, nats-server"
+	@echo "make up        start nats (unless one is reachable), the four services and the gateway"
+	@echo "make down      stop everything 'make up' started"
+	@echo "make demo      build a tiny model + dataset, fine-tune it through the API, generate"
+	@echo "make test      lint, then the whole test suite"
+	@echo "make bench     side-by-side benchmarks (writes bench/RESULTS.md)"
+
+install: $(STAMP) $(PROTO_STAMP)
+	@# Headless Chromium for the browser test: Debian's package, installed when missing and running as
+	@# root (as CI does); Playwright drives it by path and never downloads a browser.
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium (apt-get) for the browser test"; \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } \
+	    || echo "note: chromium could not be installed; the browser test skips (fails with MODELFORGE_REQUIRE_BROWSER=1)"; \
+	fi
+
+# Runs again only when a dependency file changes. torch is installed first, pinned to the CPU
+# build that lies on disk, so nothing later resolves a multi-GB CUDA build.
+$(STAMP): $(DEP_FILES)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0 -r requirements-dev.txt -r deploy/requirements.txt
+	$(PY) deploy/tools/install_kubectl.py $(VENV)/bin/kubectl
+	$(MAKE) --no-print-directory protos
+	$(PIP) install -q $(foreach p,$(PACKAGES),-e ./$(p))
+	touch $@
+
+protos: $(PROTO_STAMP)
+
+# Generated code is not committed: protos/*.proto is the single source of truth.
+$(PROTO_STAMP): $(PROTO_SRC)
+	rm -rf protos/gen && mkdir -p protos/gen
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -Iprotos \
+	  --python_out=protos/gen --grpc_python_out=protos/gen \
+	  --mypy_out=protos/gen --mypy_grpc_out=protos/gen $(PROTO_SRC)
+	touch $@
+
+up: install
+	$(PY) -m modelforge_devkit.stack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m modelforge_devkit.stack down; else echo "nothing to stop"; fi
+
+status: install
+	$(PY) -m modelforge_devkit.stack status
+
+demo: install
+	$(PY) -m modelforge_devkit.demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+fmt: install
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Unit and component tests only (no training, no real processes).
+test-fast: install
+	$(PY) -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench
+
+# Container images (needs a Docker engine; CI only checks the Dockerfiles statically).
+IMAGE_PREFIX ?= ghcr.io/modelforge
+IMAGE_TAG    ?= dev
+DOCKER       ?= docker
+IMAGE_DIRS   := gateway trainer-svc registry-svc inference-svc hardware-svc
+
+images:
+	for d in $(IMAGE_DIRS); do \
+	  $(DOCKER) build -f $$d/Dockerfile -t $(IMAGE_PREFIX)/$$d:$(IMAGE_TAG) . || exit 1; \
+	done
+
+images-push: images
+	for d in $(IMAGE_DIRS); do $(DOCKER) push $(IMAGE_PREFIX)/$$d:$(IMAGE_TAG) || exit 1; done
+
+clean: down
+	rm -rf protos/gen $(VENV)

@@ -1,0 +1,3 @@
+from modelforge_cli.main import app
+
+app(prog_name="modelforge")

@@ -1,0 +1,142 @@
+"""`modelforge datasets upload | list | show`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from modelforge_cli.client import ApiError, CliError, items_of
+from modelforge_cli.commands._common import JsonFlag, api
+from modelforge_cli.render import fields_table, print_json, stderr, stdout, table
+
+app = typer.Typer(help="Upload and inspect training datasets (JSONL).", no_args_is_help=True)
+
+COLUMNS = [("filename", "filename"), ("num_examples", "examples"), ("size_mb", "MB"), ("uploaded_at", "uploaded")]
+PREVIEW_CHARS = 60
+
+
+@app.command()
+def upload(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A JSONL dataset.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Upload FILE; every problem the server finds is printed, one per line."""
+    with api(ctx) as client, file.open("rb") as handle:
+        try:
+            answer = client.post("/api/upload_dataset", files={"file": (file.name, handle, "application/jsonl")})
+        except ApiError as exc:
+            if exc.status not in (400, 413, 422):
+                raise
+            _report_problems(exc.lines()[0], exc.problems)
+            raise typer.Exit(1) from exc
+    answer = answer if isinstance(answer, dict) else {}
+    validation = answer.get("validation") if isinstance(answer.get("validation"), dict) else {}
+    if as_json:
+        print_json(answer)
+    if validation.get("valid") is False:
+        problems = [str(problem) for problem in validation.get("errors") or []]
+        _report_problems(f"error: {file.name} was stored but is not valid", problems)
+        raise typer.Exit(1)
+    if not as_json:
+        name = answer.get("filename", file.name)
+        stdout().print(
+            f"uploaded [bold]{escape(name)}[/]: {answer.get('num_examples', '?')} examples\n"
+            f"train on it with: modelforge train --dataset {escape(name)} ..."
+        )
+
+
+def _report_problems(headline: str, problems: list[str]) -> None:
+    err = stderr()
+    err.print(f"{headline} ({len(problems)} problem{'s' if len(problems) != 1 else ''})", markup=False)
+    for problem in problems:
+        err.print(f"  {problem}", markup=False)
+
+
+@app.command("list")
+def list_datasets(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List uploaded datasets."""
+    with api(ctx) as client:
+        answer = client.get("/api/datasets")
+    if as_json:
+        print_json(answer)
+        return
+    datasets = items_of(answer, "datasets")
+    if not datasets:
+        stdout().print("no datasets uploaded yet: modelforge datasets upload FILE")
+        return
+    stdout().print(table(datasets, COLUMNS))
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The uploaded filename (or a local file to preview).")],
+    rows: Annotated[int, typer.Option(min=0, help="How many rows to preview from a local file.")] = 5,
+    as_json: JsonFlag = False,
+) -> None:
+    """A dataset's listing entry, plus its first rows when the file is readable here."""
+    with api(ctx) as client:
+        datasets = items_of(client.get("/api/datasets"), "datasets")
+    entry = next((d for d in datasets if name in (d.get("filename"), d.get("name"), d.get("path"))), None)
+    if entry is None:
+        entry = next((d for d in datasets if d.get("filename") == Path(name).name), None)
+    local = _local_file(name, entry)
+    if entry is None and local is None:
+        raise CliError(f"dataset {name} not found among the {len(datasets)} uploaded (GET /api/datasets)")
+    preview = _preview(local, rows) if local is not None else None
+    if as_json:
+        print_json({"dataset": entry, "local_path": str(local) if local else None, "preview": preview})
+        return
+    out = stdout()
+    if entry is not None:
+        out.print(fields_table(entry, title=f"Dataset {entry.get('filename', name)}"))
+    else:
+        out.print(f"{name}: a local file, not uploaded (modelforge datasets upload {name})", markup=False)
+    if preview is not None:
+        out.print(
+            table(
+                [_shorten(row) for row in preview],
+                [(key, key) for key in _keys(preview)],
+                title=f"First {len(preview)} rows of {local}",
+            )
+        )
+
+
+def _local_file(name: str, entry: dict[str, Any] | None) -> Path | None:
+    for candidate in (name, (entry or {}).get("path")):
+        if isinstance(candidate, str) and candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def _preview(path: Path, limit: int) -> list[dict[str, Any]]:
+    shown: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if len(shown) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = {"(not JSON)": line.strip()}
+            shown.append(row if isinstance(row, dict) else {"(value)": row})
+    return shown
+
+
+def _keys(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def _shorten(row: dict[str, Any]) -> dict[str, str]:
+    shortened = {}
+    for key, value in row.items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        shortened[key] = text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+    return shortened

@@ -1,0 +1,94 @@
+"""`modelforge models list | show | delete | push`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from modelforge_cli.client import items_of
+from modelforge_cli.commands._common import JsonFlag, api
+from modelforge_cli.render import fields_table, print_json, stdout, table
+
+app = typer.Typer(help="Fine-tuned models in the registry.", no_args_is_help=True)
+
+ModelId = Annotated[str, typer.Argument(help="The model's id or model_id.")]
+COLUMNS = [
+    ("id", "id"),
+    ("model_id", "model_id"),
+    ("name", "name"),
+    ("base_model", "base model"),
+    ("task", "task"),
+    ("strategy", "strategy"),
+    ("size_mb", "MB"),
+    ("created_at", "created"),
+]
+NESTED = ("config", "training_params", "metrics")
+
+
+@app.command("list")
+def list_models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """All fine-tuned models."""
+    with api(ctx) as client:
+        answer = client.get("/api/models")
+    if as_json:
+        print_json(answer)
+        return
+    models = items_of(answer, "models")
+    if not models:
+        stdout().print("no models yet: modelforge train ... --follow")
+        return
+    stdout().print(table(models, COLUMNS))
+
+
+@app.command()
+def show(ctx: typer.Context, model_id: ModelId, as_json: JsonFlag = False) -> None:
+    """One model's details, configuration and metrics."""
+    with api(ctx) as client:
+        model = client.get(f"/api/models/{model_id}")
+    if as_json:
+        print_json(model)
+        return
+    model = model if isinstance(model, dict) else {}
+    out = stdout()
+    out.print(fields_table(model, title=f"Model {model.get('model_id', model_id)}", skip=NESTED))
+    for key in NESTED:
+        if isinstance(model.get(key), dict) and model[key]:
+            out.print(fields_table(model[key], title=key.replace("_", " ")))
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    model_id: ModelId,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete a model and its files."""
+    if not yes:
+        typer.confirm(f"delete model {model_id} and its files?", abort=True)
+    with api(ctx) as client:
+        answer = client.delete(f"/api/models/{model_id}")
+    if as_json:
+        print_json(answer)
+        return
+    message = answer.get("message") if isinstance(answer, dict) else None
+    stdout().print(message or f"deleted model {model_id}", markup=False)
+
+
+@app.command()
+def push(
+    ctx: typer.Context,
+    model_id: ModelId,
+    repo: Annotated[str, typer.Option("--repo", "-r", help="Hub repository, user/name.")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repository private.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Push a model to the Hugging Face Hub."""
+    with api(ctx) as client:
+        answer = client.post("/api/hub/push", json={"model_id": model_id, "repo_name": repo, "private": private})
+    if as_json:
+        print_json(answer)
+        return
+    answer = answer if isinstance(answer, dict) else {}
+    stdout().print(f"{answer.get('message') or 'pushed'}: {answer.get('repo_url') or repo}", markup=False)

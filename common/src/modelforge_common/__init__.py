@@ -1,0 +1,1 @@
+"""ModelForge shared kit. Modules stay small; nothing here imports torch or FastAPI."""

@@ -1,0 +1,231 @@
+"""JSONL dataset checks shared by upload (registry) and job start (trainer).
+
+A row matches a *format* (a set of fields with rules). Each task/strategy accepts some formats;
+an upload, which names no task, accepts a row that matches any of them. Problems are reported
+with their 1-based line number and field so a user can fix the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelforge_common.catalog import MIN_DATASET_ROWS
+
+MAX_REPORTED_ISSUES = 50
+
+Check = Callable[[dict[str, Any]], list[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class RowIssue:
+    line: int  # 0 for the file as a whole
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line else "file"
+        return f"{where}{', field ' + self.field if self.field else ''}: {self.message}"
+
+
+@dataclass
+class DatasetReport:
+    num_examples: int = 0
+    issues: list[RowIssue] = field(default_factory=list)
+    total_issues: int = 0
+    fields: set[str] = field(default_factory=set)
+    formats: set[str] = field(default_factory=set)
+
+    @property
+    def valid(self) -> bool:
+        return self.total_issues == 0
+
+    def add(self, issue: RowIssue) -> None:
+        self.total_issues += 1
+        if len(self.issues) < MAX_REPORTED_ISSUES:
+            self.issues.append(issue)
+
+    def summary(self) -> str:
+        shown = "; ".join(str(i) for i in self.issues[:5])
+        more = f" (and {self.total_issues - 5} more)" if self.total_issues > 5 else ""
+        return f"{self.total_issues} problem(s): {shown}{more}"
+
+
+def _non_empty_str(row: dict[str, Any], name: str) -> list[tuple[str, str]]:
+    value = row.get(name)
+    if not isinstance(value, str):
+        return [(name, f"must be a string, got {type(value).__name__}")]
+    if not value.strip():
+        return [(name, "must not be empty")]
+    return []
+
+
+def _strings(*names: str, optional: tuple[str, ...] = ()) -> Check:
+    def check(row: dict[str, Any]) -> list[tuple[str, str]]:
+        found = [p for n in names for p in _non_empty_str(row, n)]
+        for name in optional:
+            if name in row and not isinstance(row[name], str):
+                found.append((name, f"must be a string, got {type(row[name]).__name__}"))
+        return found
+
+    return check
+
+
+def _messages(row: dict[str, Any]) -> list[tuple[str, str]]:
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return [("messages", "must be a non-empty list of {role, content} objects")]
+    problems: list[tuple[str, str]] = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            problems.append((where, "must be an object with role and content"))
+            continue
+        if message.get("role") not in ("system", "user", "assistant"):
+            problems.append((f"{where}.role", "must be one of system, user, assistant"))
+        if not isinstance(message.get("content"), str):
+            problems.append((f"{where}.content", "must be a string"))
+    if not problems and not any(m.get("role") == "assistant" for m in messages):
+        problems.append(("messages", "needs at least one assistant message to learn from"))
+    return problems
+
+
+def _squad(row: dict[str, Any]) -> list[tuple[str, str]]:
+    problems = _strings("context", "question")(row)
+    answers = row.get("answers")
+    if not isinstance(answers, dict):
+        return [*problems, ("answers", "must be an object {text: [...], answer_start: [...]}")]
+    texts, starts = answers.get("text"), answers.get("answer_start")
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+        problems.append(("answers.text", "must be a non-empty list of non-empty strings"))
+    elif not isinstance(starts, list) or len(starts) != len(texts):
+        problems.append(("answers.answer_start", "must be a list of integers, one per answer text"))
+    elif not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in starts):
+        problems.append(("answers.answer_start", "must hold non-negative integers"))
+    elif isinstance(row.get("context"), str):
+        context = row["context"]
+        for text, start in zip(texts, starts, strict=True):
+            if context[start : start + len(text)] != text:
+                problems.append(
+                    ("answers.answer_start", f"answer {text!r} is not found in context at offset {start}")
+                )
+    return problems
+
+
+@dataclass(frozen=True)
+class RowFormat:
+    name: str
+    keys: tuple[str, ...]  # fields whose presence selects this format
+    check: Check
+
+
+FORMATS = {
+    "chat": RowFormat("chat", ("messages",), _messages),
+    "prompt_completion": RowFormat("prompt_completion", ("prompt", "completion"), _strings("prompt", "completion")),
+    "alpaca": RowFormat("alpaca", ("instruction", "output"), _strings("instruction", "output", optional=("input",))),
+    "input_output": RowFormat("input_output", ("input", "output"), _strings("input", "output")),
+    "text_summary": RowFormat("text_summary", ("text", "summary"), _strings("text", "summary")),
+    "document_summary": RowFormat("document_summary", ("document", "summary"), _strings("document", "summary")),
+    "squad": RowFormat("squad", ("context", "question", "answers"), _squad),
+    "preference": RowFormat("preference", ("prompt", "chosen", "rejected"), _strings("prompt", "chosen", "rejected")),
+}
+
+_GENERATION = ("chat", "prompt_completion", "alpaca", "input_output")
+_SUMMARIZATION = ("text_summary", "document_summary")
+
+
+def formats_for(task: str | None, strategy: str | None) -> tuple[str, ...]:
+    """Formats a (task, strategy) accepts; every format when both are None (upload)."""
+    if task is None:
+        return tuple(FORMATS)
+    if strategy in ("dpo", "rlhf"):
+        return ("preference",)
+    if task == "text-generation":
+        return _GENERATION
+    if task == "summarization":
+        return _SUMMARIZATION
+    if task == "extractive-question-answering":
+        return ("squad",)
+    return ()
+
+
+def _describe(names: Iterable[str]) -> str:
+    return " | ".join("+".join(FORMATS[n].keys) for n in names)
+
+
+def match_row(row: dict[str, Any], allowed: tuple[str, ...]) -> tuple[str | None, list[tuple[str, str]]]:
+    """The first allowed format the row satisfies, else the problems of the closest candidate."""
+    # Most specific first: preference rows also carry "prompt".
+    candidates = sorted(
+        (FORMATS[n] for n in allowed if all(k in row for k in FORMATS[n].keys)),
+        key=lambda f: -len(f.keys),
+    )
+    first_problems: list[tuple[str, str]] | None = None
+    for fmt in candidates:
+        problems = fmt.check(row)
+        if not problems:
+            return fmt.name, []
+        first_problems = first_problems if first_problems is not None else problems
+    if first_problems is not None:
+        return None, first_problems
+    return None, [("", f"has fields {sorted(row)}; expected one of: {_describe(allowed)}")]
+
+
+def parse_line(raw: bytes | str, line_no: int) -> tuple[dict[str, Any] | None, RowIssue | None]:
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, RowIssue(line_no, "", f"not valid JSON ({exc.msg} at column {exc.colno})")
+    if not isinstance(value, dict):
+        return None, RowIssue(line_no, "", f"must be a JSON object, got {type(value).__name__}")
+    return value, None
+
+
+def validate_lines(
+    lines: Iterable[bytes | str], task: str | None = None, strategy: str | None = None
+) -> DatasetReport:
+    """Checks every line; blank lines are skipped. Counts rows that pass."""
+    report = DatasetReport()
+    allowed = formats_for(task, strategy)
+    saw_line = False
+    for line_no, raw in enumerate(lines, start=1):
+        try:
+            stripped = raw.strip()
+        except AttributeError:
+            continue
+        if not stripped:
+            continue
+        saw_line = True
+        try:
+            row, issue = parse_line(stripped, line_no)
+        except UnicodeDecodeError:
+            report.add(RowIssue(line_no, "", "is not UTF-8 text"))
+            continue
+        if issue is not None:
+            report.add(issue)
+            continue
+        assert row is not None
+        report.fields.update(row)
+        fmt, problems = match_row(row, allowed)
+        if fmt is None:
+            for name, message in problems:
+                report.add(RowIssue(line_no, name, message))
+            continue
+        report.formats.add(fmt)
+        report.num_examples += 1
+    if not saw_line:
+        report.add(RowIssue(0, "", "the file is empty"))
+    elif report.valid and report.num_examples < MIN_DATASET_ROWS:
+        report.add(
+            RowIssue(0, "", f"has {report.num_examples} rows; at least {MIN_DATASET_ROWS} are needed")
+        )
+    return report
+
+
+def load_rows(path: str) -> list[dict[str, Any]]:
+    """Rows of a JSONL file already validated (blank lines skipped)."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

@@ -1,0 +1,175 @@
+"""gRPC server bootstrap shared by every service: health, reflection, error mapping, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from modelforge_common.errors import ModelForgeError
+from modelforge_common.logging import request_id_var
+
+log = logging.getLogger(__name__)
+
+# (add_XServicer_to_server, servicer, full service name) per service a process serves.
+Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
+
+
+def status_for(exc: ModelForgeError) -> tuple[grpc.StatusCode, tuple[tuple[str, bytes], ...]]:
+    """gRPC code and trailing metadata (google.rpc.Status with BadRequest details) for a domain error."""
+    code = grpc.StatusCode[exc.code]
+    status = status_pb2.Status(code=code.value[0], message=exc.message)
+    if exc.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in exc.violations
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad_request)
+        status.details.append(detail)
+    return code, (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    if isinstance(exc, ModelForgeError):
+        code, trailers = status_for(exc)
+        await context.abort(code, exc.message, trailing_metadata=trailers)
+    log.error("unhandled error in RPC", exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+class ExceptionToStatusInterceptor(grpc.aio.ServerInterceptor):
+    """Turns domain exceptions into gRPC status codes (with field violations), unknown ones into
+    INTERNAL without a traceback, and binds the caller's x-request-id for log lines."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        request_id = str(metadata.get("x-request-id", ""))
+
+        if handler.unary_unary or handler.stream_unary:
+            inner = handler.unary_unary or handler.stream_unary
+
+            async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                request_id_var.set(request_id)
+                try:
+                    return await inner(request, context)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - mapped to a status
+                    await _abort(context, exc)
+
+            factory = (
+                grpc.unary_unary_rpc_method_handler
+                if handler.unary_unary
+                else grpc.stream_unary_rpc_method_handler
+            )
+        else:
+            inner_stream = handler.unary_stream or handler.stream_stream
+
+            async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[misc]
+                request_id_var.set(request_id)
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - mapped to a status
+                    await _abort(context, exc)
+
+            factory = (
+                grpc.unary_stream_rpc_method_handler
+                if handler.unary_stream
+                else grpc.stream_stream_rpc_method_handler
+            )
+        return factory(
+            unary_response,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def build_server(
+    registrations: Sequence[Registration],
+    bind: str,
+    *,
+    reflection_enabled: bool = True,
+    max_message_bytes: int = 64 * 1024 * 1024,
+    interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Builds a server with health, reflection and the error interceptor; returns the bound port
+    (pass port 0 in tests)."""
+    server = grpc.aio.server(
+        interceptors=[ExceptionToStatusInterceptor(), *interceptors],
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ],
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = []
+    for add, servicer, name in registrations:
+        add(servicer, server)
+        names.append(name)
+    if reflection_enabled:
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            server,
+        )
+    port = server.add_insecure_port(bind)
+    if port == 0:
+        raise RuntimeError(f"could not bind gRPC server to {bind}")
+    return server, port, health_servicer
+
+
+async def mark_serving(health_servicer: health.aio.HealthServicer, names: Iterable[str]) -> None:
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+async def serve(
+    server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,
+    names: Iterable[str],
+    grace_s: float,
+    cleanup: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> None:
+    """Starts serving and blocks until SIGTERM/SIGINT, then fails health, drains and cleans up."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    await mark_serving(health_servicer, names)
+    await stop.wait()
+    log.info("shutting down: draining for up to %.1fs", grace_s)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace_s)
+    for hook in cleanup:
+        try:
+            await hook()
+        except Exception:
+            log.exception("cleanup hook failed")
+    log.info("stopped")
+
+
+def service_name(descriptor_module: Any, service: str) -> str:
+    """Full name of a service from a generated *_pb2 module."""
+    return str(descriptor_module.DESCRIPTOR.services_by_name[service].full_name)

@@ -1,0 +1,1 @@
+"""Local tooling: tiny offline models and datasets, the stack launcher, the demo."""

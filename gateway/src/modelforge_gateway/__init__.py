@@ -1,0 +1,1 @@
+"""Public REST/WebSocket API; translates to gRPC calls to the services."""

@@ -1,0 +1,26 @@
+"""`python -m modelforge_gateway`: settings -> logging -> app -> uvicorn on bind_host:gateway_port."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from modelforge_common.logging import configure_logging
+from modelforge_gateway.main import create_app
+from modelforge_gateway.settings import GatewaySettings
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    configure_logging("gateway", settings.log_level, settings.log_json)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.bind_host,
+        port=settings.gateway_port,
+        log_config=None,  # keep configure_logging's handlers (JSON lines with request ids)
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        proxy_headers=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

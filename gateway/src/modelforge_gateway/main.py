@@ -1,0 +1,82 @@
+"""create_app(settings): the FastAPI application. The lifespan opens one gRPC channel per service
+and starts the NATS training-event feed (in the background: REST works while NATS is down)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
+
+from modelforge_gateway import console
+from modelforge_gateway.auth import ApiKeyMiddleware, ApiKeys, BodyLimitMiddleware
+from modelforge_gateway.clients import Clients
+from modelforge_gateway.errors import UPLOAD_PATHS, install_error_handlers
+from modelforge_gateway.events import EventHub, TrainingEventFeed
+from modelforge_gateway.middleware import RequestContextMiddleware
+from modelforge_gateway.openapi import honest_openapi
+from modelforge_gateway.routes import datasets, finetune, hub, jobs, models, playground, system, training, ws
+from modelforge_gateway.settings import GatewaySettings
+
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def _operation_id(route: APIRoute) -> str:
+    """Stable OpenAPI operation ids (clean generated-client names)."""
+    tag = str(route.tags[0]).split(" ")[0] if route.tags else "api"
+    return f"{tag}-{route.name}"
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.clients = Clients.open(settings)
+        hub = EventHub(queue_size=settings.ws_queue_size)
+        feed = TrainingEventFeed(settings.nats_url, hub, check_s=settings.nats_check_s)
+        app.state.event_hub = hub
+        app.state.event_feed = feed
+        feed.start()
+        try:
+            yield
+        finally:
+            await feed.close()
+            await app.state.clients.close(grace_s=1.0)
+
+    app = FastAPI(
+        title="ModelForge",
+        version="v2",
+        description="Fine-tune, manage and try language models. REST and WebSocket front of the ModelForge services.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    app.openapi = lambda: honest_openapi(app)  # type: ignore[method-assign]
+    install_error_handlers(app)
+    # Middleware added later wraps the earlier: request id (outermost) -> CORS -> API key -> body cap.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        # Multipart framing adds a little to the file itself.
+        limit_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+        paths=UPLOAD_PATHS,
+    )
+    app.add_middleware(ApiKeyMiddleware, keys=ApiKeys.parse(settings.api_keys.get_secret_value()))
+    origins = settings.allowed_origins()
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["x-request-id"],
+            allow_credentials=True,
+        )
+    # Added last, so it is outermost: every answer (CORS preflights and errors included) gets an id.
+    app.add_middleware(RequestContextMiddleware)
+    for module in (system, datasets, training, jobs, finetune, models, hub, playground, ws):
+        app.include_router(module.router)
+    app.include_router(console.router)
+    return app

@@ -1,0 +1,63 @@
+"""Request ids and the last-resort 500.
+
+A pure ASGI middleware (not BaseHTTPMiddleware) so streaming responses and WebSockets pass through
+untouched and the request id context variable is visible to the route code.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelforge_common.logging import request_id_var
+from modelforge_gateway.errors import REQUEST_ID_SCOPE_KEY, internal_error_body
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+# What may travel as gRPC metadata and in a log line; anything else is replaced by a fresh id.
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def request_id_from(headers: Headers) -> str:
+    given = headers.get(REQUEST_ID_HEADER, "")
+    return given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(Headers(scope=scope))
+        scope[REQUEST_ID_SCOPE_KEY] = request_id
+        token = request_id_var.set(request_id)
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method", "WS"), scope.get("path"))
+            if scope["type"] != "http" or response_started:
+                raise
+            response = JSONResponse(
+                internal_error_body(request_id), status_code=500, headers={REQUEST_ID_HEADER: request_id}
+            )
+            await response(scope, receive, send)
+        finally:
+            request_id_var.reset(token)

@@ -1,0 +1,75 @@
+"""The OpenAPI document, made honest about errors: FastAPI declares a 422 that this API never sends
+(validation errors are 400, DESIGN 3) and none of the errors every route can answer. Each operation
+gets the error statuses it can actually produce, all with the one error body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+ERROR_BODY_SCHEMA: dict[str, Any] = {
+    "title": "ErrorBody",
+    "type": "object",
+    "required": ["detail", "error", "status_code"],
+    "properties": {
+        "detail": {
+            "anyOf": [
+                {"type": "string"},
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["loc", "msg", "type"],
+                        "properties": {
+                            "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                            "msg": {"type": "string"},
+                            "type": {"type": "string"},
+                        },
+                    },
+                },
+            ]
+        },
+        "error": {"type": "string"},
+        "status_code": {"type": "integer"},
+        "request_id": {"type": "string"},
+    },
+}
+
+# Any route: bad input, a missing API key, a conflict or unknown id a service reports, rate
+# limits, and a service that is down or too slow.
+COMMON_ERRORS = {
+    "400": "Invalid request: detail names each bad field",
+    "401": "Missing or invalid API key (when MODELFORGE_API_KEYS is set)",
+    "404": "Not found",
+    "409": "Conflicts with the current state",
+    "413": "Request body too large",
+    "429": "Too many requests",
+    "500": "Internal error (with a request id, never a traceback)",
+    "503": "A backing service is unavailable",
+    "504": "A backing service did not answer in time",
+}
+
+
+def honest_openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schema.setdefault("components", {}).setdefault("schemas", {})["ErrorBody"] = ERROR_BODY_SCHEMA
+    ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            for code, description in COMMON_ERRORS.items():
+                if path == "/api/health" and code != "500":
+                    continue
+                existing = responses.setdefault(code, {"description": description})
+                existing.setdefault("description", description)
+                existing["content"] = {"application/json": {"schema": ref}}
+    components = schema["components"]["schemas"]
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    app.openapi_schema = schema
+    return schema

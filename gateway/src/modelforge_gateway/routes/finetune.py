@@ -1,0 +1,222 @@
+"""The v1 wizard (responses.md "Training Endpoints"), served under /api/finetune.
+
+Wizard state (task, selected model) lives in registry-svc, keyed by the client's session id, so
+any gateway replica can answer any step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from fastapi import APIRouter
+
+from modelforge.v1 import hardware_pb2, registry_pb2, registry_pb2_grpc, trainer_pb2
+from modelforge_common.catalog import TASKS
+from modelforge_gateway import convert
+from modelforge_gateway.clients import CallOptions
+from modelforge_gateway.deps import HardwareStub, RegistryStub, Rpc, SessionId, TrainerStub
+from modelforge_gateway.errors import ApiError, invalid, rpc_messages
+from modelforge_gateway.routes.training import start_job
+from modelforge_gateway.schemas import (
+    DetectResponse,
+    HardwareSpecsResponse,
+    MemoryEstimateRequest,
+    MemoryEstimateResponse,
+    ModelInfo,
+    RecommendedModelsResponse,
+    RepoRequest,
+    SelectedModelRequest,
+    SessionResponse,
+    SetCustomModelResponse,
+    SetModelResponse,
+    SuccessResponse,
+    TaskRequest,
+    TrainingSettingsResponse,
+    ValidateCustomModelResponse,
+    ValidateModelResponse,
+    ValidateTaskResponse,
+    WizardStartTrainingRequest,
+    WizardStartTrainingResponse,
+    WizardStatusResponse,
+    invalid_choice_message,
+)
+
+router = APIRouter(prefix="/api/finetune", tags=["finetune (v1 wizard)"])
+
+# load_settings for a session that has not picked a task yet.
+DEFAULT_TASK = "text-generation"
+
+
+def not_accessible(repo_name: str) -> str:
+    return f"Model {repo_name} is not accessible. Please check if it exists and you have permissions."
+
+
+async def read_session(
+    registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, session_id: str
+) -> registry_pb2.Session:
+    """The session's state; an unknown session is an empty one, not an error."""
+    try:
+        reply = await registry.GetSession(registry_pb2.GetSessionRequest(session_id=session_id), **rpc.read)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() is grpc.StatusCode.NOT_FOUND:
+            return registry_pb2.Session(session_id=session_id)
+        raise
+    return reply.session
+
+
+async def update_session(
+    registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, session_id: str, **fields: Any
+) -> registry_pb2.Session:
+    request = registry_pb2.UpdateSessionRequest(session_id=session_id, **fields)
+    reply = await registry.UpdateSession(request, **rpc.write)
+    return reply.session
+
+
+async def describe(hardware: HardwareStub, rpc: CallOptions, repo_name: str) -> ModelInfo:
+    """DescribeModel with the spec's 403 for a model that is missing or gated; 503 when the Hub
+    cannot be reached (the service's UNAVAILABLE)."""
+    denied = (403, not_accessible(repo_name))
+    with rpc_messages({grpc.StatusCode.PERMISSION_DENIED: denied, grpc.StatusCode.NOT_FOUND: denied}):
+        reply = await hardware.DescribeModel(hardware_pb2.DescribeModelRequest(model_name=repo_name), **rpc.hub)
+    return ModelInfo(**convert.describe_model(reply))
+
+
+@router.post("/validate_task", response_model=ValidateTaskResponse)
+async def validate_task(body: TaskRequest) -> ValidateTaskResponse:
+    return ValidateTaskResponse(task=body.task)
+
+
+@router.post("/validate_model", response_model=ValidateModelResponse)
+async def validate_model(body: SelectedModelRequest) -> ValidateModelResponse:
+    return ValidateModelResponse(model=body.selected_model)
+
+
+@router.post("/validate_custom_model", response_model=ValidateCustomModelResponse)
+async def validate_custom_model(body: RepoRequest, hardware: HardwareStub, rpc: Rpc) -> ValidateCustomModelResponse:
+    info = await describe(hardware, rpc, body.repo_name)
+    return ValidateCustomModelResponse(repo_name=body.repo_name, model_info=info)
+
+
+@router.post("/detect", response_model=DetectResponse)
+async def detect(
+    body: TaskRequest, hardware: HardwareStub, registry: RegistryStub, rpc: Rpc, session_id: SessionId
+) -> DetectResponse:
+    recommendations = await hardware.GetRecommendations(
+        hardware_pb2.GetRecommendationsRequest(task=body.task), **rpc.read
+    )
+    if recommendations.HasField("hardware"):
+        info = recommendations.hardware
+    else:
+        info = (await hardware.GetHardware(hardware_pb2.GetHardwareRequest(), **rpc.read)).hardware
+    await update_session(registry, rpc, session_id, task=body.task)
+    return DetectResponse(**convert.detect(body.task, recommendations, info))
+
+
+@router.post("/set_model", response_model=SetModelResponse)
+async def set_model(
+    body: SelectedModelRequest, registry: RegistryStub, rpc: Rpc, session_id: SessionId
+) -> SetModelResponse:
+    session = await update_session(registry, rpc, session_id, selected_model=body.selected_model, is_custom_model=False)
+    return SetModelResponse(selected_model=session.selected_model or body.selected_model)
+
+
+@router.post("/set_custom_model", response_model=SetCustomModelResponse)
+async def set_custom_model(
+    body: RepoRequest, hardware: HardwareStub, registry: RegistryStub, rpc: Rpc, session_id: SessionId
+) -> SetCustomModelResponse:
+    await describe(hardware, rpc, body.repo_name)
+    await update_session(registry, rpc, session_id, selected_model=body.repo_name, is_custom_model=True)
+    return SetCustomModelResponse(selected_model=body.repo_name, repo_name=body.repo_name)
+
+
+@router.get("/session", response_model=SessionResponse)
+async def session(registry: RegistryStub, rpc: Rpc, session_id: SessionId) -> SessionResponse:
+    state = await read_session(registry, rpc, session_id)
+    return SessionResponse(
+        task=state.task or None,
+        selected_model=state.selected_model or None,
+        is_custom_model=state.is_custom_model,
+    )
+
+
+@router.get("/load_settings", response_model=TrainingSettingsResponse)
+async def load_settings(
+    hardware: HardwareStub, registry: RegistryStub, rpc: Rpc, session_id: SessionId
+) -> TrainingSettingsResponse:
+    """Hardware-based defaults for the session's task (text-generation before one is chosen)."""
+    state = await read_session(registry, rpc, session_id)
+    task = state.task or DEFAULT_TASK
+    reply = await hardware.GetRecommendations(hardware_pb2.GetRecommendationsRequest(task=task), **rpc.read)
+    return TrainingSettingsResponse(**convert.training_defaults(reply.defaults))
+
+
+@router.post("/start_training", response_model=WizardStartTrainingResponse)
+async def start_training(
+    body: WizardStartTrainingRequest, trainer: TrainerStub, registry: RegistryStub, rpc: Rpc, session_id: SessionId
+) -> WizardStartTrainingResponse:
+    task, model_name = body.task, body.model_name
+    if not task or not model_name:
+        state = await read_session(registry, rpc, session_id)
+        task = task or state.task or None
+        model_name = model_name or state.selected_model or None
+    missing = [name for name, value in (("task", task), ("model_name", model_name)) if not value]
+    if missing:
+        detail = [
+            {"loc": ["body", name], "msg": "Field required (and none chosen in the wizard session)", "type": "missing"}
+            for name in missing
+        ]
+        raise ApiError(400, detail)
+    assert task is not None and model_name is not None
+    job = await start_job(trainer, rpc, body.to_pb(task, model_name))
+    return WizardStartTrainingResponse(job_id=job.job_id)
+
+
+@router.get("/status", response_model=WizardStatusResponse)
+async def status(trainer: TrainerStub, rpc: Rpc) -> WizardStatusResponse:
+    reply = await trainer.GetTrainingStatus(trainer_pb2.GetTrainingStatusRequest(), **rpc.read)
+    return WizardStatusResponse(**convert.wizard_status(reply.has_job, reply.job))
+
+
+@router.post("/reset_status", response_model=SuccessResponse)
+async def reset_status(trainer: TrainerStub, rpc: Rpc) -> SuccessResponse:
+    await trainer.ResetTrainingStatus(trainer_pb2.ResetTrainingStatusRequest(), **rpc.write)
+    return SuccessResponse(message="Training status reset successfully")
+
+
+@router.get("/hardware_specs", response_model=HardwareSpecsResponse)
+async def hardware_specs(hardware: HardwareStub, rpc: Rpc) -> HardwareSpecsResponse:
+    reply = await hardware.GetHardware(hardware_pb2.GetHardwareRequest(), **rpc.read)
+    return HardwareSpecsResponse(**convert.hardware_specs(reply.hardware))
+
+
+@router.get("/recommended_models/{task}", response_model=RecommendedModelsResponse)
+async def recommended_models(task: str, hardware: HardwareStub, rpc: Rpc) -> RecommendedModelsResponse:
+    if task not in TASKS:
+        raise invalid(["path", "task"], invalid_choice_message("task", task, TASKS))
+    reply = await hardware.GetRecommendations(hardware_pb2.GetRecommendationsRequest(task=task), **rpc.read)
+    return RecommendedModelsResponse(
+        task=task,
+        recommended_model=reply.recommended_model,
+        possible_models=list(reply.possible_models),
+        compute_profile=reply.profile,
+    )
+
+
+@router.post("/estimate_memory", response_model=MemoryEstimateResponse)
+async def estimate_memory(body: MemoryEstimateRequest, hardware: HardwareStub, rpc: Rpc) -> MemoryEstimateResponse:
+    request = hardware_pb2.EstimateMemoryRequest(
+        model_name=body.model_name,
+        strategy=body.strategy,
+        task=body.task,
+        lora_r=body.lora_r,
+        batch_size=body.effective_batch_size,
+        max_seq_length=body.max_seq_length,
+        precision=body.effective_precision,
+        use_4bit=body.effective_use_4bit,
+        gradient_checkpointing=body.gradient_checkpointing,
+        gpu_index=body.gpu_index,
+    )
+    # config.json may come from the Hub, hence the longer deadline.
+    reply = await hardware.EstimateMemory(request, **rpc.hub)
+    return MemoryEstimateResponse(**convert.memory_estimate(body.model_name, reply))

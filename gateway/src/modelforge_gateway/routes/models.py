@@ -1,0 +1,152 @@
+"""Registered models. GET /api/models answers rest-api.md's envelope (plus filters, paging and a
+total), GET /api/models/ (trailing slash, as responses.md writes it) the bare list; both paths are
+registered so neither redirects. Lineage: GET /api/models/{id}/lineage, and the dataset digest check
+behind its reproduce body."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from fastapi import APIRouter, Path, Query
+
+from modelforge.v1 import inference_pb2, registry_pb2, registry_pb2_grpc
+from modelforge_common.catalog import TASKS
+from modelforge_gateway.clients import CallOptions
+from modelforge_gateway.convert import model_details, model_lineage, model_summary, reproduce_body
+from modelforge_gateway.deps import InferenceStub, RegistryStub, Rpc
+from modelforge_gateway.errors import ApiError, invalid, rpc_messages
+from modelforge_gateway.schemas import (
+    DeleteModelResponse,
+    ModelDetails,
+    ModelLineageResponse,
+    ModelsResponse,
+    ModelSummary,
+    invalid_choice_message,
+)
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["models"])
+
+ModelIdPath = Path(min_length=1, max_length=300, description="Numeric id or model_id")
+
+
+def not_found(model_id: str) -> str:
+    return f"Model {model_id} not found"
+
+
+async def fetch_model(
+    registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, model_id: str
+) -> registry_pb2.Model:
+    """The registered model by numeric id or model_id; 404 "Model <x> not found" otherwise."""
+    with rpc_messages({grpc.StatusCode.NOT_FOUND: not_found(model_id)}):
+        reply = await registry.GetModel(registry_pb2.GetModelRequest(id=model_id), **rpc.read)
+    return reply.model
+
+
+async def _list(
+    registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, task: str = ""
+) -> list[ModelSummary]:
+    reply = await registry.ListModels(registry_pb2.ListModelsRequest(task=task), **rpc.read)
+    return [ModelSummary(**model_summary(m)) for m in reply.models]
+
+
+def filter_query(description: str) -> Any:
+    # One Query object per parameter: FastAPI keeps per-parameter state on it.
+    return Query(None, min_length=1, max_length=512, description=description)
+
+
+@router.get("/api/models", response_model=ModelsResponse)
+async def list_models(
+    registry: RegistryStub,
+    rpc: Rpc,
+    task: str | None = filter_query("Task the model was trained for"),
+    base_model: str | None = filter_query("Base model id or path"),
+    strategy: str | None = filter_query("Training strategy"),
+    provider: str | None = filter_query("Training provider"),
+    status: str | None = Query(None, description="Final status of the job that produced the model"),
+    limit: int | None = Query(None, ge=1, le=1000, description="Page size (default: every match)"),
+    offset: int = Query(0, ge=0, le=2**31 - 1),
+) -> ModelsResponse:
+    """Newest first; each given filter must match exactly."""
+    request = registry_pb2.ListModelsRequest(
+        task=task or "",
+        base_model=base_model or "",
+        strategy=strategy or "",
+        provider=provider or "",
+        status=status or "",
+        limit=limit or 0,
+        offset=offset,
+    )
+    reply = await registry.ListModels(request, **rpc.read)
+    return ModelsResponse(models=[ModelSummary(**model_summary(m)) for m in reply.models], total=reply.total)
+
+
+@router.get("/api/models/", response_model=list[ModelSummary])
+async def list_models_bare(registry: RegistryStub, rpc: Rpc) -> list[ModelSummary]:
+    return await _list(registry, rpc)
+
+
+@router.get("/api/models/task/{task}", response_model=list[ModelSummary])
+async def list_models_for_task(task: str, registry: RegistryStub, rpc: Rpc) -> list[ModelSummary]:
+    if task not in TASKS:
+        raise invalid(["path", "task"], invalid_choice_message("task", task, TASKS))
+    return await _list(registry, rpc, task)
+
+
+@router.get("/api/models/{model_id}", response_model=ModelDetails)
+async def get_model(registry: RegistryStub, rpc: Rpc, model_id: str = ModelIdPath) -> ModelDetails:
+    model = await fetch_model(registry, rpc, model_id)
+    return ModelDetails(**model_details(model), lineage=model_lineage(model))
+
+
+@router.get("/api/models/{model_id}/lineage", response_model=ModelLineageResponse)
+async def get_model_lineage(registry: RegistryStub, rpc: Rpc, model_id: str = ModelIdPath) -> ModelLineageResponse:
+    """404 for a model registered without lineage (e.g. imported, not trained here)."""
+    model = await fetch_model(registry, rpc, model_id)
+    lineage = model_lineage(model)
+    if lineage is None:
+        raise ApiError(404, f"Model {model_id} has no lineage: it was not trained by ModelForge")
+    return ModelLineageResponse(model_id=model.model_id, **lineage, reproduce=reproduce_body(lineage))
+
+
+async def check_dataset_digest(
+    registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, dataset: str, expected_sha256: str | None
+) -> None:
+    """409 when start_training pins a dataset digest the stored dataset no longer has. Done here, not
+    in trainer-svc: the gateway resolves the dataset with the registry anyway, and the trainer's
+    request message stays as it is. An unknown dataset is left to the trainer, which reports it the
+    way it always does."""
+    if not expected_sha256:
+        return
+    try:
+        reply = await registry.GetDataset(registry_pb2.GetDatasetRequest(name=dataset), **rpc.read)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+            return
+        raise
+    stored = reply.dataset.sha256
+    if stored != expected_sha256:
+        raise ApiError(
+            409,
+            f"Dataset {dataset} does not match dataset_sha256: the run asks for {expected_sha256}, "
+            f"the stored file has {stored}",
+        )
+
+
+@router.delete("/api/models/{model_id}", response_model=DeleteModelResponse)
+async def delete_model(
+    registry: RegistryStub, inference: InferenceStub, rpc: Rpc, model_id: str = ModelIdPath
+) -> DeleteModelResponse:
+    """Deletes the row and files (registry), then asks inference to drop the model from its cache;
+    that second step is best effort: the model is gone whatever inference answers."""
+    with rpc_messages({grpc.StatusCode.NOT_FOUND: not_found(model_id)}):
+        reply = await registry.DeleteModel(registry_pb2.DeleteModelRequest(id=model_id), **rpc.write)
+    deleted_id = reply.model.model_id or model_id
+    try:
+        await inference.UnloadModel(inference_pb2.UnloadModelRequest(model_id=deleted_id), **rpc.read)
+    except grpc.aio.AioRpcError as exc:
+        log.warning("inference did not unload deleted model %s: %s %s", deleted_id, exc.code().name, exc.details())
+    return DeleteModelResponse(message=f"Model {deleted_id} deleted successfully", model_id=deleted_id)

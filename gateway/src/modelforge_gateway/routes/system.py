@@ -1,0 +1,59 @@
+"""/api/health, /api/info and the Kubernetes probes."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from modelforge.v1 import hardware_pb2
+from modelforge_common.catalog import PROVIDERS, STRATEGIES, TASKS
+from modelforge_gateway.deps import ClientsDep, HardwareStub, Rpc, SettingsDep
+from modelforge_gateway.errors import error_body, request_id_of
+from modelforge_gateway.schemas import HealthResponse, InfoResponse
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["system"])
+
+# Providers that need a CUDA GPU to train (unsloth's kernels are CUDA-only).
+CUDA_ONLY_PROVIDERS = frozenset({"unsloth"})
+
+
+@router.get("/api/health", response_model=HealthResponse)
+async def health() -> HealthResponse:
+    return HealthResponse()
+
+
+@router.get("/api/info", response_model=InfoResponse)
+async def info(hardware: HardwareStub, rpc: Rpc) -> InfoResponse:
+    """Providers usable on this hardware: unsloth only when hardware-svc reports a CUDA GPU. When
+    hardware-svc cannot be asked, only the providers that run everywhere are listed."""
+    has_cuda = False
+    try:
+        reply = await hardware.GetHardware(hardware_pb2.GetHardwareRequest(), **rpc.read)
+        has_cuda = reply.hardware.device_type == "cuda" and len(reply.hardware.gpus) > 0
+    except grpc.aio.AioRpcError as exc:
+        log.warning("hardware-svc did not answer for /api/info: %s %s", exc.code().name, exc.details())
+    providers = [p for p in PROVIDERS if has_cuda or p not in CUDA_ONLY_PROVIDERS]
+    return InfoResponse(providers=providers, strategies=list(STRATEGIES), tasks=list(TASKS))
+
+
+@router.get("/healthz", include_in_schema=False)
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "alive"}
+
+
+@router.get("/readyz", include_in_schema=False)
+async def readyz(request: Request, clients: ClientsDep, settings: SettingsDep) -> JSONResponse:
+    """Readiness: every service answers its health check and the training-event feed is subscribed."""
+    checks: dict[str, bool] = dict(await clients.serving(settings.readiness_deadline_s))
+    checks["nats"] = request.app.state.event_feed.ready
+    if all(checks.values()):
+        return JSONResponse({"status": "ready", "checks": checks})
+    failing = ", ".join(name for name, ok in checks.items() if not ok)
+    body = error_body(503, f"Not ready: {failing}", request_id_of(request)) | {"status": "not_ready", "checks": checks}
+    return JSONResponse(body, status_code=503)

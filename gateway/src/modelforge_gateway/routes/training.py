@@ -1,0 +1,62 @@
+"""rest-api.md training endpoints: start, status, stop."""
+
+from __future__ import annotations
+
+import grpc
+from fastapi import APIRouter, Query
+
+from modelforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
+from modelforge_gateway.clients import CallOptions
+from modelforge_gateway.convert import training_status
+from modelforge_gateway.deps import RegistryStub, Rpc, TrainerStub
+from modelforge_gateway.errors import rpc_messages
+from modelforge_gateway.routes.models import check_dataset_digest
+from modelforge_gateway.schemas import (
+    StartTrainingRequest,
+    StartTrainingResponse,
+    StopTrainingResponse,
+    TrainingStatusResponse,
+)
+
+router = APIRouter(tags=["training"])
+
+NOTHING_RUNS = "No training in progress"
+
+
+async def start_job(
+    trainer: trainer_pb2_grpc.TrainerServiceStub, rpc: CallOptions, config: common_pb2.TrainingConfig
+) -> common_pb2.TrainingJob:
+    """The one trainer call behind both start endpoints; FAILED_PRECONDITION (a job runs) -> 409."""
+    reply = await trainer.StartTraining(trainer_pb2.StartTrainingRequest(config=config), **rpc.write)
+    return reply.job
+
+
+@router.post("/api/start_training", response_model=StartTrainingResponse)
+async def start_training(
+    body: StartTrainingRequest, trainer: TrainerStub, registry: RegistryStub, rpc: Rpc
+) -> StartTrainingResponse:
+    await check_dataset_digest(registry, rpc, body.dataset, body.dataset_sha256)
+    job = await start_job(trainer, rpc, body.to_pb(body.task, body.model_name))
+    return StartTrainingResponse(job_id=job.job_id)
+
+
+@router.get("/api/training_status", response_model=TrainingStatusResponse)
+async def get_training_status(
+    trainer: TrainerStub, rpc: Rpc, job_id: str = Query("", max_length=200)
+) -> TrainingStatusResponse:
+    messages = {grpc.StatusCode.NOT_FOUND: f"Training job {job_id} not found"} if job_id else {}
+    with rpc_messages(messages):
+        reply = await trainer.GetTrainingStatus(trainer_pb2.GetTrainingStatusRequest(job_id=job_id), **rpc.read)
+    return TrainingStatusResponse(**training_status(reply.has_job, reply.job))
+
+
+@router.post("/api/stop_training", response_model=StopTrainingResponse)
+async def stop_training(
+    trainer: TrainerStub, rpc: Rpc, job_id: str = Query("", max_length=200)
+) -> StopTrainingResponse:
+    """409 when nothing runs (or the named job has finished); 404 for an unknown job_id."""
+    # Without a job id, "no current job" is a state conflict whichever code the trainer chose.
+    not_found = f"Training job {job_id} not found" if job_id else (409, NOTHING_RUNS)
+    with rpc_messages({grpc.StatusCode.NOT_FOUND: not_found}):
+        await trainer.StopTraining(trainer_pb2.StopTrainingRequest(job_id=job_id), **rpc.write)
+    return StopTrainingResponse()

@@ -1,0 +1,540 @@
+"""Public request and response bodies (rest-api.md and responses.md, resolved as DESIGN 3 says).
+
+Request models reject bad input with 400 before any service is called; the services check again
+(they are the authority on what a dataset or model holds).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from modelforge.v1 import common_pb2
+from modelforge_common.catalog import PROFILES, PROVIDERS, STRATEGIES, TASKS
+
+
+def invalid_choice_message(what: str, value: str, choices: tuple[str, ...]) -> str:
+    """The responses.md wording: "Invalid task: xyz. Must be one of ['text-generation', ...]"."""
+    return f"Invalid {what}: {value}. Must be one of {list(choices)}"
+
+
+def _one_of(what: str, choices: tuple[str, ...]) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in choices:
+            # The message goes through as a template argument so braces in `value` stay literal.
+            message = invalid_choice_message(what, value, choices)
+            raise PydanticCustomError("value_error", "{message}", {"message": message})
+        return value
+
+    return AfterValidator(check)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("value_error", "must not be empty")
+    return value.strip()
+
+
+TaskName = Annotated[str, _one_of("task", TASKS)]
+ProviderName = Annotated[str, _one_of("provider", PROVIDERS)]
+StrategyName = Annotated[str, _one_of("strategy", STRATEGIES)]
+ProfileName = Annotated[str, _one_of("compute_specs", PROFILES)]
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
+
+
+# Bounds keep every value inside its protobuf field (an int32 overflow would otherwise be a 500).
+INT32_MAX = 2**31 - 1
+
+
+class _Body(BaseModel):
+    # Fields the API does not know are ignored, as the v1 UI sends a few extra ones.
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+class TrainingParams(_Body):
+    """Every TrainingConfig field except task/model_name; unset ones take the trainer's defaults."""
+
+    provider: ProviderName = "huggingface"
+    strategy: StrategyName = "sft"
+    dataset: NonBlank
+    num_train_epochs: float | None = Field(None, gt=0, le=1000)
+    per_device_train_batch_size: int | None = Field(None, ge=1, le=4096)
+    gradient_accumulation_steps: int | None = Field(None, ge=1, le=4096)
+    learning_rate: float | None = Field(None, gt=0, lt=1)
+    max_seq_length: int | None = Field(None, ge=8, le=1_048_576)
+    lora_r: int | None = Field(None, ge=1, le=4096)
+    lora_alpha: int | None = Field(None, ge=1, le=65536)
+    lora_dropout: float | None = Field(None, ge=0, lt=1)
+    use_4bit: bool | None = None
+    bf16: bool | None = None
+    warmup_ratio: float | None = Field(None, ge=0, lt=1)
+    lr_scheduler_type: str | None = None
+    optim: str | None = None
+    max_steps: int | None = Field(None, ge=-1, le=INT32_MAX)
+    save_steps: int | None = Field(None, ge=1, le=INT32_MAX)
+    logging_steps: int | None = Field(None, ge=1, le=INT32_MAX)
+    eval_split: float | None = Field(None, ge=0, lt=1)
+    seed: int | None = Field(None, ge=0, le=INT32_MAX)
+    name: str | None = Field(None, max_length=200)
+    compute_specs: ProfileName | None = None
+    force: bool = False
+    resume_from_job: str | None = None
+
+    def to_pb(self, task: str, model_name: str) -> common_pb2.TrainingConfig:
+        fields = self.model_dump(exclude_none=True, exclude={"task", "model_name", "dataset_sha256"})
+        return common_pb2.TrainingConfig(task=task, model_name=model_name, **fields)
+
+
+class StartTrainingRequest(TrainingParams):
+    task: TaskName
+    model_name: NonBlank
+    # Checked by the gateway against the registry's copy before the trainer is called (409 on a
+    # mismatch): GET /api/models/{id}/lineage puts it in its `reproduce` body.
+    dataset_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="sha256 the stored dataset must still have (lowercase hex)"
+    )
+
+
+class WizardStartTrainingRequest(TrainingParams):
+    """v1 start: task and model may come from the wizard session instead of the body."""
+
+    task: TaskName | None = None
+    model_name: NonBlank | None = None
+
+
+class StartTrainingResponse(BaseModel):
+    status: Literal["started"] = "started"
+    job_id: str
+    message: str = "Training started successfully"
+
+
+class WizardStartTrainingResponse(BaseModel):
+    success: bool = True
+    message: str = "Training started successfully"
+    job_id: str
+
+
+class TrainingStatusResponse(BaseModel):
+    status: str
+    progress: float
+    current_epoch: int
+    total_epochs: int
+    current_step: int
+    total_steps: int
+    loss: float | None
+    learning_rate: float | None
+    job_id: str | None = None
+    message: str = ""
+    error: str | None = None
+
+
+class StopTrainingResponse(BaseModel):
+    """Exactly rest-api.md's shape."""
+
+    status: Literal["stopped"] = "stopped"
+    message: str = "Training stopped successfully"
+
+
+# --- jobs (queue) -------------------------------------------------------------------------------
+
+JobStatusWord = Literal["queued", "running", "completed", "error", "stopped"]
+
+
+class JobResponse(BaseModel):
+    """A queued training job as the job store keeps it."""
+
+    job_id: str
+    status: JobStatusWord
+    progress: float
+    current_epoch: int
+    total_epochs: int
+    current_step: int
+    total_steps: int
+    loss: float | None
+    learning_rate: float | None
+    message: str
+    error: str | None
+    model_id: str | None
+    owner: str
+    attempts: int
+    last_seq: int
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    config: dict[str, Any]
+
+
+class JobListResponse(BaseModel):
+    jobs: list[JobResponse]
+    total: int
+
+
+class JobEvent(BaseModel):
+    """One /ws/training message (DESIGN 3), as stored in the TRAINING stream."""
+
+    type: str
+    job_id: str | None
+    seq: int
+    timestamp: str
+    status: str | None
+    progress: float
+    current_epoch: int
+    total_epochs: int
+    current_step: int
+    total_steps: int
+    loss: float | None
+    learning_rate: float | None
+    message: str
+    error: str | None
+    metrics: dict[str, float]
+    model_id: str | None
+    epoch: float
+
+
+class JobEventsResponse(BaseModel):
+    job_id: str
+    events: list[JobEvent]
+
+
+# --- v1 wizard ----------------------------------------------------------------------------------
+
+
+class TaskRequest(_Body):
+    task: TaskName
+
+
+class SelectedModelRequest(_Body):
+    selected_model: NonBlank
+
+
+class RepoRequest(_Body):
+    repo_name: NonBlank
+
+
+class ValidateTaskResponse(BaseModel):
+    valid: bool = True
+    task: str
+
+
+class ValidateModelResponse(BaseModel):
+    valid: bool = True
+    model: str
+
+
+class ModelInfo(BaseModel):
+    id: str
+    author: str
+    downloads: int
+    likes: int
+    local: bool = False
+    architecture: str | None = None
+    gated: bool = False
+
+
+class ValidateCustomModelResponse(BaseModel):
+    valid: bool = True
+    repo_name: str
+    model_info: ModelInfo
+
+
+class DetectResponse(BaseModel):
+    status_code: int = 200
+    profile: str
+    task: str
+    gpu_name: str
+    gpu_total_memory_gb: float
+    ram_total_gb: float
+    available_diskspace_gb: float
+    cpu_cores: int
+    model_recommendation: str
+    possible_options: list[str]
+
+
+class SetModelResponse(BaseModel):
+    success: bool = True
+    selected_model: str
+    message: str = "Model selection saved successfully"
+
+
+class SetCustomModelResponse(BaseModel):
+    success: bool = True
+    selected_model: str
+    message: str = "Custom model validated and saved successfully"
+    valid: bool = True
+    repo_name: str
+
+
+class SessionResponse(BaseModel):
+    success: bool = True
+    task: str | None
+    selected_model: str | None
+    is_custom_model: bool
+
+
+class TrainingSettingsResponse(BaseModel):
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    learning_rate: float
+    num_train_epochs: float
+    max_seq_length: int
+    lora_r: int
+    lora_alpha: int
+    use_4bit: bool
+    bf16: bool
+    warmup_ratio: float
+    lr_scheduler_type: str
+    optim: str
+
+
+class WizardStatusResponse(BaseModel):
+    status: Literal["idle", "running", "completed", "error"]
+    progress: int
+    message: str
+    error: str | None
+    job_id: str | None = None
+    model_id: str | None = None
+
+
+class SuccessResponse(BaseModel):
+    success: bool = True
+    message: str
+
+
+class GpuSpecs(BaseModel):
+    index: int
+    name: str
+    total_memory_gb: float
+    free_memory_gb: float
+
+
+class HardwareSpecsResponse(BaseModel):
+    gpu_name: str
+    gpu_memory_gb: float
+    ram_gb: float
+    disk_space_gb: float
+    cpu_cores: int
+    cuda_version: str | None
+    torch_version: str | None
+    device_type: str
+    profile: str
+    gpus: list[GpuSpecs]
+
+
+class RecommendedModelsResponse(BaseModel):
+    task: str
+    recommended_model: str
+    possible_models: list[str]
+    compute_profile: str
+
+
+class MemoryEstimateRequest(_Body):
+    model_name: NonBlank
+    strategy: StrategyName = "qlora"
+    task: TaskName = "text-generation"
+    lora_r: int = Field(16, ge=1, le=4096)
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    per_device_train_batch_size: int | None = Field(None, ge=1, le=4096)
+    max_seq_length: int = Field(2048, ge=8, le=1_048_576)
+    precision: Literal["bf16", "fp16", "fp32"] | None = None
+    bf16: bool | None = None
+    use_4bit: bool | None = None
+    gradient_checkpointing: bool = True
+    gpu_index: int = Field(-1, ge=-1, le=1024)
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size or self.per_device_train_batch_size or 1
+
+    @property
+    def effective_precision(self) -> str:
+        if self.precision:
+            return self.precision
+        return "fp32" if self.bf16 is False else "bf16"
+
+    @property
+    def effective_use_4bit(self) -> bool:
+        return self.use_4bit if self.use_4bit is not None else self.strategy == "qlora"
+
+
+class MemoryBreakdownResponse(BaseModel):
+    weights_bytes: int
+    weights_gb: float
+    adapters_bytes: int
+    adapters_gb: float
+    optimizer_bytes: int
+    optimizer_gb: float
+    gradients_bytes: int
+    gradients_gb: float
+    activations_bytes: int
+    activations_gb: float
+    overhead_bytes: int
+    overhead_gb: float
+    total_bytes: int
+    total_gb: float
+
+
+class MemoryEstimateResponse(BaseModel):
+    model_name: str
+    fits: bool
+    device: str
+    message: str
+    total_bytes: int
+    total_gb: float
+    available_bytes: int
+    available_gb: float
+    breakdown: MemoryBreakdownResponse
+
+
+# --- system -------------------------------------------------------------------------------------
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy"] = "healthy"
+    version: str = "v2"
+
+
+class InfoResponse(BaseModel):
+    providers: list[str]
+    strategies: list[str]
+    tasks: list[str]
+    version: str = "v2"
+
+
+# --- datasets -----------------------------------------------------------------------------------
+
+
+class DatasetValidation(BaseModel):
+    valid: bool
+    errors: list[str]
+
+
+class UploadDatasetResponse(BaseModel):
+    status: Literal["uploaded"] = "uploaded"
+    filename: str
+    num_examples: int
+    validation: DatasetValidation
+
+
+class DatasetSummary(BaseModel):
+    filename: str
+    num_examples: int
+    size_mb: float
+    uploaded_at: str | None
+
+
+class DatasetsResponse(BaseModel):
+    datasets: list[DatasetSummary]
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+class ModelSummary(BaseModel):
+    id: int
+    model_id: str
+    name: str
+    base_model: str
+    task: str
+    strategy: str
+    provider: str
+    created_at: str | None
+    size_mb: float
+    path: str
+
+
+class ModelDetails(ModelSummary):
+    config: dict[str, Any]
+    training_params: dict[str, Any]
+    metrics: dict[str, float]
+    job_id: str
+    adapter_type: str
+    # Beside the documented fields: what the model was trained from (null when not recorded).
+    lineage: dict[str, Any] | None = None
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelSummary]
+    # Every model matching the filters, not only this page.
+    total: int
+
+
+class ModelLineageResponse(BaseModel):
+    """GET /api/models/{id}/lineage: the lineage alone, plus a start_training body that runs it again."""
+
+    model_id: str
+    base_model: dict[str, Any]
+    dataset: dict[str, Any]
+    config: dict[str, Any]
+    task: str
+    strategy: str
+    provider: str
+    environment: dict[str, Any]
+    job: dict[str, Any]
+    metrics: dict[str, float]
+    loss_curve: list[dict[str, Any]]
+    parent_model_id: str | None
+    reproduce: dict[str, Any]
+
+
+class DeleteModelResponse(BaseModel):
+    success: bool = True
+    status: Literal["deleted"] = "deleted"
+    message: str
+    model_id: str
+
+
+# --- playground ---------------------------------------------------------------------------------
+
+DEFAULT_MAX_NEW_TOKENS = 256
+
+
+class GenerateRequest(_Body):
+    """rest-api.md generate; /api/playground/new's max_length is accepted as max_new_tokens."""
+
+    model_id: Annotated[int, Field(ge=0, le=2**63 - 1)] | Annotated[str, Field(min_length=1, max_length=300)]
+    # Extractive question answering reads these instead of (or besides) the prompt; declared
+    # before `prompt` so its check can see them.
+    context: str = ""
+    question: str = ""
+    prompt: str = ""
+    max_new_tokens: int | None = Field(None, ge=1, le=4096)
+    max_length: int | None = Field(None, ge=1, le=4096)
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(0.9, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0, le=1000)
+    repetition_penalty: float | None = Field(None, gt=0, le=10)
+
+    @field_validator("prompt")
+    @classmethod
+    def _needs_input(cls, prompt: str, info: ValidationInfo) -> str:
+        if not prompt.strip() and not str(info.data.get("question", "")).strip():
+            raise PydanticCustomError("value_error", "prompt must not be empty")
+        return prompt
+
+    @property
+    def tokens(self) -> int:
+        return self.max_new_tokens or self.max_length or DEFAULT_MAX_NEW_TOKENS
+
+
+class GenerateResponse(BaseModel):
+    generated_text: str
+    tokens_generated: int
+    generation_time_ms: int
+    model_id: str
+    score: float | None = None
+    start: int | None = None
+    end: int | None = None
+
+
+class PlaygroundNewResponse(GenerateResponse):
+    prompt: str
+
+
+class ModelPathResponse(BaseModel):
+    model_path: str
+    model_id: str

@@ -1,0 +1,50 @@
+"""Gateway settings: where it listens, deadlines per kind of call, WebSocket fan-out limits."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from modelforge_common.settings import DEFAULT_PORTS, ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    gateway_port: int = DEFAULT_PORTS["gateway"]
+
+    # Deadlines (seconds) of the gRPC calls the gateway makes, by kind of call.
+    read_deadline_s: float = 5.0
+    write_deadline_s: float = 30.0
+    generate_deadline_s: float = 120.0
+    # DescribeModel may ask the Hub, which is slow when it answers at all.
+    hub_deadline_s: float = 30.0
+    # Merging loads the whole base model; a push uploads it: minutes for billions of parameters.
+    merge_deadline_s: float = 1800.0
+    push_deadline_s: float = 1800.0
+    readiness_deadline_s: float = 1.0
+
+    # Uploads stream to the registry in chunks of this size; larger files are refused with 413.
+    upload_chunk_bytes: int = 1024 * 1024
+    max_upload_bytes: int = 2 * 1024 * 1024 * 1024
+
+    # Events a WebSocket client may lag behind before it is dropped, and its idle heartbeat.
+    ws_queue_size: int = 256
+    ws_heartbeat_s: float = 15.0
+
+    # How often the NATS feed checks that its JetStream consumer (and stream) still exist.
+    nats_check_s: float = 2.0
+
+    # Browser origins allowed to call the API from another origin (a separately served UI);
+    # empty: no CORS headers. JSON list in the environment: MODELFORGE_CORS_ALLOW_ORIGINS='["http://localhost:3000"]'.
+    cors_allow_origins: list[str] = []
+    # The same as a comma-separated list: MODELFORGE_CORS_ORIGINS="http://localhost:3000,https://ui.example".
+    cors_origins: str = ""
+
+    # API keys; when set, every route but /api/health needs `Authorization: Bearer <key>` (see auth.py).
+    # MODELFORGE_API_KEYS="alice:key1,ci:key2" (names are recorded as job owners) or plain "key1,key2".
+    api_keys: SecretStr = SecretStr("")
+
+    # Wizard session used when a request names none (X-Session-Id header or cookie).
+    default_session_id: str = "default"
+
+    def allowed_origins(self) -> list[str]:
+        extra = [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+        return [*self.cors_allow_origins, *extra]

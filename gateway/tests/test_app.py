@@ -1,0 +1,77 @@
+"""App assembly: settings from the environment, OpenAPI, CORS, and the uvicorn entry point."""
+
+from __future__ import annotations
+
+import pytest
+from gateway_fakes import FakeServices, running_client, settings_for
+
+from modelforge_gateway import __main__ as entrypoint
+from modelforge_gateway.main import create_app
+from modelforge_gateway.settings import GatewaySettings
+
+
+def test_settings_read_the_modelforge_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELFORGE_GATEWAY_PORT", "8123")
+    monkeypatch.setenv("MODELFORGE_TRAINER_ADDR", "trainer:50051")
+    monkeypatch.setenv("MODELFORGE_GENERATE_DEADLINE_S", "60")
+    settings = GatewaySettings()
+    assert (settings.gateway_port, settings.trainer_addr, settings.generate_deadline_s) == (8123, "trainer:50051", 60)
+    monkeypatch.delenv("MODELFORGE_GATEWAY_PORT")
+    assert GatewaySettings().gateway_port == 8000
+
+
+def test_openapi_lists_every_documented_path_with_stable_ids() -> None:
+    spec = create_app(GatewaySettings()).openapi()
+    paths = set(spec["paths"])
+    for path in (
+        "/api/health",
+        "/api/info",
+        "/api/start_training",
+        "/api/training_status",
+        "/api/stop_training",
+        "/api/models",
+        "/api/models/",
+        "/api/models/{model_id}",
+        "/api/models/task/{task}",
+        "/api/upload_dataset",
+        "/api/datasets",
+        "/api/playground/generate",
+        "/api/playground/new",
+        "/api/playground/model_path",
+        "/api/playground/stream",
+        "/api/finetune/detect",
+        "/api/finetune/status",
+        "/api/finetune/estimate_memory",
+    ):
+        assert path in paths
+    operation_ids = [op["operationId"] for item in spec["paths"].values() for op in item.values()]
+    assert len(operation_ids) == len(set(operation_ids))
+    assert "training-start_training" in operation_ids and "finetune-start_training" in operation_ids
+
+
+async def test_cors_only_when_configured(fakes: FakeServices) -> None:
+    async with running_client(settings_for(fakes)) as (_, client):
+        plain = await client.get("/api/health", headers={"origin": "http://ui.example"})
+    assert "access-control-allow-origin" not in plain.headers
+    async with running_client(settings_for(fakes, cors_allow_origins=["http://ui.example"])) as (_, client):
+        preflight = await client.options(
+            "/api/start_training",
+            headers={"origin": "http://ui.example", "access-control-request-method": "POST"},
+        )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "http://ui.example"
+    assert "x-request-id" in preflight.headers
+
+
+def test_entrypoint_runs_uvicorn_on_the_configured_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+
+    def fake_run(app: object, **options: object) -> None:
+        seen.update(options, app=app)
+
+    monkeypatch.setenv("MODELFORGE_BIND_HOST", "0.0.0.0")
+    monkeypatch.setenv("MODELFORGE_GATEWAY_PORT", "8456")
+    monkeypatch.setattr(entrypoint.uvicorn, "run", fake_run)
+    monkeypatch.setattr(entrypoint, "configure_logging", lambda *args, **kwargs: None)
+    entrypoint.main()
+    assert (seen["host"], seen["port"], seen["log_config"]) == ("0.0.0.0", 8456, None)

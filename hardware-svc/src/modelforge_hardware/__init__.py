@@ -1,0 +1,1 @@
+"""Hardware detection (NVML, psutil), profiles, recommendations and VRAM estimates."""

@@ -1,0 +1,225 @@
+"""hardware-svc's domain API: the node's hardware, recommendations, memory estimates and model
+look-ups. No grpc here; blocking work (NVML, psutil, Hub requests) runs in worker threads."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from modelforge_common.catalog import STRATEGIES, STRATEGIES_BY_TASK, TASKS
+from modelforge_common.errors import FieldViolation, InvalidArgument
+from modelforge_hardware.estimator import PRECISION_BYTES, MemoryEstimate, TrainingJob, estimate
+from modelforge_hardware.fit import MOST_FREE_GPU, Target, choose_target, judge
+from modelforge_hardware.model_shape import ConfigError, ModelShape, infer_task, shape_from_config
+from modelforge_hardware.model_source import ModelDescription, ModelSource, hub_unreachable
+from modelforge_hardware.probe import GpuProbe, GpuReading, SystemProbe, SystemReading, torch_version
+from modelforge_hardware.profiles import best_gpu, classify
+from modelforge_hardware.recommendations import Recommendation, Recommendations, TrainingDefaults
+
+T = TypeVar("T")
+DEFAULT_TASK = "text-generation"
+DEFAULT_STRATEGY = "sft"
+FULL_FINE_TUNING = -1
+MAX_LORA_R = 4096
+MAX_BATCH_SIZE = 4096
+MAX_SEQ_LENGTH = 1 << 20
+
+
+@dataclass(frozen=True)
+class HardwareInfo:
+    gpus: tuple[GpuReading, ...]
+    driver_version: str
+    cuda_driver_version: str
+    system: SystemReading
+    # "cuda" or "cpu".
+    device_type: str
+    profile: str
+    torch_version: str
+
+    @property
+    def bf16_supported(self) -> bool:
+        best = best_gpu(self.gpus)
+        return best is not None and best.supports_bf16
+
+
+@dataclass(frozen=True)
+class MemoryRequest:
+    """EstimateMemory's input. Zero / empty fields take this node's defaults for the task: lora_r,
+    batch_size, max_seq_length and precision from the profile's training defaults, strategy "sft",
+    task from the model's family. lora_r = -1 estimates full fine-tuning."""
+
+    model_name: str
+    strategy: str = ""
+    task: str = ""
+    lora_r: int = 0
+    batch_size: int = 0
+    max_seq_length: int = 0
+    precision: str = ""
+    use_4bit: bool = False
+    gradient_checkpointing: bool = False
+    gpu_index: int = MOST_FREE_GPU
+
+
+@dataclass(frozen=True)
+class MemoryAnswer:
+    estimate: MemoryEstimate
+    fits: bool
+    available_bytes: int
+    device: str
+    message: str
+    # The settings the estimate used, after defaults.
+    job: TrainingJob
+    task: str
+
+
+def _validate(request: MemoryRequest) -> list[FieldViolation]:
+    violations = []
+    if not request.model_name.strip():
+        violations.append(FieldViolation("model_name", "is required"))
+    if request.strategy and request.strategy not in STRATEGIES:
+        violations.append(FieldViolation("strategy", f"must be one of {', '.join(STRATEGIES)}"))
+    if request.task and request.task not in TASKS:
+        violations.append(FieldViolation("task", f"must be one of {', '.join(TASKS)}"))
+    if request.precision and request.precision not in PRECISION_BYTES:
+        violations.append(FieldViolation("precision", f"must be one of {', '.join(PRECISION_BYTES)}"))
+    if not FULL_FINE_TUNING <= request.lora_r <= MAX_LORA_R:
+        violations.append(
+            FieldViolation("lora_r", f"must be 1..{MAX_LORA_R}, 0 for the default, -1 for full fine-tuning")
+        )
+    if not 0 <= request.batch_size <= MAX_BATCH_SIZE:
+        violations.append(FieldViolation("batch_size", f"must be 1..{MAX_BATCH_SIZE} (0 for the default)"))
+    if not 0 <= request.max_seq_length <= MAX_SEQ_LENGTH:
+        violations.append(FieldViolation("max_seq_length", f"must be 1..{MAX_SEQ_LENGTH} (0 for the default)"))
+    if request.gpu_index < MOST_FREE_GPU:
+        violations.append(FieldViolation("gpu_index", "must be -1 (most free memory) or a GPU index"))
+    four_bit = request.use_4bit or request.strategy == "qlora"
+    if four_bit and request.lora_r == FULL_FINE_TUNING:
+        violations.append(FieldViolation("lora_r", "4-bit training (qlora, use_4bit) trains LoRA adapters: lora_r > 0"))
+    return violations
+
+
+def _check_strategy_for_task(strategy: str, task: str) -> None:
+    if strategy not in STRATEGIES_BY_TASK[task]:
+        allowed = ", ".join(STRATEGIES_BY_TASK[task])
+        raise InvalidArgument(
+            f"strategy {strategy} does not apply to {task}",
+            [FieldViolation("strategy", f"{task} trains with {allowed}")],
+        )
+
+
+def _shape(config: dict[str, Any], task: str, model_name: str) -> ModelShape:
+    try:
+        return shape_from_config(config, task)
+    except ConfigError as exc:
+        raise InvalidArgument(
+            f"cannot size {model_name}: {exc}", [FieldViolation("model_name", f"config.json: {exc}")]
+        ) from exc
+
+
+def resolve_job(request: MemoryRequest, defaults: TrainingDefaults, target: Target, strategy: str) -> TrainingJob:
+    if request.precision:
+        precision = request.precision
+    elif defaults.bf16:
+        precision = "bf16"
+    else:
+        precision = "fp16" if target.on_gpu else "fp32"
+    return TrainingJob(
+        strategy=strategy,
+        lora_r=request.lora_r or defaults.lora_r,
+        batch_size=request.batch_size or defaults.per_device_train_batch_size,
+        seq_len=request.max_seq_length or defaults.max_seq_length,
+        precision=precision,
+        use_4bit=request.use_4bit or strategy == "qlora",
+        gradient_checkpointing=request.gradient_checkpointing,
+        on_gpu=target.on_gpu,
+    )
+
+
+class HardwareService:
+    def __init__(
+        self,
+        gpu_probe: GpuProbe,
+        system_probe: SystemProbe,
+        recommendations: Recommendations,
+        models: ModelSource,
+        read_torch_version: Callable[[], str] = torch_version,
+    ) -> None:
+        self._gpu_probe = gpu_probe
+        self._system_probe = system_probe
+        self._recommendations = recommendations
+        self._models = models
+        self._read_torch_version = read_torch_version
+        # A whole Hub look-up (model_info, then config.json) is bounded even if a request stalls.
+        self.hub_deadline_s = 4 * models.timeout_s
+
+    def _read_hardware(self) -> HardwareInfo:
+        inventory = self._gpu_probe.read()
+        system = self._system_probe.read()
+        profile = classify(inventory.gpus, system.ram_total_bytes)
+        return HardwareInfo(
+            gpus=inventory.gpus,
+            driver_version=inventory.driver_version,
+            cuda_driver_version=inventory.cuda_driver_version,
+            system=system,
+            device_type=profile.device_type,
+            profile=profile.name,
+            torch_version=self._read_torch_version(),
+        )
+
+    async def hardware(self) -> HardwareInfo:
+        return await asyncio.to_thread(self._read_hardware)
+
+    def _recommendation(self, task: str, hardware: HardwareInfo) -> Recommendation:
+        return self._recommendations.for_task(task, hardware.profile, hardware.device_type, hardware.bf16_supported)
+
+    async def recommendations(self, task: str) -> tuple[Recommendation, HardwareInfo]:
+        """Models and defaults for `task` ("" = text-generation, the wizard's default)."""
+        task = task or DEFAULT_TASK
+        if task not in TASKS:
+            raise InvalidArgument(
+                f"unknown task {task!r}", [FieldViolation("task", f"must be one of {', '.join(TASKS)}")]
+            )
+        hardware = await self.hardware()
+        return self._recommendation(task, hardware), hardware
+
+    async def _hub_call(self, call: Callable[[str], T], name: str) -> T:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(call, name), timeout=self.hub_deadline_s)
+        except TimeoutError as exc:
+            raise hub_unreachable(f"no answer within {self.hub_deadline_s:g} s") from exc
+
+    async def model_config(self, model_name: str) -> dict[str, Any]:
+        """config.json of a local folder or Hub repo (PERMISSION_DENIED / UNAVAILABLE as DescribeModel)."""
+        return await self._hub_call(self._models.load_config, model_name.strip())
+
+    async def estimate_memory(self, request: MemoryRequest) -> MemoryAnswer:
+        violations = _validate(request)
+        if violations:
+            raise InvalidArgument("invalid memory estimate request", violations)
+        strategy = request.strategy or DEFAULT_STRATEGY
+        if request.task:
+            _check_strategy_for_task(strategy, request.task)
+        hardware = await self.hardware()
+        target = choose_target(hardware.gpus, hardware.system, request.gpu_index)
+        config = await self.model_config(request.model_name)
+        task = request.task or infer_task(_shape(config, "", request.model_name))
+        shape = _shape(config, task, request.model_name)
+        _check_strategy_for_task(strategy, task)
+        job = resolve_job(request, self._recommendation(task, hardware).defaults, target, strategy)
+        result = estimate(shape, job)
+        fit = judge(result, target)
+        return MemoryAnswer(
+            estimate=result,
+            fits=fit.fits,
+            available_bytes=target.available_bytes,
+            device=target.device,
+            message=fit.message,
+            job=job,
+            task=task,
+        )
+
+    async def describe_model(self, model_name: str) -> ModelDescription:
+        return await self._hub_call(self._models.describe, model_name)
+

@@ -1,0 +1,94 @@
+"""HardwareService's domain rules: defaults for unset fields, task inference, Hub deadlines."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from modelforge_common.errors import InvalidArgument, Unavailable
+from modelforge_hardware.service import MemoryRequest
+
+from .conftest import LLAMA_8B, TINY_LLAMA, write_model_folder
+
+BERT_QA = {
+    "architectures": ["BertForQuestionAnswering"], "model_type": "bert", "hidden_size": 128, "num_hidden_layers": 2,
+    "num_attention_heads": 2, "intermediate_size": 512, "max_position_embeddings": 512, "type_vocab_size": 2,
+    "vocab_size": 1000,
+}
+
+
+async def test_unset_fields_take_the_profile_defaults(make_service, tiny_model_dir: Path) -> None:
+    answer = await make_service("rtx3070").estimate_memory(MemoryRequest(model_name=str(tiny_model_dir)))
+
+    job = answer.job
+    assert (job.strategy, job.lora_r, job.batch_size, job.seq_len, job.precision) == ("sft", 64, 2, 2048, "bf16")
+    assert not job.use_4bit and job.on_gpu
+    assert answer.task == "text-generation"
+
+
+async def test_cpu_node_estimates_fp32_on_system_ram(make_service, tiny_model_dir: Path) -> None:
+    answer = await make_service("none").estimate_memory(MemoryRequest(model_name=str(tiny_model_dir)))
+    assert (answer.job.precision, answer.job.on_gpu, answer.device) == ("fp32", False, "cpu")
+    assert (answer.job.batch_size, answer.job.seq_len) == (1, 512)
+
+
+async def test_qlora_implies_4bit(make_service, tiny_model_dir: Path) -> None:
+    answer = await make_service().estimate_memory(MemoryRequest(model_name=str(tiny_model_dir), strategy="qlora"))
+    assert answer.job.four_bit
+
+
+async def test_encoder_folder_is_sized_as_extractive_qa(make_service, tmp_path: Path) -> None:
+    folder = write_model_folder(tmp_path / "bert-qa", BERT_QA)
+    service = make_service()
+
+    answer = await service.estimate_memory(MemoryRequest(model_name=str(folder)))
+    assert answer.task == "extractive-question-answering"
+    assert answer.job.seq_len == 384  # the task's override
+
+    with pytest.raises(InvalidArgument) as raised:
+        await service.estimate_memory(MemoryRequest(model_name=str(folder), strategy="dpo"))
+    assert [v.field for v in raised.value.violations] == ["strategy"]
+
+
+async def test_full_fine_tuning_cannot_be_4bit(make_service, tiny_model_dir: Path) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        await make_service().estimate_memory(
+            MemoryRequest(model_name=str(tiny_model_dir), strategy="qlora", lora_r=-1)
+        )
+    assert [v.field for v in raised.value.violations] == ["lora_r"]
+
+
+async def test_unsizable_config_is_invalid(make_service, tmp_path: Path) -> None:
+    folder = write_model_folder(tmp_path / "odd", {"model_type": "mystery", "hidden_size": 64})
+    with pytest.raises(InvalidArgument) as raised:
+        await make_service().estimate_memory(MemoryRequest(model_name=str(folder)))
+    assert [v.field for v in raised.value.violations] == ["model_name"]
+
+
+async def test_hub_calls_are_bounded_by_a_deadline(make_service, tiny_model_dir: Path) -> None:
+    service = make_service(timeout_s=0.05)
+
+    def stalled(name: str) -> dict[str, object]:
+        time.sleep(1.0)
+        return TINY_LLAMA
+
+    service._models.load_config = stalled  # type: ignore[method-assign]
+    with pytest.raises(Unavailable, match="no answer within"):
+        await service.estimate_memory(MemoryRequest(model_name="acme/slow"))
+
+
+async def test_hardware_carries_the_torch_version(make_service) -> None:
+    hardware = await make_service(torch="2.13.0+cpu").hardware()
+    assert hardware.torch_version == "2.13.0+cpu"
+    assert hardware.bf16_supported
+
+
+async def test_8b_defaults_on_the_h100(make_service, tmp_path: Path) -> None:
+    folder = write_model_folder(tmp_path / "llama-8b", LLAMA_8B)
+    answer = await make_service("h100x2").estimate_memory(
+        MemoryRequest(model_name=str(folder), strategy="qlora", gradient_checkpointing=True)
+    )
+    assert answer.fits
+    assert (answer.job.batch_size, answer.job.lora_r) == (4, 64)  # high_end defaults

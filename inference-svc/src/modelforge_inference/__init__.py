@@ -1,0 +1,1 @@
+"""Generation with registered models: local transformers + peft, or a remote TGI server."""

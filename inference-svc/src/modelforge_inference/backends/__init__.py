@@ -1,0 +1,1 @@
+"""Generation backends: in-process transformers + peft (`local`) and a remote TGI server (`tgi`)."""

@@ -1,0 +1,74 @@
+"""Turning generated token ids into text pieces while generation runs.
+
+`IncrementalDecoder` uses the prefix/read offsets that text-generation-inference uses, so a
+character split over several byte-level tokens comes out whole and a piece never has to be taken
+back; `finish()` returns what the full decode adds beyond the pieces, so the pieces always join
+to exactly the non-streamed text. `TokenStreamer` is what `model.generate(streamer=...)` calls
+from the generation thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Decode = Callable[[Sequence[int]], str]
+
+
+class IncrementalDecoder:
+    def __init__(self, decode: Decode) -> None:
+        self._decode = decode
+        self.ids: list[int] = []
+        self._prefix_offset = 0
+        self._read_offset = 0
+        self._emitted: list[str] = []
+
+    def push(self, new_ids: Sequence[int]) -> str:
+        """Adds tokens; returns the text they complete (possibly empty)."""
+        self.ids.extend(new_ids)
+        prefix_text = self._decode(self.ids[self._prefix_offset : self._read_offset])
+        new_text = self._decode(self.ids[self._prefix_offset :])
+        # A trailing U+FFFD means a multi-byte character is still incomplete: wait for more tokens.
+        if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
+            piece = new_text[len(prefix_text) :]
+            self._prefix_offset = self._read_offset
+            self._read_offset = len(self.ids)
+            self._emitted.append(piece)
+            return piece
+        return ""
+
+    def finish(self) -> str:
+        """The rest of the full decode after everything emitted so far."""
+        full = self._decode(self.ids)
+        emitted = "".join(self._emitted)
+        rest = full[len(emitted) :] if full.startswith(emitted) else ""
+        if rest:
+            self._emitted.append(rest)
+        return rest
+
+
+class TokenStreamer:
+    """The streamer protocol of transformers' generate(): `put(token_ids)` per step (first the
+    prompt, which is skipped) and `end()`. Each non-empty text piece goes to `emit`."""
+
+    def __init__(self, decode: Decode, emit: Callable[[str], None]) -> None:
+        self._decoder = IncrementalDecoder(decode)
+        self._emit = emit
+        self._prompt_skipped = False
+
+    @property
+    def token_count(self) -> int:
+        return len(self._decoder.ids)
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_skipped:
+            self._prompt_skipped = True
+            return
+        piece = self._decoder.push([int(token) for token in value.reshape(-1).tolist()])
+        if piece:
+            self._emit(piece)
+
+    def end(self) -> None:
+        rest = self._decoder.finish()
+        if rest:
+            self._emit(rest)

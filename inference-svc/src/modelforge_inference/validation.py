@@ -1,0 +1,70 @@
+"""Checks generation settings against the task, reporting every bad field at once with the
+names the public API uses."""
+
+from __future__ import annotations
+
+import math
+
+from modelforge_common.errors import FieldViolation, InvalidArgument
+from modelforge_inference.domain import (
+    EXTRACTIVE_QA,
+    SUMMARIZATION,
+    TEXT_GENERATION,
+    GenerationParams,
+    RequestedParams,
+)
+
+TASKS = (TEXT_GENERATION, SUMMARIZATION, EXTRACTIVE_QA)
+MAX_NEW_TOKENS_LIMIT = 4096
+MAX_TEMPERATURE = 2.0
+
+
+def validate_params(task: str, requested: RequestedParams, default_max_new_tokens: int) -> GenerationParams:
+    """Returns the settings to generate with, or raises InvalidArgument listing each bad field.
+
+    For extractive QA the question may come in `prompt` (the public playground has only a prompt).
+    """
+    violations: list[FieldViolation] = []
+    if task not in TASKS:
+        violations.append(FieldViolation("task", f"unsupported task {task!r}; expected one of {list(TASKS)}"))
+
+    question = requested.question.strip() or requested.prompt.strip()
+    if task == EXTRACTIVE_QA:
+        if not requested.context.strip():
+            violations.append(FieldViolation("context", "extractive question answering needs a non-empty context"))
+        if not question:
+            violations.append(FieldViolation("question", "extractive question answering needs a question"))
+    elif not requested.prompt.strip():
+        violations.append(FieldViolation("prompt", "prompt must not be empty"))
+
+    max_new_tokens = default_max_new_tokens if requested.max_new_tokens is None else requested.max_new_tokens
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+        violations.append(
+            FieldViolation("max_new_tokens", f"must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {max_new_tokens}")
+        )
+    temperature = requested.temperature
+    if not (math.isfinite(temperature) and 0.0 <= temperature <= MAX_TEMPERATURE):
+        violations.append(
+            FieldViolation("temperature", f"must be between 0 and {MAX_TEMPERATURE:g} (0 = greedy), got {temperature}")
+        )
+    top_p = 1.0 if requested.top_p is None else requested.top_p
+    if not (math.isfinite(top_p) and 0.0 < top_p <= 1.0):
+        violations.append(FieldViolation("top_p", f"must be greater than 0 and at most 1, got {top_p}"))
+    if requested.top_k is not None and requested.top_k < 0:
+        violations.append(FieldViolation("top_k", f"must be 0 (disabled) or positive, got {requested.top_k}"))
+    penalty = requested.repetition_penalty
+    if penalty is not None and not (math.isfinite(penalty) and penalty > 0.0):
+        violations.append(FieldViolation("repetition_penalty", f"must be greater than 0, got {penalty}"))
+
+    if violations:
+        raise InvalidArgument("invalid generation parameters: " + "; ".join(v.field for v in violations), violations)
+    return GenerationParams(
+        prompt=requested.prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=requested.top_k,
+        repetition_penalty=penalty,
+        context=requested.context,
+        question=question if task == EXTRACTIVE_QA else requested.question,
+    )

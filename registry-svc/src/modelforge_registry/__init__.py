@@ -1,0 +1,1 @@
+"""Store of record: models, datasets, wizard sessions (SQLAlchemy; SQLite or PostgreSQL)."""

@@ -1,0 +1,289 @@
+"""Uploaded JSONL datasets under <data_dir>/datasets.
+
+An upload streams into a temporary file beside its destination, is validated, and only then is
+linked into place under a name nothing else uses (data.jsonl, data-2.jsonl, ...) in the same
+transaction that records its row. An invalid or oversized upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import AsyncIterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from modelforge_common.dataset_rows import DatasetReport, RowIssue, validate_lines
+from modelforge_common.errors import Aborted, FieldViolation, InvalidArgument, NotFound, ResourceExhausted
+from modelforge_registry.domain import DatasetInfo
+from modelforge_registry.files import DataDir, is_file
+from modelforge_registry.store import Database, DatasetRecord, as_utc, utc_now
+
+log = logging.getLogger(__name__)
+
+DATASET_SUFFIX = ".jsonl"
+MAX_FILENAME_LENGTH = 200
+PART_PREFIX = ".upload-"
+PART_SUFFIX = ".part"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_RENAMES = 10_000
+
+
+def sanitize_filename(raw: str) -> str:
+    """Basename with only [A-Za-z0-9._-] (others become "_"), no leading dots, ending in .jsonl."""
+    base = re.split(r"[\\/]", raw.strip())[-1]
+    safe = _UNSAFE.sub("_", base).lstrip(".")
+    if not safe:
+        raise InvalidArgument("A dataset filename is required", [FieldViolation("file", "must not be empty")])
+    stem, suffix = safe[: -len(DATASET_SUFFIX)], safe[-len(DATASET_SUFFIX) :]
+    if suffix.lower() != DATASET_SUFFIX or not stem.strip("._-"):
+        raise InvalidArgument(
+            f"Dataset file {raw!r} must be a .jsonl file", [FieldViolation("file", "must end in .jsonl")]
+        )
+    return stem[: MAX_FILENAME_LENGTH - len(DATASET_SUFFIX)] + DATASET_SUFFIX
+
+
+def issue_field(issue: RowIssue) -> str:
+    """"file" for the whole file, "file/line N" for a line, "file/line N/<field>" for a field."""
+    if issue.line == 0:
+        return "file"
+    where = f"file/line {issue.line}"
+    return f"{where}/{issue.field}" if issue.field else where
+
+
+def validation_error(report: DatasetReport) -> InvalidArgument:
+    return InvalidArgument(
+        f"Dataset validation failed: {report.summary()}",
+        [FieldViolation(issue_field(issue), issue.message) for issue in report.issues],
+    )
+
+
+def name_candidates(filename: str) -> Iterator[str]:
+    """data.jsonl, data-2.jsonl, data-3.jsonl, ..."""
+    yield filename
+    stem = filename[: -len(DATASET_SUFFIX)]
+    for number in range(2, _MAX_RENAMES):
+        yield f"{stem}-{number}{DATASET_SUFFIX}"
+
+
+class PartFile:
+    """A temporary upload file that counts, hashes and caps what is written to it."""
+
+    def __init__(self, directory: Path, limit_bytes: int) -> None:
+        fd, path = tempfile.mkstemp(prefix=PART_PREFIX, suffix=PART_SUFFIX, dir=directory)
+        self.path = Path(path)
+        self.limit_bytes = limit_bytes
+        self.size = 0
+        self._digest = hashlib.sha256()
+        self._handle: BinaryIO | None = os.fdopen(fd, "wb")
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def write(self, chunk: bytes) -> None:
+        assert self._handle is not None, "write after close"
+        self.size += len(chunk)
+        if self.size > self.limit_bytes:
+            raise ResourceExhausted(f"Dataset exceeds the upload limit of {self.limit_bytes} bytes")
+        self._handle.write(chunk)
+        self._digest.update(chunk)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            self._handle = None
+
+    def discard(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        self.path.unlink(missing_ok=True)
+
+
+class _NameTaken(Exception):
+    """A file of that name exists (rolls the row back)."""
+
+
+def _claim(source: Path, target: Path) -> bool:
+    """Puts source's content at target unless target exists (never overwrites); False when taken."""
+    try:
+        os.link(source, target)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        # A filesystem without hard links: reserve the name exclusively, then replace it.
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return False
+        try:
+            os.replace(source, target)
+        except OSError:
+            target.unlink(missing_ok=True)
+            raise
+        return True
+
+
+class DatasetStore:
+    def __init__(self, database: Database, data_dir: DataDir, max_upload_bytes: int) -> None:
+        self.db = database
+        self.data_dir = data_dir
+        self.max_upload_bytes = max_upload_bytes
+
+    # -- upload -------------------------------------------------------------------------------
+
+    async def upload(self, filename: str, chunks: AsyncIterable[bytes]) -> DatasetInfo:
+        """Streams chunks to a temporary file, validates it and stores it; nothing stays on error."""
+        name = sanitize_filename(filename)
+        part = await asyncio.to_thread(PartFile, self.data_dir.datasets, self.max_upload_bytes)
+        try:
+            async for chunk in chunks:
+                await asyncio.to_thread(part.write, chunk)
+            return await asyncio.to_thread(self._store, part, name)
+        finally:
+            part.discard()
+
+    def _store(self, part: PartFile, name: str) -> DatasetInfo:
+        part.close()
+        with part.path.open("rb") as handle:
+            report = validate_lines(handle)
+        if not report.valid:
+            raise validation_error(report)
+        stem = name[: -len(DATASET_SUFFIX)]
+        with self.db.transaction() as session:
+            taken = set(session.scalars(
+                select(DatasetRecord.filename).where(DatasetRecord.filename.startswith(stem, autoescape=True))
+            ))
+        for candidate in name_candidates(name):
+            if candidate in taken:
+                continue
+            target = self.data_dir.datasets / candidate
+            try:
+                with self.db.transaction() as session:
+                    self.db.serialize(session, "datasets.store")
+                    record = DatasetRecord(
+                        filename=candidate,
+                        path=self.data_dir.relative(target),
+                        size_bytes=part.size,
+                        num_examples=report.num_examples,
+                        sha256=part.sha256,
+                        fields=sorted(report.fields),
+                        formats=sorted(report.formats),
+                        uploaded_at=utc_now(),
+                    )
+                    session.add(record)
+                    session.flush()
+                    # Inside the transaction: the row commits only once the file is in place.
+                    if not _claim(part.path, target):
+                        raise _NameTaken(candidate)
+                    info = self._info(record)
+            except (IntegrityError, _NameTaken):
+                continue
+            if candidate != name:
+                log.info("dataset %s exists; stored the upload as %s", name, candidate)
+            log.info("stored dataset %s (%d examples, %d bytes)", candidate, info.num_examples, info.size_bytes)
+            return info
+        raise Aborted(f"Could not find a free name for dataset {name}")
+
+    # -- read ---------------------------------------------------------------------------------
+
+    def list(self) -> list[DatasetInfo]:
+        """Uploaded datasets, newest first."""
+        query = select(DatasetRecord).order_by(DatasetRecord.uploaded_at.desc(), DatasetRecord.id.desc())
+        with self.db.transaction() as session:
+            return [self._info(record) for record in session.scalars(query)]
+
+    def get(self, name: str) -> DatasetInfo:
+        """An uploaded filename, or a path inside the data dir (relative to it or absolute). A file
+        there that was not uploaded is validated and counted on the fly."""
+        if not name.strip():
+            raise InvalidArgument("A dataset name is required", [FieldViolation("dataset", "must not be empty")])
+        if "\x00" in name:
+            raise InvalidArgument(
+                "Invalid dataset name", [FieldViolation("dataset", "must not contain NUL characters")]
+            )
+        bare = "/" not in name
+        if bare:
+            with self.db.transaction() as session:
+                record = session.scalar(select(DatasetRecord).where(DatasetRecord.filename == name))
+                if record is not None:
+                    info = self._info(record)
+                    if not is_file(info.path):
+                        log.warning("dataset %s: its file %s is missing", name, info.path)
+                        raise NotFound(f"Dataset {name} not found")
+                    return info
+        real = self.data_dir.inside(self.data_dir.datasets / name if bare else name)
+        if real is None:
+            raise InvalidArgument(
+                f"Dataset path {name} is outside the data directory",
+                [FieldViolation("dataset", "must be an uploaded filename or a path inside the data directory")],
+            )
+        if not is_file(real):
+            raise NotFound(f"Dataset {name} not found")
+        with self.db.transaction() as session:
+            record = session.scalar(select(DatasetRecord).where(DatasetRecord.path == self.data_dir.relative(real)))
+            if record is not None:
+                return self._info(record)
+        return self._inspect(real)
+
+    def _inspect(self, path: Path) -> DatasetInfo:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+
+            def lines() -> Iterator[bytes]:
+                for line in handle:
+                    digest.update(line)
+                    yield line
+
+            report = validate_lines(lines())
+        return DatasetInfo(
+            filename=path.name,
+            path=path,
+            size_bytes=path.stat().st_size,
+            num_examples=report.num_examples,
+            sha256=digest.hexdigest(),
+            fields=tuple(sorted(report.fields)),
+            formats=tuple(sorted(report.formats)),
+            uploaded_at=None,
+            valid=report.valid,
+            issues=tuple(report.issues),
+        )
+
+    # -- startup sweep ------------------------------------------------------------------------
+
+    def recover(self, grace_s: float) -> None:
+        """Removes temporary upload files left by a crash (older than grace_s: another replica
+        may be receiving one right now)."""
+        now = time.time()
+        for part in self.data_dir.datasets.glob(f"{PART_PREFIX}*{PART_SUFFIX}"):
+            try:
+                if now - part.stat().st_mtime < grace_s:
+                    continue
+            except FileNotFoundError:
+                continue
+            log.warning("removing unfinished upload %s", part.name)
+            part.unlink(missing_ok=True)
+
+    def _info(self, record: DatasetRecord) -> DatasetInfo:
+        return DatasetInfo(
+            filename=record.filename,
+            path=self.data_dir.absolute(record.path),
+            size_bytes=record.size_bytes,
+            num_examples=record.num_examples,
+            sha256=record.sha256,
+            fields=tuple(record.fields),
+            formats=tuple(record.formats),
+            uploaded_at=as_utc(record.uploaded_at),
+        )

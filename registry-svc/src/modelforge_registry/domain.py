@@ -1,0 +1,140 @@
+"""What the registry stores, as plain values the servicer converts to protobuf."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from modelforge_common.dataset_rows import RowIssue
+
+
+@dataclass(frozen=True)
+class NewModel:
+    """A model to register; empty size_mb / file_sha256 are computed from the folder."""
+
+    path: str
+    name: str = ""
+    base_model: str = ""
+    task: str = ""
+    strategy: str = ""
+    provider: str = ""
+    size_mb: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+    training_params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    job_id: str = ""
+    adapter_type: str = ""
+    file_sha256: dict[str, str] = field(default_factory=dict)
+    # The Lineage message as a JSON object (proto field names); None when there is none.
+    lineage: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: int
+    model_id: str
+    name: str
+    base_model: str
+    task: str
+    strategy: str
+    provider: str
+    created_at: datetime
+    size_mb: float
+    path: Path
+    config: dict[str, Any]
+    training_params: dict[str, Any]
+    metrics: dict[str, float]
+    job_id: str
+    adapter_type: str
+    file_sha256: dict[str, str]
+    # Final status of the job that produced it ("" when not trained here).
+    status: str = ""
+    lineage: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ModelFilter:
+    """GET /api/models filters; empty strings match everything, limit 0 means no limit."""
+
+    task: str = ""
+    base_model: str = ""
+    strategy: str = ""
+    provider: str = ""
+    status: str = ""
+    limit: int = 0
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class ModelPage:
+    models: tuple[ModelInfo, ...]
+    # Every match, not only this page.
+    total: int
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    filename: str
+    path: Path
+    size_bytes: int
+    num_examples: int
+    sha256: str
+    fields: tuple[str, ...]
+    formats: tuple[str, ...]
+    # None for a file inside the data dir that was placed there rather than uploaded.
+    uploaded_at: datetime | None
+    valid: bool = True
+    issues: tuple[RowIssue, ...] = ()
+
+
+@dataclass(frozen=True)
+class SessionState:
+    session_id: str
+    task: str = ""
+    selected_model: str = ""
+    is_custom_model: bool = False
+    # None until the session is first updated.
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SessionUpdate:
+    """Fields left None keep their stored value."""
+
+    task: str | None = None
+    selected_model: str | None = None
+    is_custom_model: bool | None = None
+
+
+JOB_STATUSES = ("queued", "running", "completed", "error", "stopped")
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A training job of record; the trainer replicas read and change it through the registry."""
+
+    job_id: str
+    status: str = "queued"
+    idempotency_key: str = ""
+    request: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    error: str = ""
+    model_id: str = ""
+    # None at creation means "now".
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    owner: str = ""
+    replica: str = ""
+    checkpoint: str = ""
+    progress: float = 0.0
+    last_seq: int = 0
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: tuple[JobState, ...]
+    # Every match, not only this page.
+    total: int

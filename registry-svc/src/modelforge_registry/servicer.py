@@ -1,0 +1,123 @@
+"""RegistryService gRPC adapter: converts messages and calls the domain stores in worker threads.
+Domain errors become status codes in the shared interceptor."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator
+
+import grpc
+
+from modelforge.v1 import registry_pb2, registry_pb2_grpc
+from modelforge_common.errors import FieldViolation, InvalidArgument
+from modelforge_registry import convert
+from modelforge_registry.datasets import DatasetStore
+from modelforge_registry.jobs import JobStore
+from modelforge_registry.models import ModelCatalog
+from modelforge_registry.sessions import SessionStore
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    def __init__(self, models: ModelCatalog, datasets: DatasetStore, sessions: SessionStore, jobs: JobStore) -> None:
+        self.models = models
+        self.datasets = datasets
+        self.sessions = sessions
+        self.jobs = jobs
+
+    async def RegisterModel(  # noqa: N802 - gRPC method name
+        self, request: registry_pb2.RegisterModelRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.RegisterModelResponse:
+        model = await asyncio.to_thread(self.models.register, convert.new_model_of(request.model))
+        return registry_pb2.RegisterModelResponse(model=convert.model_pb(model))
+
+    async def GetModel(  # noqa: N802
+        self, request: registry_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.GetModelResponse:
+        model = await asyncio.to_thread(self.models.get, request.id)
+        return registry_pb2.GetModelResponse(model=convert.model_pb(model))
+
+    async def ListModels(  # noqa: N802
+        self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListModelsResponse:
+        page = await asyncio.to_thread(self.models.search, convert.model_filter_of(request))
+        return registry_pb2.ListModelsResponse(models=[convert.model_pb(m) for m in page.models], total=page.total)
+
+    async def DeleteModel(  # noqa: N802
+        self, request: registry_pb2.DeleteModelRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.DeleteModelResponse:
+        model = await asyncio.to_thread(self.models.delete, request.id)
+        return registry_pb2.DeleteModelResponse(model=convert.model_pb(model))
+
+    async def UploadDataset(  # noqa: N802
+        self, request_iterator: AsyncIterator[registry_pb2.UploadDatasetRequest], context: grpc.aio.ServicerContext
+    ) -> registry_pb2.UploadDatasetResponse:
+        first = await anext(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "filename":
+            raise InvalidArgument(
+                "The first upload message must carry the filename",
+                [FieldViolation("file", "send the filename before any content")],
+            )
+
+        async def chunks() -> AsyncIterable[bytes]:
+            async for message in request_iterator:
+                if message.WhichOneof("part") == "filename":
+                    raise InvalidArgument(
+                        "Only the first upload message may carry a filename",
+                        [FieldViolation("file", "send the filename once, first")],
+                    )
+                yield message.chunk
+
+        dataset = await self.datasets.upload(first.filename, chunks())
+        return registry_pb2.UploadDatasetResponse(dataset=convert.dataset_pb(dataset))
+
+    async def ListDatasets(  # noqa: N802
+        self, request: registry_pb2.ListDatasetsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListDatasetsResponse:
+        datasets = await asyncio.to_thread(self.datasets.list)
+        return registry_pb2.ListDatasetsResponse(datasets=[convert.dataset_pb(d) for d in datasets])
+
+    async def GetDataset(  # noqa: N802
+        self, request: registry_pb2.GetDatasetRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.GetDatasetResponse:
+        dataset = await asyncio.to_thread(self.datasets.get, request.name)
+        return registry_pb2.GetDatasetResponse(dataset=convert.dataset_pb(dataset))
+
+    async def GetSession(  # noqa: N802
+        self, request: registry_pb2.GetSessionRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.GetSessionResponse:
+        state = await asyncio.to_thread(self.sessions.get, request.session_id)
+        return registry_pb2.GetSessionResponse(session=convert.session_pb(state))
+
+    async def UpdateSession(  # noqa: N802
+        self, request: registry_pb2.UpdateSessionRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.UpdateSessionResponse:
+        change = convert.session_update_of(request)
+        state = await asyncio.to_thread(self.sessions.update, request.session_id, change)
+        return registry_pb2.UpdateSessionResponse(session=convert.session_pb(state))
+
+    async def CreateJob(  # noqa: N802
+        self, request: registry_pb2.CreateJobRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.CreateJobResponse:
+        job, created = await asyncio.to_thread(self.jobs.create, convert.job_of(request.job))
+        return registry_pb2.CreateJobResponse(job=convert.job_pb(job), created=created)
+
+    async def GetJob(  # noqa: N802
+        self, request: registry_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.GetJobResponse:
+        job = await asyncio.to_thread(self.jobs.get, request.job_id)
+        return registry_pb2.GetJobResponse(job=convert.job_pb(job))
+
+    async def ListJobs(  # noqa: N802
+        self, request: registry_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListJobsResponse:
+        page = await asyncio.to_thread(self.jobs.list, list(request.statuses), request.limit, request.offset)
+        return registry_pb2.ListJobsResponse(jobs=[convert.job_pb(job) for job in page.jobs], total=page.total)
+
+    async def UpdateJob(  # noqa: N802
+        self, request: registry_pb2.UpdateJobRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.UpdateJobResponse:
+        changes = convert.job_values_of(request.job, list(request.update_mask.paths))
+        job = await asyncio.to_thread(
+            self.jobs.update, request.job_id, changes, list(request.expected_statuses)
+        )
+        return registry_pb2.UpdateJobResponse(job=convert.job_pb(job))

@@ -1,0 +1,50 @@
+"""Cross-service fixtures: a real stack (nats-server, four services, gateway) on free ports."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from modelforge_common.testing import free_port
+from modelforge_devkit.stack import Stack
+from modelforge_devkit.tiny_models import build_tiny_model
+
+
+def stack_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELFORGE_")}
+    env.update({
+        "MODELFORGE_DATA_DIR": str(data_dir),
+        "MODELFORGE_RUN_DIR": str(data_dir / "run"),
+        "MODELFORGE_NATS_URL": f"nats://127.0.0.1:{free_port()}",
+        "MODELFORGE_GATEWAY_PORT": str(free_port()),
+        "MODELFORGE_LOG_JSON": "false",
+        "HF_HUB_OFFLINE": "1",
+    })
+    for name in ("trainer", "registry", "hardware", "inference"):
+        env[f"MODELFORGE_{name.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", "causal")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data_dir = tmp_path_factory.mktemp("stack")
+    running = Stack.from_environment(stack_env(data_dir))
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_env_for() -> Callable[[Path], dict[str, str]]:
+    """stack_env for tests that start a stack of their own (extra MODELFORGE_* settings)."""
+    return stack_env

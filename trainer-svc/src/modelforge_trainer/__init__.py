@@ -1,0 +1,1 @@
+"""Runs fine-tuning jobs in child processes and publishes their progress."""

@@ -1,0 +1,168 @@
+"""What a user asks for (TrainingRequest) and what a job runs with (ResolvedConfig).
+
+Unset optional fields of a request take the trainer's defaults; the resolved configuration is what the
+worker trains with and what is recorded with the registered model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+DEFAULT_PROVIDER = "huggingface"
+DEFAULT_STRATEGY = "sft"
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Defaults for every optional TrainingConfig field (TrainerSettings supplies the values)."""
+
+    num_train_epochs: float = 3.0
+    per_device_train_batch_size: int = 2
+    gradient_accumulation_steps: int = 4
+    learning_rate: float = 2e-4
+    max_seq_length: int = 2048
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    warmup_ratio: float = 0.03
+    lr_scheduler_type: str = "cosine"
+    optim: str = "adamw_torch"
+    max_steps: int = -1
+    save_steps: int = 200
+    logging_steps: int = 1
+    eval_split: float = 0.1
+    seed: int = 42
+    bf16: bool = True  # used only where the device supports it
+
+
+HYPERPARAMETER_NAMES = tuple(f.name for f in fields(Hyperparameters))
+
+
+@dataclass
+class TrainingRequest:
+    """A TrainingConfig as the user sent it; None means "not set"."""
+
+    task: str = ""
+    model_name: str = ""
+    provider: str = ""
+    strategy: str = ""
+    dataset: str = ""
+    num_train_epochs: float | None = None
+    per_device_train_batch_size: int | None = None
+    gradient_accumulation_steps: int | None = None
+    learning_rate: float | None = None
+    max_seq_length: int | None = None
+    lora_r: int | None = None
+    lora_alpha: int | None = None
+    lora_dropout: float | None = None
+    use_4bit: bool | None = None
+    bf16: bool | None = None
+    warmup_ratio: float | None = None
+    lr_scheduler_type: str | None = None
+    optim: str | None = None
+    max_steps: int | None = None
+    save_steps: int | None = None
+    logging_steps: int | None = None
+    eval_split: float | None = None
+    seed: int | None = None
+    name: str | None = None
+    compute_specs: str | None = None
+    force: bool = False
+    resume_from_job: str | None = None
+
+
+@dataclass
+class ResolvedConfig:
+    """Every setting a job trains with. The worker may adjust device-dependent fields (bf16) and
+    reports the final values back, which is what the registry records."""
+
+    task: str
+    model_name: str  # absolute path for a local folder, else the Hub id
+    provider: str
+    strategy: str
+    dataset: str  # what the user named
+    dataset_path: str  # absolute path of the JSONL file
+    num_train_epochs: float
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    learning_rate: float
+    max_seq_length: int
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    use_4bit: bool
+    bf16: bool
+    warmup_ratio: float
+    lr_scheduler_type: str
+    optim: str
+    max_steps: int
+    save_steps: int
+    logging_steps: int
+    eval_split: float
+    seed: int
+    name: str = ""
+    compute_specs: str = ""
+    resume_from_job: str = ""
+    local_model: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResolvedConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ResolvedConfig:
+        """from_dict for values that went through JSON numbers (a protobuf Struct makes 16 into 16.0)."""
+        kinds = {f.name: f.type for f in fields(cls)}
+        values = {}
+        for name, value in data.items():
+            if name not in kinds:
+                continue
+            if kinds[name] == "int" and isinstance(value, float):
+                value = int(value)
+            values[name] = value
+        return cls(**values)
+
+    def training_params(self) -> dict[str, float]:
+        """The rest-api.md summary of a model's training."""
+        return {
+            "num_epochs": float(self.num_train_epochs),
+            "batch_size": float(self.per_device_train_batch_size),
+            "learning_rate": float(self.learning_rate),
+        }
+
+
+def resolve(
+    request: TrainingRequest,
+    defaults: Hyperparameters,
+    *,
+    model_name: str,
+    local_model: bool,
+    dataset_path: str,
+) -> ResolvedConfig:
+    """Fills unset fields from the defaults. Callers validate the request first."""
+
+    def pick(name: str) -> Any:
+        value = getattr(request, name)
+        return getattr(defaults, name) if value is None else value
+
+    strategy = request.strategy or DEFAULT_STRATEGY
+    use_4bit = request.use_4bit if request.use_4bit is not None else strategy == "qlora"
+    return ResolvedConfig(
+        task=request.task,
+        model_name=model_name,
+        provider=request.provider or DEFAULT_PROVIDER,
+        strategy=strategy,
+        dataset=request.dataset,
+        dataset_path=dataset_path,
+        use_4bit=bool(use_4bit),
+        name=request.name or "",
+        compute_specs=request.compute_specs or "",
+        resume_from_job=request.resume_from_job or "",
+        local_model=local_model,
+        **{name: pick(name) for name in HYPERPARAMETER_NAMES},
+    )

@@ -1,0 +1,203 @@
+"""Protobuf <-> domain conversions for the trainer (requests, jobs, events, registry models)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from modelforge.v1 import common_pb2, events_pb2, registry_pb2
+from modelforge_common.catalog import TRAINING_SETTINGS
+from modelforge_trainer.config import ResolvedConfig, TrainingRequest
+from modelforge_trainer.jobs import EventKind, Job, JobEvent, JobStatus
+from modelforge_trainer.ports import JobRecord, ModelRecord
+
+STATUS_TO_PB = {
+    JobStatus.QUEUED: common_pb2.JOB_STATUS_QUEUED,
+    JobStatus.RUNNING: common_pb2.JOB_STATUS_RUNNING,
+    JobStatus.COMPLETED: common_pb2.JOB_STATUS_COMPLETED,
+    JobStatus.ERROR: common_pb2.JOB_STATUS_ERROR,
+    JobStatus.STOPPED: common_pb2.JOB_STATUS_STOPPED,
+}
+STATUS_FROM_PB = {value: status for status, value in STATUS_TO_PB.items()}
+KIND_TO_PB = {
+    EventKind.STATUS: events_pb2.EVENT_KIND_STATUS,
+    EventKind.PROGRESS: events_pb2.EVENT_KIND_PROGRESS,
+    EventKind.METRIC: events_pb2.EVENT_KIND_METRIC,
+    EventKind.LOG: events_pb2.EVENT_KIND_LOG,
+}
+
+_OPTIONAL_FIELDS = (
+    *TRAINING_SETTINGS,
+    "name",
+    "compute_specs",
+    "resume_from_job",
+)
+
+
+def request_from_pb(config: common_pb2.TrainingConfig) -> TrainingRequest:
+    optional = {name: getattr(config, name) if config.HasField(name) else None for name in _OPTIONAL_FIELDS}
+    return TrainingRequest(
+        task=config.task,
+        model_name=config.model_name,
+        provider=config.provider,
+        strategy=config.strategy,
+        dataset=config.dataset,
+        force=config.force,
+        **optional,
+    )
+
+
+def resolved_to_pb(config: ResolvedConfig, force: bool = False) -> common_pb2.TrainingConfig:
+    """The configuration a job runs with, every optional field set."""
+    message = common_pb2.TrainingConfig(
+        task=config.task,
+        model_name=config.model_name,
+        provider=config.provider,
+        strategy=config.strategy,
+        dataset=config.dataset,
+        force=force,
+    )
+    for name in _OPTIONAL_FIELDS:
+        value = getattr(config, name)
+        if name in ("name", "compute_specs", "resume_from_job") and not value:
+            continue
+        setattr(message, name, value)
+    return message
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def job_to_pb(job: Job) -> common_pb2.TrainingJob:
+    message = common_pb2.TrainingJob(
+        job_id=job.job_id,
+        status=STATUS_TO_PB[job.status],
+        progress=job.progress,
+        current_epoch=job.current_epoch,
+        total_epochs=job.total_epochs,
+        current_step=job.current_step,
+        total_steps=job.total_steps,
+        message=job.message,
+        error=job.error,
+        config=resolved_to_pb(job.config, job.request.force),
+        model_id=job.model_id,
+        last_seq=job.last_seq,
+        epoch=job.epoch,
+        owner=job.owner,
+        attempts=job.attempts,
+    )
+    if job.loss is not None:
+        message.loss = job.loss
+    if job.learning_rate is not None:
+        message.learning_rate = job.learning_rate
+    for name in ("created_at", "started_at", "finished_at"):
+        stamp = timestamp(getattr(job, name))
+        if stamp is not None:
+            getattr(message, name).CopyFrom(stamp)
+    return message
+
+
+def event_to_pb(event: JobEvent) -> events_pb2.TrainingEvent:
+    message = events_pb2.TrainingEvent(
+        job_id=event.job_id,
+        kind=KIND_TO_PB[event.kind],
+        seq=event.seq,
+        status=STATUS_TO_PB[event.status],
+        progress=event.progress,
+        current_epoch=event.current_epoch,
+        total_epochs=event.total_epochs,
+        current_step=event.current_step,
+        total_steps=event.total_steps,
+        message=event.message,
+        error=event.error,
+        metrics=event.metrics,
+        model_id=event.model_id,
+        epoch=event.epoch,
+    )
+    message.timestamp.FromDatetime(event.timestamp)
+    if event.loss is not None:
+        message.loss = event.loss
+    if event.learning_rate is not None:
+        message.learning_rate = event.learning_rate
+    return message
+
+
+def encode_event(event: JobEvent) -> bytes:
+    return event_to_pb(event).SerializeToString()
+
+
+def to_struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(values)
+    return struct
+
+
+def model_to_pb(record: ModelRecord) -> registry_pb2.Model:
+    return registry_pb2.Model(
+        name=record.name,
+        base_model=record.base_model,
+        task=record.task,
+        strategy=record.strategy,
+        provider=record.provider,
+        path=record.path,
+        config=to_struct(record.config),
+        training_params=to_struct(record.training_params),
+        metrics=record.metrics,
+        job_id=record.job_id,
+        adapter_type=record.adapter_type,
+        lineage=json_format.ParseDict(record.lineage, registry_pb2.Lineage()) if record.lineage is not None else None,
+    )
+
+
+_RECORD_TIMES = ("queued_at", "started_at", "finished_at")
+
+
+def record_to_pb(record: JobRecord) -> registry_pb2.Job:
+    message = registry_pb2.Job(
+        job_id=record.job_id,
+        status=record.status,
+        idempotency_key=record.idempotency_key,
+        request=to_struct(record.request),
+        attempts=record.attempts,
+        error=record.error,
+        model_id=record.model_id,
+        owner=record.owner,
+        replica=record.replica,
+        checkpoint=record.checkpoint,
+        progress=record.progress,
+        last_seq=record.last_seq,
+    )
+    for name in _RECORD_TIMES:
+        stamp = timestamp(getattr(record, name))
+        if stamp is not None:
+            getattr(message, name).CopyFrom(stamp)
+    return message
+
+
+def record_from_pb(message: registry_pb2.Job) -> JobRecord:
+    times = {
+        name: getattr(message, name).ToDatetime(tzinfo=UTC) if message.HasField(name) else None
+        for name in _RECORD_TIMES
+    }
+    return JobRecord(
+        job_id=message.job_id,
+        status=message.status,
+        idempotency_key=message.idempotency_key,
+        request=json_format.MessageToDict(message.request),
+        attempts=message.attempts,
+        error=message.error,
+        model_id=message.model_id,
+        owner=message.owner,
+        replica=message.replica,
+        checkpoint=message.checkpoint,
+        progress=message.progress,
+        last_seq=message.last_seq,
+        **times,
+    )

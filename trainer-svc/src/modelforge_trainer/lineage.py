@@ -1,0 +1,152 @@
+"""What a registered model was trained from and with, recorded when its job ends.
+
+The lineage is built as a JSON object in the shape of registry.proto's Lineage message (proto field
+names), which convert.model_to_pb parses into the message. Everything here is read in the service
+process without importing torch: package versions come from the installed distributions (the
+worker runs in the same environment), the device from what the worker reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from modelforge_trainer.config import ResolvedConfig
+from modelforge_trainer.jobs import Progress
+
+TRAINING_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets")
+UNSLOTH_PACKAGES = ("unsloth",)
+_CHUNK = 1024 * 1024
+
+
+@dataclass
+class LossCurve:
+    """(step, loss, learning_rate, epoch) of every progress report that carried a loss; a step
+    reported twice keeps its last value."""
+
+    points: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, progress: Progress) -> None:
+        if progress.loss is None:
+            return
+        point: dict[str, Any] = {"step": progress.step, "loss": progress.loss, "epoch": progress.epoch}
+        if progress.learning_rate is not None:
+            point["learning_rate"] = progress.learning_rate
+        self.points[progress.step] = point
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [self.points[step] for step in sorted(self.points)]
+
+
+def sha256_of_file(path: Path) -> tuple[str, int]:
+    """(sha256 of the bytes, number of non-blank lines): one pass over a JSONL file."""
+    digest = hashlib.sha256()
+    rows = 0
+    with path.open("rb") as handle:
+        for line in handle:
+            digest.update(line)
+            if line.strip():
+                rows += 1
+    return digest.hexdigest(), rows
+
+
+def installed_versions(provider: str) -> dict[str, str]:
+    names = TRAINING_PACKAGES + (UNSLOTH_PACKAGES if provider == "unsloth" else ())
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = ""  # said plainly rather than left out: it was not installed
+    return versions
+
+
+def base_model_lineage(config: ResolvedConfig) -> dict[str, Any]:
+    """Name, config.json digest and (for a Hub model in the local cache) the commit it came from."""
+    config_file: Path | None = None
+    revision = ""
+    if config.local_model:
+        config_file = Path(config.model_name) / "config.json"
+    else:
+        # The worker loaded the model through the Hub cache: the snapshot folder is named by commit.
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(config.model_name, "config.json")
+        if isinstance(cached, str):
+            config_file = Path(cached)
+            revision = config_file.parent.name
+    config_sha256 = ""
+    if config_file is not None and config_file.is_file():
+        config_sha256 = sha256_of_file(config_file)[0]
+    return {
+        "name": config.model_name,
+        "local": config.local_model,
+        "config_sha256": config_sha256,
+        "revision": revision,
+    }
+
+
+def _rfc3339(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def build_lineage(
+    *,
+    job_id: str,
+    config: ResolvedConfig,
+    used: dict[str, Any],
+    metrics: dict[str, float],
+    loss_curve: LossCurve,
+    queued_at: datetime,
+    started_at: datetime | None,
+    finished_at: datetime,
+    owner: str = "",
+    status: str = "completed",
+) -> dict[str, Any]:
+    """The Lineage message as JSON. `used` is the configuration the worker reported it trained with
+    (resolved settings plus device, split sizes); `config` the same as a ResolvedConfig."""
+    try:
+        dataset_sha256, num_rows = sha256_of_file(Path(config.dataset_path))
+    except OSError:
+        # Removed while the job ran: the model is still worth registering, its lineage says so.
+        dataset_sha256, num_rows = "", 0
+    job: dict[str, Any] = {
+        "job_id": job_id,
+        "queued_at": _rfc3339(queued_at),
+        "finished_at": _rfc3339(finished_at),
+        "duration_s": (finished_at - (started_at or queued_at)).total_seconds(),
+        "status": status,
+        "owner": owner,
+    }
+    if started_at is not None:
+        job["started_at"] = _rfc3339(started_at)
+    return {
+        "base_model": base_model_lineage(config),
+        "dataset": {
+            "filename": config.dataset,
+            "path": config.dataset_path,
+            "sha256": dataset_sha256,
+            "num_rows": num_rows,
+            "train_rows": int(used.get("train_examples", 0)),
+            "eval_rows": int(used.get("eval_examples", 0)),
+            "eval_split": config.eval_split,
+            "seed": config.seed,
+        },
+        "config": used,
+        "task": config.task,
+        "strategy": config.strategy,
+        "provider": config.provider,
+        "environment": {
+            "versions": installed_versions(config.provider),
+            "device": str(used.get("device", "cpu")),
+            "python": platform.python_version(),
+        },
+        "job": {k: v for k, v in job.items() if v is not None},
+        "metrics": dict(metrics),
+        "loss_curve": loss_curve.as_list(),
+    }

@@ -1,0 +1,386 @@
+"""Runs each job in its own worker process and turns what happens to it into job events.
+
+The worker (`python -m modelforge_trainer.worker <job.json> --events-fd N`) writes JSON lines to a
+dedicated pipe; this side assigns the sequence numbers, updates the job and hands every event to the
+publisher. It watches the process: a crash, an OOM kill or a `kill -9` ends that job in ERROR and
+leaves the service running. A finished model is registered with registry-svc here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from modelforge_common.errors import ModelForgeError
+from modelforge_trainer.config import ResolvedConfig
+from modelforge_trainer.jobs import Job, Progress
+from modelforge_trainer.lineage import LossCurve, build_lineage
+from modelforge_trainer.ports import ModelRecord, ModelRegistrar
+from modelforge_trainer.publisher import EventSink
+from modelforge_trainer.worker.protocol import (
+    ErrorMessage,
+    LogMessage,
+    MetricMessage,
+    WorkerJob,
+    WorkerResult,
+    decode,
+)
+
+log = logging.getLogger(__name__)
+
+WORKER_MODULE = "modelforge_trainer.worker"
+OUTPUT_TAIL_LINES = 40
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Where a job's files live under the data dir."""
+
+    data_dir: Path
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.data_dir / "jobs" / job_id
+
+    def model_dir(self, job_id: str) -> Path:
+        return self.data_dir / "models" / job_id
+
+    def checkpoint_dir(self, job_id: str) -> Path:
+        return self.data_dir / "checkpoints" / job_id
+
+    def pid_file(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "worker.pid"
+
+    def log_file(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "worker.log"
+
+
+def oom_kill_count() -> int | None:
+    """The kernel's OOM-kill counter of this cgroup (v2 memory.events or v1 memory.oom_control)."""
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+    return None
+
+
+def describe_signal_exit(signum: int, *, oom_killed: bool, peak_rss_bytes: int, total_ram_bytes: int) -> str:
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = "unknown signal"
+    text = f"training process was killed by signal {signum} ({name})"
+    advice = "Lower the batch size or max_seq_length, or use 4-bit quantization (qlora)"
+    if oom_killed:
+        peak = f"{peak_rss_bytes / GIB:.1f} GiB"
+        return f"{text}: out of memory, the kernel's OOM killer ended it (peak {peak}). {advice}"
+    if signum == signal.SIGKILL and total_ram_bytes and peak_rss_bytes >= 0.85 * total_ram_bytes:
+        return (
+            f"{text}: likely out of memory (it used {peak_rss_bytes / GIB:.1f} GiB of "
+            f"{total_ram_bytes / GIB:.1f} GiB RAM). {advice}"
+        )
+    if signum == signal.SIGKILL:
+        return f"{text} from outside trainer-svc (an operator or the system's out-of-memory killer)"
+    return text
+
+
+def default_model_name(config: ResolvedConfig, job_id: str) -> str:
+    base = Path(config.model_name.rstrip("/")).name or "model"
+    return f"{base}-{config.task}-{job_id.rsplit('_', 1)[-1]}"
+
+
+@dataclass
+class _Watch:
+    """What the service saw of one worker process."""
+
+    error: str = ""
+    output_tail: deque[str] = field(default_factory=lambda: deque(maxlen=OUTPUT_TAIL_LINES))
+    peak_rss_bytes: int = 0
+    loss_curve: LossCurve = field(default_factory=LossCurve)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        sink: EventSink,
+        registrar: ModelRegistrar,
+        paths: JobPaths,
+        *,
+        stop_grace_s: float = 20.0,
+        worker_command: Sequence[str] = (sys.executable, "-m", WORKER_MODULE),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.registrar = registrar
+        self.paths = paths
+        self.stop_grace_s = stop_grace_s
+        self.worker_command = tuple(worker_command)
+        self.env = dict(env if env is not None else os.environ)
+        self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Called after a job's worker is gone and the job ended (the service starts the next queued job).
+        self.on_finished: Callable[[Job], None] | None = None
+
+    def worker_pid(self, job_id: str) -> int | None:
+        process = self._processes.get(job_id)
+        return process.pid if process is not None and process.returncode is None else None
+
+    def launch(self, job: Job, resume_checkpoint: str = "", message: str = "Training started") -> None:
+        """Marks the job running (its first event) and starts supervising its worker in the background."""
+        self.sink.publish(job.mark_running(message))
+        self._tasks[job.job_id] = asyncio.create_task(self._run(job, resume_checkpoint), name=f"job-{job.job_id}")
+
+    async def wait(self, job_id: str, timeout_s: float | None = None) -> None:
+        task = self._tasks.get(job_id)
+        if task is not None:
+            await asyncio.wait({task}, timeout=timeout_s)
+
+    async def stop(self, job: Job, wait_s: float, reason: str = "by user") -> None:
+        """Asks the worker to stop at its next step (it saves a checkpoint); kills it after stop_grace_s."""
+        if job.active and job.stop_reason is None:
+            self.sink.publish(job.mark_stopping(reason))
+        self._signal_stop(job.job_id)
+        await self.wait(job.job_id, wait_s)
+
+    def _signal_stop(self, job_id: str) -> None:
+        process = self._processes.get(job_id)
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        asyncio.get_running_loop().call_later(self.stop_grace_s, self._kill, job_id)
+
+    def _kill(self, job_id: str) -> None:
+        process = self._processes.get(job_id)
+        if process is not None and process.returncode is None:
+            log.warning("worker did not stop within %.0fs; killing it", self.stop_grace_s, extra={"job_id": job_id})
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    async def shutdown(self, jobs: list[Job], grace_s: float) -> None:
+        """Stops every running worker (they save checkpoints) and waits for them."""
+        for job in jobs:
+            if job.active and job.stop_reason is None:
+                self.sink.publish(job.mark_stopping("because trainer-svc shut down"))
+            self._signal_stop(job.job_id)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks.values()), timeout=grace_s)
+        for job_id in list(self._processes):
+            self._kill(job_id)
+
+    async def _run(self, job: Job, resume_checkpoint: str) -> None:
+        try:
+            await self._supervise(job, resume_checkpoint)
+        except Exception as exc:
+            log.exception("supervising the worker failed", extra={"job_id": job.job_id})
+            if job.active:
+                self.sink.publish(job.fail(f"trainer-svc lost track of the training process: {exc}"))
+        finally:
+            self._processes.pop(job.job_id, None)
+            self._tasks.pop(job.job_id, None)
+            if self.on_finished is not None:
+                self.on_finished(job)
+
+    def _worker_env(self, config: ResolvedConfig) -> dict[str, str]:
+        env = dict(self.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        if config.local_model:
+            env["HF_HUB_OFFLINE"] = "1"  # a local folder needs nothing from the Hub
+        return env
+
+    async def _supervise(self, job: Job, resume_checkpoint: str) -> None:
+        job_dir = self.paths.job_dir(job.job_id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        job_file = job_dir / "job.json"
+        result_path = job_dir / "result.json"
+        WorkerJob(
+            job_id=job.job_id,
+            config=job.config.to_dict(),
+            output_dir=str(self.paths.model_dir(job.job_id)),
+            checkpoint_dir=str(self.paths.checkpoint_dir(job.job_id)),
+            result_path=str(result_path),
+            resume_checkpoint=resume_checkpoint,
+        ).write(job_file)
+
+        read_fd, write_fd = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.worker_command,
+                str(job_file),
+                "--events-fd",
+                str(write_fd),
+                pass_fds=(write_fd,),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # its own process group: killed as a whole, spared terminal signals
+                env=self._worker_env(job.config),
+                cwd=str(job_dir),
+            )
+        except OSError as exc:
+            os.close(read_fd)
+            self.sink.publish(job.fail(f"could not start the training process: {exc}"))
+            return
+        finally:
+            os.close(write_fd)
+
+        self._processes[job.job_id] = process
+        job.worker_pid = process.pid
+        self.paths.pid_file(job.job_id).write_text(f"{process.pid}\n")
+        log.info("worker process %d started", process.pid, extra={"job_id": job.job_id})
+        if job.stop_reason is not None:
+            self._signal_stop(job.job_id)
+
+        watch = _Watch()
+        oom_before = oom_kill_count()
+        readers = [
+            asyncio.create_task(self._read_events(job, read_fd, watch)),
+            asyncio.create_task(self._read_output(job, process, watch)),
+        ]
+        memory = asyncio.create_task(self._watch_memory(process.pid, watch))
+        returncode = await process.wait()
+        # The pipes close when the worker exits; a grandchild holding them must not stall us.
+        _, pending = await asyncio.wait(readers, timeout=10)
+        for task in (*pending, memory):
+            task.cancel()
+        await asyncio.gather(*pending, memory, return_exceptions=True)
+        log.info("worker process %d exited with %d", process.pid, returncode, extra={"job_id": job.job_id})
+
+        oom_after = oom_kill_count()
+        oom_killed = oom_before is not None and oom_after is not None and oom_after > oom_before
+        await self._finish(job, returncode, WorkerResult.read(result_path), watch, oom_killed)
+
+    async def _read_events(self, job: Job, read_fd: int, watch: _Watch) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=4 * 1024 * 1024)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
+        )
+        try:
+            while line := await reader.readline():
+                message = decode(line)
+                if message is None:
+                    log.warning("ignoring a malformed worker message: %r", line[:200], extra={"job_id": job.job_id})
+                elif not job.active:
+                    continue
+                elif isinstance(message, Progress):
+                    watch.loss_curve.add(message)
+                    self.sink.publish(job.update_progress(message))
+                elif isinstance(message, MetricMessage):
+                    self.sink.publish(job.record_metrics(message.metrics, message.message or "Evaluation finished"))
+                elif isinstance(message, LogMessage):
+                    self.sink.publish(job.log(message.message))
+                elif isinstance(message, ErrorMessage):
+                    watch.error = message.message
+        finally:
+            transport.close()
+
+    async def _read_output(self, job: Job, process: asyncio.subprocess.Process, watch: _Watch) -> None:
+        assert process.stdout is not None
+        with self.paths.log_file(job.job_id).open("ab") as log_file:
+            while raw := await process.stdout.readline():
+                log_file.write(raw)
+                line = raw.decode("utf-8", "replace").rstrip()
+                if line:
+                    watch.output_tail.append(line)
+                    log.debug("worker: %s", line, extra={"job_id": job.job_id})
+
+    async def _watch_memory(self, pid: int, watch: _Watch) -> None:
+        try:
+            root = psutil.Process(pid)
+            while True:
+                rss = root.memory_info().rss
+                for child in root.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        rss += child.memory_info().rss
+                watch.peak_rss_bytes = max(watch.peak_rss_bytes, rss)
+                await asyncio.sleep(1.0)
+        except psutil.Error:
+            return
+
+    async def _finish(
+        self, job: Job, returncode: int, result: WorkerResult | None, watch: _Watch, oom_killed: bool
+    ) -> None:
+        if not job.active:
+            return
+        if result is not None and result.outcome == "completed" and returncode == 0:
+            await self._complete(job, result, watch.loss_curve)
+        elif (result is not None and result.outcome == "stopped") or job.stop_reason is not None:
+            step = result.step if result is not None and result.step else job.current_step
+            message = f"Training stopped {job.stop_reason or 'by request'} at step {step}/{job.total_steps}"
+            if result is not None and result.checkpoint:
+                message += f"; checkpoint saved to {result.checkpoint}"
+            self.sink.publish(job.mark_stopped(message))
+        elif returncode < 0:
+            self.sink.publish(
+                job.fail(
+                    describe_signal_exit(
+                        -returncode,
+                        oom_killed=oom_killed,
+                        peak_rss_bytes=watch.peak_rss_bytes,
+                        total_ram_bytes=psutil.virtual_memory().total,
+                    )
+                )
+            )
+        elif watch.error:
+            self.sink.publish(job.fail(watch.error))
+        else:
+            last = watch.output_tail[-1] if watch.output_tail else ""
+            self.sink.publish(job.fail(f"training process exited with code {returncode}{': ' + last if last else ''}"))
+
+    async def _complete(self, job: Job, result: WorkerResult, loss_curve: LossCurve) -> None:
+        used = {**job.config.to_dict(), **result.config}
+        job.config = ResolvedConfig.from_dict(used)
+        metrics = {k: float(v) for k, v in result.metrics.items() if math.isfinite(v)}
+        # Off the event loop: it hashes the dataset file.
+        lineage = await asyncio.to_thread(
+            build_lineage,
+            job_id=job.job_id, config=job.config, used=used, metrics=metrics, loss_curve=loss_curve,
+            queued_at=job.created_at, started_at=job.started_at, finished_at=job.clock(),
+            owner=job.owner,
+        )
+        record = ModelRecord(
+            name=job.config.name or default_model_name(job.config, job.job_id),
+            base_model=job.config.model_name,
+            task=job.config.task,
+            strategy=job.config.strategy,
+            provider=job.config.provider,
+            path=result.output_dir,  # absolute, as the worker wrote it
+            config=used,
+            training_params=job.config.training_params(),
+            metrics=metrics,
+            job_id=job.job_id,
+            adapter_type="lora",
+            lineage=lineage,
+        )
+        try:
+            model_id = await self.registrar.register_model(record)
+        except ModelForgeError as exc:
+            self.sink.publish(job.fail(f"Model registration failed: {exc.message}"))
+            return
+        except Exception as exc:
+            log.exception("model registration failed", extra={"job_id": job.job_id})
+            self.sink.publish(job.fail(f"Model registration failed: {exc}"))
+            return
+        # The adapter is saved; the job's resumable checkpoints only cost disk now.
+        shutil.rmtree(self.paths.checkpoint_dir(job.job_id), ignore_errors=True)
+        self.sink.publish(job.complete(model_id, metrics))

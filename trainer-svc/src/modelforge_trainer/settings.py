@@ -1,0 +1,81 @@
+"""trainer-svc settings (MODELFORGE_* environment variables, on top of the shared ones)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from modelforge_common.settings import ServiceSettings
+from modelforge_trainer.config import Hyperparameters
+
+
+class TrainerSettings(ServiceSettings):
+    # Jobs this replica trains at once (MODELFORGE_TRAINER_SLOTS); unset: one per GPU, 1 on CPU.
+    # A seed start while every slot is busy is refused (409).
+    trainer_slots: int | None = None
+    # Job state of record in registry-svc and the JetStream work queue (TRAINING_JOBS) shared by
+    # every replica; off: jobs live in this replica's memory only.
+    durable_jobs: bool = True
+    # This replica's name in job records (defaults to the host name and pid).
+    replica_name: str = ""
+    # Deliveries of a job (replicas that died running it) before it is marked error.
+    job_max_attempts: int = 3
+    # A job whose replica sent no in-progress ack for this long is redelivered to another replica.
+    job_ack_wait_s: float = 60.0
+    # Least seconds between two progress writes of a job's record.
+    job_record_interval_s: float = 2.0
+    # How long a stopping worker may take to reach its next step and save a checkpoint before it is killed.
+    stop_grace_s: float = 20.0
+    registry_timeout_s: float = 10.0
+    hardware_timeout_s: float = 5.0
+    # Ask hardware-svc whether a job fits in memory before starting it.
+    memory_check: bool = True
+    # Events kept while NATS is unreachable (the oldest are dropped beyond this).
+    event_buffer_size: int = 10_000
+
+    # Defaults for the optional TrainingConfig fields.
+    default_num_train_epochs: float = 3.0
+    default_per_device_train_batch_size: int = 2
+    default_gradient_accumulation_steps: int = 4
+    default_learning_rate: float = 2e-4
+    default_max_seq_length: int = 2048
+    default_lora_r: int = 16
+    default_lora_alpha: int = 32
+    default_lora_dropout: float = 0.05
+    default_warmup_ratio: float = 0.03
+    default_lr_scheduler_type: str = "cosine"
+    default_optim: str = "adamw_torch"
+    default_save_steps: int = 200
+    default_logging_steps: int = 1
+    default_eval_split: float = 0.1
+    default_seed: int = 42
+    default_bf16: bool = True
+
+    def slots(self, gpu_count: int) -> int:
+        if self.trainer_slots is not None:
+            return max(1, self.trainer_slots)
+        return max(1, gpu_count)
+
+    def replica(self) -> str:
+        return self.replica_name or f"{socket.gethostname()}-{os.getpid()}"
+
+    def hyperparameters(self) -> Hyperparameters:
+        return Hyperparameters(
+            num_train_epochs=self.default_num_train_epochs,
+            per_device_train_batch_size=self.default_per_device_train_batch_size,
+            gradient_accumulation_steps=self.default_gradient_accumulation_steps,
+            learning_rate=self.default_learning_rate,
+            max_seq_length=self.default_max_seq_length,
+            lora_r=self.default_lora_r,
+            lora_alpha=self.default_lora_alpha,
+            lora_dropout=self.default_lora_dropout,
+            warmup_ratio=self.default_warmup_ratio,
+            lr_scheduler_type=self.default_lr_scheduler_type,
+            optim=self.default_optim,
+            max_steps=-1,
+            save_steps=self.default_save_steps,
+            logging_steps=self.default_logging_steps,
+            eval_split=self.default_eval_split,
+            seed=self.default_seed,
+            bf16=self.default_bf16,
+        )

@@ -1,0 +1,84 @@
+"""What every strategy's trainer shares: the context it is built from and the TrainingArguments fields
+that come straight from the job's configuration."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import Trainer
+
+from modelforge_trainer.config import ResolvedConfig
+from modelforge_trainer.worker.callbacks import ProgressCallback
+from modelforge_trainer.worker.protocol import WorkerJob
+from modelforge_trainer.worker.reporting import EventWriter
+from modelforge_trainer.worker.runtime import Runtime
+
+# Schedulers that need arguments beyond the step counts.
+SCHEDULER_KWARGS: dict[str, dict[str, Any]] = {"cosine_with_min_lr": {"min_lr_rate": 0.1}}
+
+
+@dataclass
+class StrategyContext:
+    config: ResolvedConfig
+    runtime: Runtime
+    job: WorkerJob
+    train_rows: list[dict[str, Any]]
+    eval_rows: list[dict[str, Any]]
+    events: EventWriter
+    callback: ProgressCallback
+    # Settings chosen while building (target modules, chat template ...), recorded with the model.
+    details: dict[str, Any] = field(default_factory=dict)
+    # Set by build_trainer: what is saved next to the adapter.
+    tokenizer: Any = None
+    # Objects a strategy keeps from building to evaluation (not recorded).
+    kept: dict[str, Any] = field(default_factory=dict)
+
+
+def training_arguments(context: StrategyContext) -> dict[str, Any]:
+    config, runtime = context.config, context.runtime
+    return {
+        "output_dir": context.job.checkpoint_dir,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "per_device_eval_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.num_train_epochs,
+        "max_steps": config.max_steps,
+        # transformers 5 reads a warmup_steps value below 1 as a ratio of the total steps.
+        "warmup_steps": config.warmup_ratio,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "lr_scheduler_kwargs": SCHEDULER_KWARGS.get(config.lr_scheduler_type, {}),
+        "optim": config.optim,
+        "logging_strategy": "steps",
+        "logging_steps": config.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": 2,
+        "eval_strategy": "no",  # evaluated once, after training
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "bf16": runtime.bf16,
+        "fp16": runtime.fp16,
+        "gradient_checkpointing": runtime.gradient_checkpointing,
+        "use_cpu": not runtime.cuda,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+
+
+class MeanLossTrainer(Trainer):
+    """Trainer for models whose loss is already a mean over their micro-batch (T5, BERT question
+    answering) and which ignore num_items_in_batch: the Trainer must then divide it by the gradient
+    accumulation steps, or gradients and the reported loss come out that many times too large."""
+
+    loss_is_scaled_for_ga = False
+
+
+def perplexity(loss: float) -> float:
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf

@@ -1,0 +1,312 @@
+"""Checks a training request before anything is queued.
+
+Every problem is reported at once, one FieldViolation per bad field (field names as the public API
+spells them; dataset rows as "dataset/line 12/prompt"), in a single InvalidArgument.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelforge_common.catalog import PROFILES, PROVIDERS, STRATEGIES, STRATEGIES_BY_TASK, TASKS
+from modelforge_common.dataset_rows import DatasetReport, validate_lines
+from modelforge_common.errors import FieldViolation, InvalidArgument, ModelForgeError, NotFound
+from modelforge_trainer.config import (
+    DEFAULT_PROVIDER,
+    DEFAULT_STRATEGY,
+    Hyperparameters,
+    ResolvedConfig,
+    TrainingRequest,
+    resolve,
+)
+from modelforge_trainer.device import DeviceInfo
+from modelforge_trainer.options import LR_SCHEDULERS, OPTIMIZERS
+from modelforge_trainer.ports import DatasetLookup, MemoryEstimator, MemoryQuery
+from modelforge_trainer.strategies import GPU_ONLY_PROVIDERS, implemented_providers, implemented_strategies
+
+log = logging.getLogger(__name__)
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+PATH_PREFIXES = ("/", "./", "../", "~")
+
+
+@dataclass
+class Problems:
+    """Violations grouped under the sentence that explains them (one sentence per bad field or file)."""
+
+    messages: list[str] = field(default_factory=list)
+    violations: list[FieldViolation] = field(default_factory=list)
+
+    def add(self, field_name: str, message: str) -> None:
+        self.messages.append(message)
+        self.violations.append(FieldViolation(field_name, message))
+
+    def add_group(self, message: str, violations: list[FieldViolation]) -> None:
+        self.messages.append(message)
+        self.violations.extend(violations)
+
+    def raise_if_any(self) -> None:
+        if self.violations:
+            raise InvalidArgument("; ".join(self.messages), self.violations)
+
+
+def _check_range(
+    problems: Problems,
+    name: str,
+    value: float | int | None,
+    *,
+    low: float,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> None:
+    if value is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.add(name, f"{name} must be a finite number, got {value}")
+        return
+    too_low = value < low if low_inclusive else value <= low
+    too_high = high is not None and (value > high if high_inclusive else value >= high)
+    if too_low or too_high:
+        lower = f"{'>=' if low_inclusive else '>'} {_number(low)}"
+        upper = f" and {'<=' if high_inclusive else '<'} {_number(high)}" if high is not None else ""
+        problems.add(name, f"{name} must be {lower}{upper}, got {_number(value)}")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _check_hyperparameters(request: TrainingRequest, problems: Problems) -> None:
+    _check_range(problems, "learning_rate", request.learning_rate, low=0, high=1, low_inclusive=False)
+    _check_range(problems, "num_train_epochs", request.num_train_epochs, low=0, high=10_000, low_inclusive=False)
+    _check_range(problems, "per_device_train_batch_size", request.per_device_train_batch_size, low=1, high=65_536)
+    _check_range(problems, "gradient_accumulation_steps", request.gradient_accumulation_steps, low=1, high=65_536)
+    _check_range(problems, "max_seq_length", request.max_seq_length, low=16, high=131_072)
+    _check_range(problems, "lora_r", request.lora_r, low=1, high=4096)
+    _check_range(problems, "lora_alpha", request.lora_alpha, low=1, high=65_536)
+    _check_range(problems, "lora_dropout", request.lora_dropout, low=0, high=1, high_inclusive=False)
+    _check_range(problems, "warmup_ratio", request.warmup_ratio, low=0, high=1, high_inclusive=False)
+    _check_range(problems, "eval_split", request.eval_split, low=0, high=0.5, low_inclusive=False)
+    _check_range(problems, "save_steps", request.save_steps, low=1)
+    _check_range(problems, "logging_steps", request.logging_steps, low=1)
+    _check_range(problems, "seed", request.seed, low=0, high=2**32 - 1)
+    if request.lr_scheduler_type is not None and request.lr_scheduler_type not in LR_SCHEDULERS:
+        problems.add(
+            "lr_scheduler_type",
+            f"Invalid lr_scheduler_type: {request.lr_scheduler_type}. Must be one of {list(LR_SCHEDULERS)}",
+        )
+    if request.optim is not None and request.optim not in OPTIMIZERS:
+        problems.add("optim", f"Invalid optim: {request.optim}. Must be one of {list(OPTIMIZERS)}")
+    if request.compute_specs and request.compute_specs not in PROFILES:
+        problems.add(
+            "compute_specs", f"Invalid compute_specs: {request.compute_specs}. Must be one of {list(PROFILES)}"
+        )
+    if request.name is not None and len(request.name) > 200:
+        problems.add("name", "name must be at most 200 characters")
+
+
+def _check_combination(request: TrainingRequest, device: DeviceInfo, problems: Problems) -> bool:
+    """Task, strategy and provider; True when the three are valid together."""
+    task = request.task
+    strategy = request.strategy or DEFAULT_STRATEGY
+    provider = request.provider or DEFAULT_PROVIDER
+    ok = True
+    if task not in TASKS:
+        problems.add("task", f"Invalid task: {task}. Must be one of {list(TASKS)}")
+        ok = False
+    if strategy not in STRATEGIES:
+        problems.add("strategy", f"Invalid strategy: {strategy}. Must be one of {list(STRATEGIES)}")
+        ok = False
+    if provider not in PROVIDERS:
+        problems.add("provider", f"Invalid provider: {provider}. Must be one of {list(PROVIDERS)}")
+        ok = False
+    if not ok:
+        return False
+    if strategy not in STRATEGIES_BY_TASK[task]:
+        problems.add(
+            "strategy",
+            f"Strategy {strategy} is not available for {task}. Must be one of {list(STRATEGIES_BY_TASK[task])}",
+        )
+        return False
+    providers = implemented_providers(task, strategy)
+    if not providers:
+        problems.add(
+            "strategy",
+            f"Strategy {strategy} for {task} is not supported by this trainer yet. "
+            f"Supported strategies for {task}: {implemented_strategies(task)}",
+        )
+        return False
+    if provider not in providers:
+        problems.add(
+            "provider",
+            f"Provider {provider} does not support {strategy} for {task} yet. Supported providers: {list(providers)}",
+        )
+        return False
+    if provider in GPU_ONLY_PROVIDERS and not device.cuda:
+        problems.add("provider", f"{provider} requires an NVIDIA GPU")
+        return False
+    if provider == "unsloth" and not device.unsloth_installed:
+        problems.add("provider", "unsloth is not installed in this trainer (install modelforge-trainer[unsloth])")
+        return False
+    if strategy == "qlora" and request.use_4bit is False:
+        problems.add("use_4bit", "Strategy qlora trains a 4-bit quantized base model: use_4bit must not be false")
+        return False
+    return True
+
+
+def resolve_model_name(model_name: str, data_dir: Path, problems: Problems) -> tuple[str, bool]:
+    """(the name to load, whether it is a local folder). A local folder must hold config.json; anything
+    else must look like a Hub id "org/name"."""
+    name = model_name.strip()
+    if not name:
+        problems.add("model_name", "model_name is required: a Hub id such as 'org/name' or a local model folder")
+        return name, False
+    candidates = [Path(name).expanduser()]
+    if not Path(name).expanduser().is_absolute():
+        candidates.append(data_dir / name)
+    for folder in candidates:
+        if folder.is_dir():
+            if not (folder / "config.json").is_file():
+                problems.add("model_name", f"Model folder {folder.resolve()} has no config.json")
+                return name, False
+            return str(folder.resolve()), True
+    if name.startswith(PATH_PREFIXES):
+        problems.add("model_name", f"Model folder not found: {name}")
+    elif not HUB_ID.match(name):
+        problems.add(
+            "model_name",
+            f"Invalid model_name: {name}. Use a Hub id such as 'org/name' or an existing local model folder",
+        )
+    return name, False
+
+
+def dataset_violations(report: DatasetReport) -> list[FieldViolation]:
+    found = []
+    for issue in report.issues:
+        parts = ["dataset"]
+        if issue.line:
+            parts.append(f"line {issue.line}")
+        if issue.field:
+            parts.append(issue.field)
+        found.append(FieldViolation("/".join(parts), issue.message))
+    return found
+
+
+def _read_report(path: str, task: str, strategy: str) -> DatasetReport:
+    with open(path, "rb") as handle:
+        return validate_lines(handle, task=task, strategy=strategy)
+
+
+async def check_dataset(name: str, task: str, strategy: str, datasets: DatasetLookup, problems: Problems) -> str:
+    """Resolves the dataset through the registry and checks every row; returns its absolute path."""
+    if not name.strip():
+        problems.add("dataset", "dataset is required: an uploaded dataset's filename or a path inside the data dir")
+        return ""
+    try:
+        info = await datasets.get_dataset(name)
+    except NotFound:
+        problems.add("dataset", f"Dataset validation failed: File not found: {name}")
+        return ""
+    except InvalidArgument as exc:
+        problems.add("dataset", f"Dataset validation failed: {exc.message}")
+        return ""
+    try:
+        report = await asyncio.to_thread(_read_report, info.path, task, strategy)
+    except FileNotFoundError:
+        problems.add("dataset", f"Dataset validation failed: File not found: {info.path}")
+        return ""
+    if not report.valid:
+        problems.add_group(f"Dataset validation failed: {report.summary()}", dataset_violations(report))
+    return info.path
+
+
+def check_strategy_settings(config: ResolvedConfig) -> None:
+    """Settings a strategy needs beyond the plain ranges."""
+    batch = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    if config.strategy == "rlhf" and batch % 2:
+        message = (
+            "Strategy rlhf compares 2 or 4 sampled answers per prompt: per_device_train_batch_size x "
+            f"gradient_accumulation_steps must be even, got {batch}"
+        )
+        raise InvalidArgument(message, [FieldViolation("per_device_train_batch_size", message)])
+
+
+def _format_bytes(value: int) -> str:
+    return f"{value / 1024**3:.2f} GiB"
+
+
+def training_precision(config: ResolvedConfig, device: DeviceInfo) -> str:
+    """What the worker will train in (worker/runtime.py decides the same way)."""
+    if not device.cuda or not config.bf16:
+        return "fp32"
+    return "bf16" if device.bf16 else "fp16"
+
+
+async def check_memory(
+    config: ResolvedConfig, estimator: MemoryEstimator | None, device: DeviceInfo, force: bool
+) -> None:
+    """Refuses a job the hardware service says will not fit (unless forced); best effort."""
+    if estimator is None:
+        return
+    query = MemoryQuery(
+        model_name=config.model_name,
+        strategy=config.strategy,
+        task=config.task,
+        lora_r=config.lora_r,
+        batch_size=config.per_device_train_batch_size,
+        max_seq_length=config.max_seq_length,
+        precision=training_precision(config, device),
+        use_4bit=config.use_4bit,
+        gradient_checkpointing=device.cuda,
+    )
+    try:
+        estimate = await estimator.estimate_memory(query)
+    except ModelForgeError as exc:
+        log.warning("memory estimate unavailable, starting without it: %s", exc.message)
+        return
+    if estimate.fits or force:
+        if not estimate.fits:
+            log.warning("starting a job the estimate says will not fit (force): %s", estimate.message)
+        return
+    raise InvalidArgument(
+        f"Not enough memory: the job is estimated to need {_format_bytes(estimate.total_bytes)} "
+        f"({estimate.total_bytes} bytes) but {estimate.device} has {_format_bytes(estimate.available_bytes)} "
+        f"({estimate.available_bytes} bytes) available. Lower the batch size, sequence length or LoRA rank, "
+        "use 4-bit quantization, or set force to start anyway"
+    )
+
+
+async def validate_request(
+    request: TrainingRequest,
+    defaults: Hyperparameters,
+    *,
+    data_dir: Path,
+    device: DeviceInfo,
+    datasets: DatasetLookup,
+    estimator: MemoryEstimator | None = None,
+) -> ResolvedConfig:
+    """Everything a start request must pass; returns the resolved configuration or raises InvalidArgument."""
+    problems = Problems()
+    combination_ok = _check_combination(request, device, problems)
+    _check_hyperparameters(request, problems)
+    model_name, local = resolve_model_name(request.model_name, data_dir, problems)
+    dataset_path = ""
+    if combination_ok:
+        dataset_path = await check_dataset(
+            request.dataset, request.task, request.strategy or DEFAULT_STRATEGY, datasets, problems
+        )
+    problems.raise_if_any()
+    config = resolve(request, defaults, model_name=model_name, local_model=local, dataset_path=dataset_path)
+    check_strategy_settings(config)
+    if config.max_steps <= 0:
+        config.max_steps = -1
+    if not device.cuda:
+        config.bf16 = False  # the CPU path trains in fp32
+    await check_memory(config, estimator, device, request.force)
+    return config

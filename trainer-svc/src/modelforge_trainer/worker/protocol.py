@@ -1,0 +1,133 @@
+"""What the service and a worker process exchange: the job file the worker reads, the JSON lines it writes
+to its events pipe, and the result file it leaves behind. Plain Python on both sides (no torch here)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelforge_trainer.jobs import Progress
+
+# Exit code of a worker that stopped on request after saving a checkpoint.
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+@dataclass
+class WorkerJob:
+    """Everything a worker needs, written by the service as job.json."""
+
+    job_id: str
+    config: dict[str, Any]  # ResolvedConfig.to_dict()
+    output_dir: str  # where the adapter and tokenizer go
+    checkpoint_dir: str  # Trainer output_dir: checkpoint-<step>/ folders
+    result_path: str
+    resume_checkpoint: str = ""
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> WorkerJob:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+@dataclass
+class WorkerResult:
+    """What a worker that ended on its own terms reports (result.json)."""
+
+    outcome: str  # completed | stopped
+    config: dict[str, Any] = field(default_factory=dict)  # the configuration actually used
+    metrics: dict[str, float] = field(default_factory=dict)
+    output_dir: str = ""
+    checkpoint: str = ""
+    step: int = 0
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: Path) -> WorkerResult | None:
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (FileNotFoundError, json.JSONDecodeError, TypeError):
+            return None
+
+
+# Messages on the events pipe, one JSON object per line, told apart by "type".
+@dataclass(frozen=True)
+class LogMessage:
+    message: str
+
+
+@dataclass(frozen=True)
+class MetricMessage:
+    metrics: dict[str, float]
+    message: str
+
+
+@dataclass(frozen=True)
+class ErrorMessage:
+    message: str
+
+
+WorkerMessage = LogMessage | MetricMessage | ErrorMessage | Progress
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def encode(message: WorkerMessage) -> bytes:
+    if isinstance(message, Progress):
+        body: dict[str, Any] = {"type": "progress", **asdict(message)}
+    elif isinstance(message, LogMessage):
+        body = {"type": "log", "message": message.message}
+    elif isinstance(message, MetricMessage):
+        body = {"type": "metric", "metrics": message.metrics, "message": message.message}
+    else:
+        body = {"type": "error", "message": message.message}
+    return (json.dumps(body, allow_nan=False, default=str) + "\n").encode("utf-8")
+
+
+def decode(line: bytes | str) -> WorkerMessage | None:
+    """The message on one line; None for anything malformed (a worker bug must not break the service)."""
+    try:
+        body = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    kind = body.get("type")
+    if kind == "log":
+        return LogMessage(str(body.get("message", "")))
+    if kind == "error":
+        return ErrorMessage(str(body.get("message", "")))
+    if kind == "metric":
+        raw = body.get("metrics")
+        metrics = {str(k): v for k, v in (raw.items() if isinstance(raw, dict) else []) if _finite(v) is not None}
+        return MetricMessage({k: float(v) for k, v in metrics.items()}, str(body.get("message", "")))
+    if kind == "progress":
+        try:
+            return Progress(
+                step=int(body["step"]),
+                total_steps=int(body["total_steps"]),
+                epoch=float(body["epoch"]),
+                current_epoch=int(body["current_epoch"]),
+                total_epochs=int(body["total_epochs"]),
+                progress=float(body["progress"]),
+                loss=_finite(body.get("loss")),
+                learning_rate=_finite(body.get("learning_rate")),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+    return None

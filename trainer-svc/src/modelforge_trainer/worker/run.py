@@ -1,0 +1,88 @@
+"""One job, start to finish, inside the worker process: data, model, training, evaluation, saving."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from pathlib import Path
+from typing import Any
+
+from modelforge_common.dataset_rows import load_rows
+from modelforge_trainer.checkpoints import latest_checkpoint
+from modelforge_trainer.config import ResolvedConfig
+from modelforge_trainer.strategies import IMPLEMENTED
+from modelforge_trainer.strategies.common import StrategyContext
+from modelforge_trainer.tasks import split_rows
+from modelforge_trainer.worker.callbacks import ProgressCallback
+from modelforge_trainer.worker.protocol import WorkerJob, WorkerResult
+from modelforge_trainer.worker.reporting import EventWriter, StopFlag
+from modelforge_trainer.worker.runtime import detect_runtime
+
+
+def _latest_checkpoint(checkpoint_dir: str) -> str:
+    found = latest_checkpoint(Path(checkpoint_dir))
+    return str(found) if found else ""
+
+
+def used_config(context: StrategyContext, trainer: Any) -> dict[str, Any]:
+    """The configuration the job actually trained with, for the registry."""
+    used = context.config.to_dict()
+    used["bf16"] = context.runtime.bf16
+    used.update(context.runtime.details())
+    used.update(context.details)
+    used["train_examples"] = len(context.train_rows)
+    used["eval_examples"] = len(context.eval_rows)
+    used["total_steps"] = int(trainer.state.max_steps)
+    return used
+
+
+def run_job(job: WorkerJob, events: EventWriter, stop: StopFlag) -> WorkerResult:
+    config = ResolvedConfig.from_dict(job.config)
+    runtime = detect_runtime(config)
+    events.log(
+        f"Preparing {config.strategy} training of {config.model_name} for {config.task} "
+        f"({config.provider}, {runtime.device}, {runtime.precision})"
+    )
+    rows = load_rows(config.dataset_path)
+    train_rows, eval_rows = split_rows(rows, config.eval_split, config.seed)
+    events.log(f"{len(train_rows)} training and {len(eval_rows)} held-out evaluation examples")
+
+    callback = ProgressCallback(events, stop)
+    context = StrategyContext(config, runtime, job, train_rows, eval_rows, events, callback)
+    strategy = importlib.import_module(IMPLEMENTED[(config.task, config.strategy)].module)
+    events.log(f"Loading {config.model_name}")
+    trainer = strategy.build_trainer(context)
+    if stop.is_set():
+        return WorkerResult(outcome="stopped", checkpoint=_latest_checkpoint(job.checkpoint_dir))
+
+    if job.resume_checkpoint:
+        events.log(f"Resuming from {job.resume_checkpoint}")
+    train_output = trainer.train(resume_from_checkpoint=job.resume_checkpoint or None)
+    if callback.stopped_at_step is not None:
+        return WorkerResult(
+            outcome="stopped",
+            checkpoint=_latest_checkpoint(job.checkpoint_dir),
+            step=callback.stopped_at_step,
+        )
+
+    events.log(f"Evaluating on {len(eval_rows)} held-out examples")
+    metrics = strategy.evaluate(trainer, context)
+    final_loss = callback.last_loss if callback.last_loss is not None else float(train_output.training_loss)
+    metrics = {"final_loss": final_loss, **metrics}
+    events.metrics(metrics, "Evaluation finished")
+
+    output_dir = Path(job.output_dir)
+    events.log(f"Saving the adapter to {output_dir}")
+    trainer.save_model(str(output_dir))
+    if context.tokenizer is not None:
+        context.tokenizer.save_pretrained(str(output_dir))
+    save_artifacts = getattr(strategy, "save_artifacts", None)
+    if save_artifacts is not None:
+        save_artifacts(trainer, context, output_dir)
+    return WorkerResult(
+        outcome="completed",
+        config=used_config(context, trainer),
+        metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
+        output_dir=str(output_dir.resolve()),
+        step=int(trainer.state.global_step),
+    )

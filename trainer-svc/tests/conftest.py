@@ -1,0 +1,45 @@
+"""Shared fixtures: sample datasets, a model folder, the tiny model, the fake worker."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
+
+FAKE_WORKER = Path(__file__).parent / "fake_worker.py"
+
+
+@pytest.fixture
+def chat_dataset(tmp_path: Path) -> Path:
+    return write_jsonl(text_generation_rows(20, seed=1), tmp_path / "chat.jsonl")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """The trainer's data dir (absolute, symlinks resolved, as the service resolves it)."""
+    return tmp_path.resolve() / "data"
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """A folder that passes the model_name check (config.json only; nothing loads it)."""
+    folder = tmp_path.resolve() / "base-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from modelforge_devkit.tiny_models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny").resolve() / "tiny-llama", "causal")
+
+
+@pytest.fixture
+def fake_worker_command() -> list[str]:
+    """Runs tests/fake_worker.py instead of the real worker: same protocol, no torch."""
+    return [sys.executable, str(FAKE_WORKER)]

@@ -1,0 +1,213 @@
+"""Durable jobs in one trainer, with an in-memory job store (compare-and-set like registry-svc's) and
+queue: submit records and queues a job, a delivery claims it once and acknowledges it only at a
+terminal state, the record follows the job, a redelivery after a replica died continues the event
+sequence, and a job out of attempts or still running elsewhere is not run again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelforge_common.errors import FailedPrecondition, NotFound
+from modelforge_trainer.config import Hyperparameters, TrainingRequest
+from modelforge_trainer.device import DeviceInfo
+from modelforge_trainer.jobs import EventKind, JobRegistry, JobStatus
+from modelforge_trainer.ports import JobRecord
+from modelforge_trainer.publisher import RecordingSink
+from modelforge_trainer.recorder import RecordingStoreSink
+from modelforge_trainer.runner import JobPaths, JobRunner
+from modelforge_trainer.service import DurableJobs, TrainerService
+from modelforge_trainer.testing import FakeDatasets, FakeRegistrar
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class MemoryJobStore:
+    def __init__(self) -> None:
+        self.records: dict[str, JobRecord] = {}
+
+    async def create_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        for known in self.records.values():
+            if record.idempotency_key and known.idempotency_key == record.idempotency_key:
+                return known, False
+        self.records[record.job_id] = record
+        return record, True
+
+    async def get_job(self, job_id: str) -> JobRecord:
+        if job_id not in self.records:
+            raise NotFound(job_id)
+        return self.records[job_id]
+
+    async def list_jobs(self, statuses: Collection[str], limit: int, offset: int) -> tuple[list[JobRecord], int]:
+        found = [r for r in self.records.values() if not statuses or r.status in statuses]
+        return found[offset : offset + limit if limit else None], len(found)
+
+    async def update_job(
+        self, job_id: str, changes: dict[str, Any], expected_statuses: Collection[str] = ()
+    ) -> JobRecord:
+        record = await self.get_job(job_id)
+        if expected_statuses and record.status not in expected_statuses:
+            raise FailedPrecondition(f"job {job_id} is {record.status}")
+        self.records[job_id] = replace(record, **changes)
+        return self.records[job_id]
+
+
+@dataclass
+class MemoryQueue:
+    queued: list[str] = field(default_factory=list)
+    stop_requests: list[str] = field(default_factory=list)
+    published_seq: dict[str, int] = field(default_factory=dict)
+    elsewhere: set[str] = field(default_factory=set)
+
+    async def enqueue(self, job_id: str) -> None:
+        self.queued.append(job_id)
+
+    async def request_stop(self, job_id: str) -> None:
+        self.stop_requests.append(job_id)
+
+    async def running_elsewhere(self, job_id: str) -> bool:
+        return job_id in self.elsewhere
+
+    async def last_event_seq(self, job_id: str) -> int:
+        return self.published_seq.get(job_id, 0)
+
+
+@dataclass
+class FakeDelivery:
+    job_id: str
+    redelivered: bool = False
+    acks: int = 0
+
+    async def in_progress(self) -> None:
+        return None
+
+    async def ack(self) -> bool:
+        self.acks += 1
+        return True
+
+
+@dataclass
+class Durable:
+    service: TrainerService
+    store: MemoryJobStore
+    queue: MemoryQueue
+    sink: RecordingSink
+    registrar: FakeRegistrar
+
+
+@pytest.fixture
+def durable(data_dir: Path, chat_dataset: Path, fake_worker_command: list[str]) -> Durable:
+    paths = JobPaths(data_dir)
+    jobs = JobRegistry()
+    store, queue, sink, registrar = MemoryJobStore(), MemoryQueue(), RecordingSink(), FakeRegistrar()
+    recorder = RecordingStoreSink(
+        sink, store, jobs.find, paths.checkpoint_dir, replica="replica-a", progress_interval_s=0
+    )
+    runner = JobRunner(recorder, registrar, paths, stop_grace_s=5, worker_command=fake_worker_command)
+    service = TrainerService(
+        jobs=jobs,
+        runner=runner,
+        datasets=FakeDatasets({"chat.jsonl": chat_dataset}),
+        estimator=None,
+        defaults=Hyperparameters(),
+        device=DeviceInfo(),
+        paths=paths,
+        durable=DurableJobs(
+            store=store, queue=queue, recorder=recorder, announce=sink, replica="replica-a", max_attempts=2
+        ),
+    )
+    return Durable(service, store, queue, sink, registrar)
+
+
+def request(model_dir: Path, scenario: str = "complete") -> TrainingRequest:
+    return TrainingRequest(task="text-generation", model_name=str(model_dir), dataset="chat.jsonl", name=scenario)
+
+
+async def test_submit_records_and_queues_once_per_idempotency_key(durable: Durable, model_dir: Path) -> None:
+    job, created = await durable.service.submit(request(model_dir), idempotency_key="k1", owner="alice")
+    again, created_again = await durable.service.submit(request(model_dir), idempotency_key="k1")
+
+    assert created and not created_again and again.job_id == job.job_id
+    assert durable.queue.queued == [job.job_id]
+    record = durable.store.records[job.job_id]
+    assert (record.status, record.owner, record.idempotency_key) == ("queued", "alice", "k1")
+    assert record.request["config"]["model_name"] == str(model_dir)
+    assert durable.service.free_slots() == 1  # queued in the shared queue, not in this replica's slot
+
+
+async def test_a_delivery_runs_the_job_once_and_acks_at_its_terminal_state(durable: Durable, model_dir: Path) -> None:
+    job, _ = await durable.service.submit(request(model_dir))
+    delivery = FakeDelivery(job.job_id)
+    running = durable.service.take_delivery(delivery)
+    assert durable.service.free_slots() == 0  # the slot is taken as the message arrives
+    duplicate = FakeDelivery(job.job_id)  # the same message again, not a redelivery: nothing runs
+    async with asyncio.timeout(60):
+        await running
+        await durable.service.take_delivery(duplicate)
+
+    record = durable.store.records[job.job_id]
+    assert (record.status, record.attempts, record.replica) == ("completed", 1, "replica-a")
+    assert record.model_id == "model_1" and record.progress == 100.0
+    assert record.last_seq == durable.sink.events[-1].seq
+    assert (delivery.acks, duplicate.acks, len(durable.registrar.records)) == (1, 1, 1)
+    seqs = [event.seq for event in durable.sink.events]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_a_redelivery_continues_the_sequence_and_counts_the_attempt(durable: Durable, model_dir: Path) -> None:
+    job, _ = await durable.service.submit(request(model_dir))
+    # Another replica claimed it, published up to seq 7 and died.
+    await durable.store.update_job(job.job_id, {"status": "running", "attempts": 1, "replica": "replica-b"})
+    durable.queue.published_seq[job.job_id] = 7
+    delivery = FakeDelivery(job.job_id, redelivered=True)
+    async with asyncio.timeout(60):
+        await durable.service.take_delivery(delivery)
+
+    record = durable.store.records[job.job_id]
+    assert (record.status, record.attempts, record.replica, delivery.acks) == ("completed", 2, "replica-a", 1)
+    later = [event for event in durable.sink.events if event.seq > 1]
+    assert later[0].seq == 8 and "attempt 2" in later[0].message
+
+
+async def test_no_rerun_past_max_attempts_or_while_its_replica_lives(durable: Durable, model_dir: Path) -> None:
+    tired, _ = await durable.service.submit(request(model_dir))
+    await durable.store.update_job(tired.job_id, {"status": "running", "attempts": 2})
+    alive, _ = await durable.service.submit(request(model_dir))
+    await durable.store.update_job(alive.job_id, {"status": "running", "attempts": 1})
+    durable.queue.elsewhere.add(alive.job_id)
+
+    out_of_attempts, still_running = FakeDelivery(tired.job_id, True), FakeDelivery(alive.job_id, True)
+    await durable.service.take_delivery(out_of_attempts)
+    await durable.service.take_delivery(still_running)
+
+    assert durable.store.records[tired.job_id].status == "error"
+    assert "MODELFORGE_JOB_MAX_ATTEMPTS" in durable.store.records[tired.job_id].error
+    assert out_of_attempts.acks == 1
+    assert (durable.store.records[alive.job_id].status, still_running.acks) == ("running", 0)
+    assert durable.registrar.records == []
+
+
+async def test_other_replicas_jobs_are_read_and_cancelled_through_the_record(durable: Durable, model_dir: Path) -> None:
+    queued, _ = await durable.service.submit(request(model_dir))
+    elsewhere, _ = await durable.service.submit(request(model_dir))
+    await durable.store.update_job(elsewhere.job_id, {"status": "running", "replica": "replica-b"})
+
+    cancelled = await durable.service.stop(queued.job_id, wait_s=1)
+    asked = await durable.service.stop(elsewhere.job_id, wait_s=1)
+    cancelled_delivery = FakeDelivery(queued.job_id)
+    await durable.service.take_delivery(cancelled_delivery)
+
+    assert cancelled.status is JobStatus.STOPPED and durable.store.records[queued.job_id].status == "stopped"
+    assert cancelled_delivery.acks == 1  # a cancelled job's message is dropped, nothing runs
+    assert asked.status is JobStatus.RUNNING and durable.queue.stop_requests == [elsewhere.job_id]
+    looked_up = await durable.service.lookup(elsewhere.job_id)
+    assert looked_up is not None and looked_up.status is JobStatus.RUNNING
+    listed, total = await durable.service.list_of_record([JobStatus.STOPPED])
+    assert total == 1 and listed[0].job_id == queued.job_id
+    stopped_events = [e for e in durable.sink.events if e.job_id == queued.job_id and e.kind is EventKind.STATUS]
+    assert [e.status for e in stopped_events] == [JobStatus.QUEUED, JobStatus.STOPPED]
