@@ -126,6 +126,7 @@ class FakeGateway:
     def reset(self) -> None:
         self.jobs: dict[str, JobScript] = {}
         self.has_jobs_api = False
+        self.cancelled: list[str] = []
         self.has_stream = True
         self.datasets: list[dict[str, Any]] = []
         self.started: list[dict[str, Any]] = []
@@ -235,6 +236,18 @@ def build_app(state: FakeGateway) -> FastAPI:
             "status": state.jobs[job_id].events[-1]["status"],
             "config": {"model_name": "tiny-llama", "task": "text-generation"},
         }
+
+    @api.post("/api/jobs/{job_id}/cancel")
+    async def cancel_job(job_id: str) -> dict[str, Any]:
+        if not state.has_jobs_api:
+            raise HTTPException(404, "Not Found")
+        if job_id not in state.jobs:
+            raise HTTPException(404, f"Training job {job_id} not found")
+        status = state.jobs[job_id].events[-1]["status"]
+        if status in ("completed", "error", "stopped"):
+            raise HTTPException(409, f"Training job {job_id} has already finished ({status})")
+        state.cancelled.append(job_id)
+        return {"job_id": job_id, "status": "stopped", "config": {"model_name": "tiny-llama"}}
 
     @api.post("/api/stop_training")
     async def stop_training(job_id: str = "") -> dict[str, Any]:

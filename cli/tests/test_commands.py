@@ -220,6 +220,29 @@ def test_jobs_use_the_jobs_api_when_present(cli: Any, gateway: Any) -> None:
     assert json.loads(cli("jobs", "list", "--json").stdout)["jobs"][0]["job_id"] == "train_4"
 
 
+def test_jobs_stop_uses_the_cancel_route_and_reports_its_refusal(cli: Any, gateway: Any) -> None:
+    gateway.has_jobs_api = True
+    running = gateway.script("train_5")
+    running.events = running.events[:3]  # still running: status, then two progress events
+    gateway.script("train_6")  # already completed
+
+    stopped = cli("jobs", "stop", "train_5")
+    assert stopped.exit_code == 0, stopped.stderr
+    assert "POST /api/jobs/train_5/cancel" in stopped.stdout and stopped.stderr == ""
+    assert gateway.cancelled == ["train_5"]
+    assert json.loads(cli("jobs", "stop", "train_5", "--json").stdout)["status"] == "stopped"
+
+    finished = cli("jobs", "stop", "train_6")
+    assert finished.exit_code == 1
+    assert finished.stderr.splitlines()[-1] == (
+        "error: POST /api/jobs/train_6/cancel -> 409: Training job train_6 has already finished (completed)"
+    )
+    unknown = cli("jobs", "stop", "ghost")
+    assert unknown.exit_code == 1
+    assert unknown.stderr.splitlines()[-1] == "error: POST /api/jobs/ghost/cancel -> 404: Training job ghost not found"
+    assert gateway.cancelled == ["train_5", "train_5"]
+
+
 # --- models -----------------------------------------------------------------------------------
 
 
