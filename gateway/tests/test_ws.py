@@ -4,6 +4,7 @@ published as protobuf; job filter; heartbeats; NATS down at startup; and the hub
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from starlette.websockets import WebSocketDisconnect
 from modelforge.v1 import common_pb2, events_pb2
 from modelforge_common.nats import EVENT_CONTENT_TYPE, training_subject
 from modelforge_common.testing import NatsServer, free_port, nats_server
-from modelforge_gateway.events import EventHub
+from modelforge_gateway.events import EventHub, SharedEvent, event_text
 from modelforge_gateway.main import create_app
 
 # A broken feed must fail the test, not hang the suite.
@@ -297,3 +298,14 @@ async def test_hub_filters_by_job_and_close_stops_everyone() -> None:
     hub.close()
     assert only_a.queue.get_nowait() is None
     assert (only_a.dropped, len(hub)) == (False, 0)
+
+
+async def test_hub_hands_every_subscriber_one_event_whose_text_is_rendered_once() -> None:
+    hub = EventHub(queue_size=8)
+    first, second = hub.subscribe(), hub.subscribe()
+    hub.publish({"job_id": "j", "seq": 1, "message": "épreuve"})
+    one, other = first.queue.get_nowait(), second.queue.get_nowait()
+    assert isinstance(one, SharedEvent) and one is other
+    assert event_text(one) is event_text(other)  # the same string object: encoded once
+    assert json.loads(event_text(one)) == {"job_id": "j", "seq": 1, "message": "épreuve"}
+    assert event_text({"seq": 2}) == '{"seq":2}'  # a plain dict (replayed history) is encoded on the spot

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
 
-from modelforge_inference.streaming import IncrementalDecoder, TokenStreamer
+from modelforge_inference.streaming import IncrementalDecoder, PieceChannel, TokenStreamer
 
 TEXT = "Héllo wörld, 日本語 and ünïcödé! The quick brown fox."
 
@@ -34,3 +36,32 @@ def test_streamer_skips_the_prompt_and_emits_the_rest(causal_model: Path) -> Non
     streamer.end()
     assert "".join(emitted) == TEXT
     assert streamer.token_count == len(ids)
+
+
+async def test_piece_channel_joins_what_piled_up_and_ends_after_the_last_piece() -> None:
+    channel = PieceChannel(asyncio.get_running_loop())
+    channel.put("a")
+    assert await channel.take() == "a"  # a reader that keeps up gets each piece alone
+
+    def produce() -> None:
+        for piece in ("b", "c", "d"):
+            channel.put(piece)
+
+    await asyncio.to_thread(produce)  # the reader was busy meanwhile: three pieces wait
+    channel.close()
+    assert await channel.take() == "bcd"
+    assert await channel.take() is None
+    assert await channel.take() is None
+
+
+async def test_piece_channel_wakes_a_waiting_reader_from_another_thread() -> None:
+    channel = PieceChannel(asyncio.get_running_loop())
+    reader = asyncio.create_task(channel.take())
+    await asyncio.sleep(0.01)
+    assert not reader.done()
+    threading.Thread(target=channel.put, args=("x",)).start()
+    assert await asyncio.wait_for(reader, 5) == "x"
+    follow = asyncio.create_task(channel.take())
+    await asyncio.sleep(0.01)
+    channel.close()
+    assert await asyncio.wait_for(follow, 5) is None

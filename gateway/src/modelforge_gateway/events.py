@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,29 @@ from modelforge_gateway.convert import event_json
 log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
+
+
+class SharedEvent(dict[str, Any]):
+    """An event as the hub hands it to every subscriber: one object for all of them, so its JSON
+    text is rendered once (by the first socket that sends it), not once per socket."""
+
+    __slots__ = ("_text",)
+
+    def text(self) -> str:
+        try:
+            return self._text
+        except AttributeError:
+            self._text: str = encode_event(self)
+            return self._text
+
+
+def encode_event(event: Event) -> str:
+    """The JSON text of one event on the wire (compact, as starlette's send_json writes it)."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_text(event: Event) -> str:
+    return event.text() if isinstance(event, SharedEvent) else encode_event(event)
 
 
 @dataclass(eq=False)
@@ -55,6 +79,7 @@ class EventHub:
         self._subscribers.discard(subscriber)
 
     def publish(self, event: Event) -> None:
+        event = event if isinstance(event, SharedEvent) else SharedEvent(event)
         for subscriber in list(self._subscribers):
             if not subscriber.wants(event):
                 continue

@@ -50,7 +50,8 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            # A WebSocket has no response head to stamp: its messages skip the wrapper.
+            await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
         except Exception:
             log.exception("unhandled error in %s %s", scope.get("method", "WS"), scope.get("path"))
             if scope["type"] != "http" or response_started:

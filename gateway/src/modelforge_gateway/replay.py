@@ -95,7 +95,10 @@ async def replay_then_follow(
         return
     while True:
         try:
-            event = await asyncio.wait_for(subscriber.queue.get(), heartbeat_s)
+            # asyncio.timeout, not wait_for: wait_for wraps every get in a new task (Python 3.11),
+            # one per event per socket.
+            async with asyncio.timeout(heartbeat_s):
+                event = await subscriber.queue.get()
         except TimeoutError:
             yield {"type": "heartbeat", "timestamp": now_iso()}
             continue

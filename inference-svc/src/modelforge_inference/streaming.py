@@ -9,6 +9,8 @@ from the generation thread.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -72,3 +74,50 @@ class TokenStreamer:
         rest = self._decoder.finish()
         if rest:
             self._emit(rest)
+
+
+class PieceChannel:
+    """Text pieces from the generation thread to the event loop.
+
+    Pieces that arrive while the reader is busy (sending the previous one down the gRPC stream) are
+    handed over together, joined: a slow reader gets fewer, longer pieces instead of a backlog of
+    one message per token, and the thread wakes the loop at most once per hand-over. A reader that
+    keeps up still gets one piece per token."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pieces: list[str] = []
+        self._closed = False
+        self._wake_pending = False
+        self._ready = asyncio.Event()
+
+    def put(self, piece: str) -> None:
+        """Called from any thread."""
+        with self._lock:
+            self._pieces.append(piece)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self._loop.call_soon_threadsafe(self._ready.set)
+
+    def close(self) -> None:
+        """Called on the loop; what was put before is still taken first."""
+        with self._lock:
+            self._closed = True
+        self._ready.set()
+
+    async def take(self) -> str | None:
+        """Everything put since the last take, joined; None once closed and drained."""
+        while True:
+            with self._lock:
+                if self._pieces:
+                    text = "".join(self._pieces)
+                    self._pieces.clear()
+                    return text
+                if self._closed:
+                    return None
+                # Nothing left: the next put must wake us (a wake-up already scheduled is harmless).
+                self._wake_pending = False
+                self._ready.clear()
+            await self._ready.wait()

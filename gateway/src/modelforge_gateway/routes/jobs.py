@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -16,6 +15,7 @@ from modelforge_gateway.clients import CallOptions
 from modelforge_gateway.convert import job_json, status_event_json
 from modelforge_gateway.deps import EventFeedDep, EventHubDep, Owner, RegistryStub, Rpc, SettingsDep, TrainerStub
 from modelforge_gateway.errors import ApiError, invalid, rpc_messages
+from modelforge_gateway.events import event_text
 from modelforge_gateway.replay import JOB_ID, HistoryUnavailable, read_history, replay_then_follow
 from modelforge_gateway.routes.models import check_dataset_digest
 from modelforge_gateway.schemas import (
@@ -132,7 +132,7 @@ async def job_events(job_id: JobId, trainer: TrainerStub, rpc: Rpc, feed: EventF
 def _sse(event: dict[str, Any]) -> str:
     seq = event.get("seq")
     head = f"id: {seq}\n" if seq else ""
-    return f"{head}event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+    return f"{head}event: {event['type']}\ndata: {event_text(event)}\n\n"
 
 
 @router.get(

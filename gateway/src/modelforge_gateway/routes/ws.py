@@ -26,7 +26,7 @@ from starlette.status import WS_1001_GOING_AWAY, WS_1008_POLICY_VIOLATION, WS_10
 from modelforge.v1 import trainer_pb2
 from modelforge_gateway.convert import status_event_json
 from modelforge_gateway.deps import EventFeedDep, EventHubDep, Rpc, SettingsDep, TrainerStub
-from modelforge_gateway.events import Subscriber
+from modelforge_gateway.events import Subscriber, event_text
 from modelforge_gateway.replay import JOB_ID, HistoryUnavailable, read_history, replay_then_follow
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ async def _listen(websocket: WebSocket) -> None:
 async def _pump(websocket: WebSocket, events: AsyncIterator[dict[str, Any]], subscriber: Subscriber) -> int:
     """Sends the replayed and live events until the hub stops this subscriber; returns the close code."""
     async for event in events:
-        await websocket.send_json(event)
+        await websocket.send_text(event_text(event))
     return WS_1008_POLICY_VIOLATION if subscriber.dropped else WS_1001_GOING_AWAY
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelforge_inference.cache import ModelCache
 from modelforge_inference.domain import EXTRACTIVE_QA, GenerationParams, GenerationResult, ModelRef, StreamChunk
-from modelforge_inference.streaming import TokenStreamer
+from modelforge_inference.streaming import PieceChannel, TokenStreamer
 
 if TYPE_CHECKING:
     from modelforge_inference.backends.hf_models import LoadedModel
@@ -112,14 +112,9 @@ class LocalBackend:
             return
         loaded = await self._model(ref)
         hf = _hf()
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        pieces = PieceChannel(asyncio.get_running_loop())
         decode = loaded.tokenizer.decode
-
-        def emit(piece: str) -> None:
-            loop.call_soon_threadsafe(pieces.put_nowait, piece)
-
-        streamer = TokenStreamer(lambda ids: decode(list(ids), skip_special_tokens=True), emit)
+        streamer = TokenStreamer(lambda ids: decode(list(ids), skip_special_tokens=True), pieces.put)
         cancel = threading.Event()
         async with loaded.lock:
             started = time.perf_counter()
@@ -127,9 +122,9 @@ class LocalBackend:
                 asyncio.to_thread(hf.generate_text, loaded, ref.task, params, streamer, cancel)
             )
             # Runs on the loop after the thread's last emit, so the end marker follows every piece.
-            worker.add_done_callback(lambda _done: pieces.put_nowait(None))
+            worker.add_done_callback(lambda _done: pieces.close())
             try:
-                while (piece := await pieces.get()) is not None:
+                while (piece := await pieces.take()) is not None:
                     yield StreamChunk(piece)
                 _text, tokens = await worker
             finally:
