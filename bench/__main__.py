@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
 
-from bench.common import Section, Table, bench_context, library_versions, load_average, machine_info
+from bench.common import (
+    Section,
+    Table,
+    bench_context,
+    library_versions,
+    load_average,
+    machine_info,
+    torch_thread_env,
+    torch_threads_label,
+)
 
 # Run order: training first (its jobs register the models the later benchmarks read and generate with).
 BENCHMARKS = ("training", "events", "gateway", "generation", "gpu_qlora")
@@ -41,6 +51,8 @@ def header(args: argparse.Namespace, sections: list[Section], machine: dict[str,
         "- Libraries: " + ", ".join(f"{name} {version}" for name, version in library_versions().items()),
         "- Everything on loopback: nats-server, the four services and the gateway as separate processes "
         "(modelforge_devkit.stack), the benchmark clients in the `python -m bench` process.",
+        f"- torch intra-op threads, the same on every side: {torch_threads_label()}; see bench/common.py "
+        "(TORCH_THREADS) for why.",
         "",
     ]
     goals = Table("Goals (issue 8, and issue 7's load test)", ["benchmark", "goal", "target", "measured", "verdict"])
@@ -69,6 +81,7 @@ def main(argv: list[str]) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
 
+    os.environ.update(torch_thread_env())  # before torch is imported here (the plain generate side)
     machine = machine_info()
     sections: list[Section] = []
     failures = 0

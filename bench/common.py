@@ -37,6 +37,12 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def reaped_children_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process's children that have exited and been waited for."""
+    times = psutil.Process(pid).cpu_times()
+    return times.children_user + times.children_system
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile (p99 of 100 values is the 99th smallest); nan for no values."""
     if not values:
@@ -188,6 +194,24 @@ SMALL_LLAMA = {
 }
 
 
+# torch's intra-op threads on every side (the plain scripts, the trainer's worker, inference-svc).
+# With as many threads as cores, every other runnable process (trainer-svc reading the worker's
+# pipe, NATS, the gateway, the benchmark's own clients) stalls one thread at each OpenMP barrier,
+# so a step's time swings with whatever else runs; one thread leaves a core to the rest and makes
+# both sides comparable. BENCH_TORCH_THREADS=0 keeps torch's default.
+TORCH_THREADS = int(os.environ.get("BENCH_TORCH_THREADS", "1"))
+
+
+def torch_thread_env() -> dict[str, str]:
+    if TORCH_THREADS <= 0:
+        return {}
+    return {"OMP_NUM_THREADS": str(TORCH_THREADS), "MKL_NUM_THREADS": str(TORCH_THREADS)}
+
+
+def torch_threads_label() -> str:
+    return f"{TORCH_THREADS} (BENCH_TORCH_THREADS)" if TORCH_THREADS > 0 else "torch's default (one per core)"
+
+
 def stack_env(data_dir: Path) -> dict[str, str]:
     """A private stack on free loopback ports (as tests/conftest.py builds it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELFORGE_")}
@@ -199,6 +223,7 @@ def stack_env(data_dir: Path) -> dict[str, str]:
             "MODELFORGE_GATEWAY_PORT": str(free_port()),
             "MODELFORGE_LOG_JSON": "false",
             "HF_HUB_OFFLINE": "1",
+            **torch_thread_env(),
         }
     )
     for name in ("trainer", "registry", "hardware", "inference"):

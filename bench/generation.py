@@ -18,7 +18,17 @@ from typing import Any
 
 import httpx
 
-from bench.common import BenchContext, Goal, Section, Table, cpu_seconds, median, ratio, ratio_doubt
+from bench.common import (
+    TORCH_THREADS,
+    BenchContext,
+    Goal,
+    Section,
+    Table,
+    cpu_seconds,
+    median,
+    ratio,
+    ratio_doubt,
+)
 
 TOKENS_PER_S_GOAL = 0.95
 PROMPT = "Where does the red fox live?"
@@ -59,6 +69,8 @@ class PlainModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
+        if TORCH_THREADS > 0:
+            torch.set_num_threads(TORCH_THREADS)  # as inference-svc runs (OMP_NUM_THREADS in its env)
         folder = Path(model["path"])
         base = AutoModelForCausalLM.from_pretrained(model["base_model"], dtype=torch.float32, local_files_only=True)
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)

@@ -1,8 +1,8 @@
 """Profiles a gateway process with pyinstrument while it answers GET /api/training_status back to back.
 
 A second gateway (same services, own port) runs under `python -m pyinstrument`; SIGINT makes uvicorn
-shut down cleanly, and pyinstrument then writes its text report. The busiest call paths say where the
-time over a direct gRPC call goes.
+shut down cleanly, and pyinstrument then saves its session. The session's self time, grouped by the
+library each frame belongs to, says where a request's time over a direct gRPC call goes.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
+from pyinstrument.frame import Frame
+from pyinstrument.session import Session
 
-from bench.common import BenchContext
+from bench.common import BenchContext, Table
 from bench.httpclient import KeepAliveClient
 from modelforge_common.testing import free_port
 
@@ -34,18 +35,31 @@ async def _hammer(port: int, path: str, requests: int) -> float:
     return (time.perf_counter() - started) / requests
 
 
-def profile_gateway(context: BenchContext, requests: int = 1500, path: str = "/api/training_status") -> str:
-    """The pyinstrument text report (the first 60 lines) of a gateway serving `requests` requests."""
+# (label, substrings of a frame's file path or identifier), first match wins.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("waiting: trainer-svc's reply, the next request", ("[await]",)),
+    ("gateway code (middleware, routes, converters)", ("modelforge_",)),
+    ("grpc client call (the direct side pays this too)", ("/grpc/",)),
+    ("protobuf", ("/google/protobuf/",)),
+    ("pydantic: response validation and JSON", ("/pydantic",)),
+    ("fastapi: dependencies, parameters, response handling", ("/fastapi/",)),
+    ("starlette: routing, middleware, request objects", ("/starlette/", "/anyio/")),
+    ("uvicorn: HTTP parsing and protocol", ("/uvicorn/", "httptools")),
+    ("event loop (asyncio, uvloop)", ("/asyncio/", "uvloop", "/selectors.py")),
+)
+
+
+def profile_gateway(context: BenchContext, requests: int = 1500, path: str = "/api/training_status") -> Table:
+    """Where a gateway serving `requests` back-to-back requests spends its time, by layer."""
     port = free_port()
-    report = context.work_dir / "gateway-profile.txt"
+    report = context.work_dir / "gateway-profile.pyisession"
     env = {**context.stack.env, "MODELFORGE_GATEWAY_PORT": str(port), "MODELFORGE_LOG_LEVEL": "WARNING"}
     argv = [
         sys.executable,
         "-m",
         "pyinstrument",
         "-r",
-        "text",
-        "--show-all",
+        "session",
         "-o",
         str(report),
         "-m",
@@ -74,15 +88,63 @@ def profile_gateway(context: BenchContext, requests: int = 1500, path: str = "/a
             process.kill()
             process.wait()
     if not report.exists():
-        return f"(no profile written; gateway log: {log_path.read_text()[-1000:]})"
-    lines = _trim(Path(report).read_text().splitlines())
-    header = (
-        f"{requests} x GET {path}, one keep-alive client, {1000 * per_request:.2f} ms per request under pyinstrument"
+        raise RuntimeError(f"no profile written; gateway log: {log_path.read_text()[-1000:]}")
+    return layer_table(Session.load(report), requests, path, per_request)
+
+
+def layer_of(frame: Frame) -> str:
+    where = f"{frame.file_path or ''} {frame.identifier}"
+    for label, needles in LAYERS:
+        if any(needle in where for needle in needles):
+            return label
+    return "other"
+
+
+def request_frames(root: Frame) -> list[Frame]:
+    """The outermost frames of uvicorn's protocol code: HTTP parsing and the whole ASGI call of each
+    request, and nothing of start-up, imports or the idle loop between requests."""
+    found, stack = [], [root]
+    while stack:
+        frame = stack.pop()
+        if "/uvicorn/protocols/" in (frame.file_path or ""):
+            found.append(frame)
+        else:
+            stack.extend(frame.children)
+    return found
+
+
+def self_time_by_layer(roots: list[Frame]) -> dict[str, float]:
+    """Seconds of self time (a frame's time minus its real children's) per layer within these
+    subtrees; a synthetic [await] frame is time spent waiting, not working."""
+    totals: dict[str, float] = {}
+    stack = list(roots)
+    while stack:
+        frame = stack.pop()
+        real = [child for child in frame.children if not child.is_synthetic]
+        waited = sum(child.time for child in frame.children if child.identifier.startswith("[await]"))
+        own = frame.time - sum(child.time for child in real) - waited
+        if own > 0:
+            totals[layer_of(frame)] = totals.get(layer_of(frame), 0.0) + own
+        if waited > 0:
+            totals[LAYERS[0][0]] = totals.get(LAYERS[0][0], 0.0) + waited
+        stack.extend(real)
+    return totals
+
+
+def layer_table(session: Session, requests: int, path: str, per_request_s: float) -> Table:
+    root = session.root_frame()
+    table = Table(
+        f"Where the gateway's time goes: {requests} x GET {path}, one keep-alive client, pyinstrument "
+        f"(wall clock; {1000 * per_request_s:.2f} ms per request while profiled)",
+        ["layer", "ms per request", "share of request time"],
     )
-    return "\n".join([header, *lines])
-
-
-def _trim(lines: list[str], limit: int = 60) -> list[str]:
-    """Drops pyinstrument's banner and keeps the heaviest part of the tree."""
-    body = [line.rstrip() for line in lines if line.strip() and not line.lstrip().startswith(("_", "Recorded:"))]
-    return body[:limit]
+    if root is None:
+        return table
+    totals = self_time_by_layer(request_frames(root))
+    counted = sum(totals.values())
+    for label in [label for label, _ in LAYERS] + ["other"]:
+        seconds = totals.get(label, 0.0)
+        if seconds > 0:
+            table.add(label, 1000 * seconds / requests, f"{100 * seconds / counted:.0f}%")
+    table.add("total in uvicorn's protocol and ASGI call", 1000 * counted / requests, "100%")
+    return table

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -24,16 +25,20 @@ from bench.common import (
     Section,
     Table,
     count_parameters,
+    cpu_seconds,
     iso_seconds,
     median,
     ratio,
     ratio_doubt,
+    reaped_children_cpu_seconds,
+    torch_thread_env,
 )
 from bench.watch import JobRun, run_watched_job
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 THROUGHPUT_GOAL = 0.97
-STEPS = {"quick": 3, "tiny": 40, "small": 12}
+STEPS = {"quick": 3, "tiny": 200, "small": 12}
+ROUNDS = 5
 
 
 def run_plain(
@@ -55,7 +60,14 @@ def run_plain(
         )
     )
     result_path = run_dir / "result.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+        **torch_thread_env(),
+    }
+    cpu_before = _children_cpu()
     spawned = time.time()
     done = subprocess.run(
         [sys.executable, "-m", "bench.plain_trl", str(settings), str(result_path)],
@@ -70,7 +82,46 @@ def run_plain(
         raise RuntimeError(f"plain trl script failed ({done.returncode}):\n{done.stderr[-3000:]}")
     result = json.loads(result_path.read_text())
     result["spawned"] = spawned
+    result["cpu_s"] = _children_cpu() - cpu_before
     return result
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# The processes a ModelForge job runs through besides its worker (their own CPU, children excluded).
+PLATFORM_PROCESSES = {
+    "trainer": "trainer-svc (without its worker)",
+    "gateway": "gateway",
+    "nats": "nats-server",
+    "registry": "registry-svc",
+}
+
+
+def platform_cpu(context: BenchContext) -> dict[str, float]:
+    """CPU seconds so far of each platform process, and of the trainer's finished workers ("worker")."""
+    running = context.stack.running()
+    totals = {key: 0.0 for key in [*PLATFORM_PROCESSES, "worker"]}
+    for name, pid in running.items():
+        key = next((k for k in PLATFORM_PROCESSES if name.startswith(k)), None)
+        if key is None:
+            continue
+        totals[key] += cpu_seconds([pid])
+        if key == "trainer":
+            totals["worker"] += reaped_children_cpu_seconds(pid)
+    return totals
+
+
+def wait_workers_reaped(context: BenchContext, timeout_s: float = 30) -> None:
+    """The terminal event may arrive a moment before trainer-svc has waited for its worker."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    pids = [pid for name, pid in context.stack.running().items() if name.startswith("trainer")]
+    while time.monotonic() < deadline and any(psutil.Process(pid).children() for pid in pids):
+        time.sleep(0.1)
 
 
 def plain_steps_per_s(result: dict[str, Any]) -> float:
@@ -127,17 +178,22 @@ def modelforge_phases(run: JobRun) -> dict[str, float]:
 
 def run(context: BenchContext) -> Section:
     max_steps = STEPS["quick"] if context.quick else STEPS[context.size]
-    rounds = 1 if context.quick else 3
+    rounds = 1 if context.quick else ROUNDS
     plain_runs: list[dict[str, Any]] = []
     mf_runs: list[JobRun] = []
+    mf_cpu: list[dict[str, float]] = []
     for index in range(rounds):  # A B A B ...: machine noise hits both sides alike
         plain_runs.append(run_plain(context, max_steps, f"run-{index}"))
+        cpu_before = platform_cpu(context)
         if context.quick:
             # Quick mode (the smoke test) watches this one job under the events benchmark's load as well.
             mf_run = asyncio.run(run_watched_job(context, max_steps, clients=5, readers=3))
             context.shared["quick_job"] = mf_run
         else:
             mf_run = asyncio.run(run_watched_job(context, max_steps))
+        wait_workers_reaped(context)
+        cpu_after = platform_cpu(context)
+        mf_cpu.append({key: cpu_after[key] - cpu_before[key] for key in cpu_after})
         if mf_run.final_status() != "completed":
             raise RuntimeError(f"ModelForge job {mf_run.job_id} ended {mf_run.final_status()}: {mf_run.events()[-1:]}")
         mf_runs.append(mf_run)
@@ -171,6 +227,19 @@ def run(context: BenchContext) -> Section:
         ", ".join(f"{r:.3f}" for r in ratios),
     )
     section.tables.append(throughput)
+
+    cpu = Table(
+        "CPU time per run (median of rounds): where the work happens",
+        ["process", "CPU s per run", "CPU ms per training step"],
+    )
+    cpu_rows = [("plain trl script (whole process)", [r["cpu_s"] for r in plain_runs])]
+    cpu_rows.append(("ModelForge worker (whole process)", [c["worker"] for c in mf_cpu]))
+    for key, label in PLATFORM_PROCESSES.items():
+        cpu_rows.append((label, [c[key] for c in mf_cpu]))
+    cpu_rows.append(("all platform processes but the worker", [sum(c[k] for k in PLATFORM_PROCESSES) for c in mf_cpu]))
+    for label, values in cpu_rows:
+        cpu.add(label, median(values), 1000 * median(values) / max_steps)
+    section.tables.append(cpu)
 
     plain_cold = [plain_phases(r) for r in plain_runs]
     mf_cold = [modelforge_phases(r) for r in mf_runs]

@@ -138,3 +138,21 @@ def test_every_benchmark_has_a_section(results: str) -> None:
         assert sum(heading.startswith(name) for heading in headings) == 1, headings
     assert len(headings) >= len(BENCHMARKS)
     assert "not measured" in section(results, "GPU") or "QLoRA on" in section(results, "GPU")
+
+
+def test_training_shows_where_the_cpu_goes(results: str) -> None:
+    cpu = tables(section(results, "Training overhead"))["CPU time per run (median of rounds): where the work happens"]
+    assert cpu[0] == ["process", "CPU s per run", "CPU ms per training step"]
+    rows = {row[0]: row for row in cpu[1:]}
+    assert float(rows["plain trl script (whole process)"][1]) > 0
+    assert float(rows["ModelForge worker (whole process)"][1]) > 0  # the reaped worker was counted
+    assert float(rows["gateway"][1]) > 0
+
+
+def test_gateway_time_is_split_by_layer(results: str) -> None:
+    found = tables(section(results, "Gateway overhead"))
+    layers = next(rows for title, rows in found.items() if title.startswith("Where the gateway's time goes"))
+    assert layers[0] == ["layer", "ms per request", "share of request time"]
+    names = [row[0] for row in layers[1:]]
+    assert names[-1] == "total in uvicorn's protocol and ASGI call" and len(names) >= 3
+    assert float(layers[-1][1]) > 0

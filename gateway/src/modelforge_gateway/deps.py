@@ -1,7 +1,9 @@
 """What route code receives by injection; tests swap any of these with app.dependency_overrides.
 
 All async: FastAPI runs a plain `def` dependency in a worker thread, and those hops were about
-half of a request's time in the gateway benchmark (bench/ANALYSIS.md)."""
+half of a request's time in the gateway benchmark (bench/ANALYSIS.md). The stubs and call options
+read app.state themselves rather than through another dependency: each level of dependencies
+costs FastAPI tens of microseconds per request."""
 
 from __future__ import annotations
 
@@ -33,19 +35,23 @@ async def get_clients(conn: HTTPConnection) -> Clients:
     return clients
 
 
-async def get_trainer(clients: Annotated[Clients, Depends(get_clients)]) -> trainer_pb2_grpc.TrainerServiceStub:
+async def get_trainer(conn: HTTPConnection) -> trainer_pb2_grpc.TrainerServiceStub:
+    clients: Clients = conn.app.state.clients
     return clients.trainer
 
 
-async def get_registry(clients: Annotated[Clients, Depends(get_clients)]) -> registry_pb2_grpc.RegistryServiceStub:
+async def get_registry(conn: HTTPConnection) -> registry_pb2_grpc.RegistryServiceStub:
+    clients: Clients = conn.app.state.clients
     return clients.registry
 
 
-async def get_hardware(clients: Annotated[Clients, Depends(get_clients)]) -> hardware_pb2_grpc.HardwareServiceStub:
+async def get_hardware(conn: HTTPConnection) -> hardware_pb2_grpc.HardwareServiceStub:
+    clients: Clients = conn.app.state.clients
     return clients.hardware
 
 
-async def get_inference(clients: Annotated[Clients, Depends(get_clients)]) -> inference_pb2_grpc.InferenceServiceStub:
+async def get_inference(conn: HTTPConnection) -> inference_pb2_grpc.InferenceServiceStub:
+    clients: Clients = conn.app.state.clients
     return clients.inference
 
 
@@ -64,10 +70,8 @@ async def get_owner(conn: HTTPConnection) -> str:
     return str(conn.scope.get(OWNER_SCOPE_KEY, ""))
 
 
-async def get_call_options(
-    conn: HTTPConnection, settings: Annotated[GatewaySettings, Depends(get_settings)]
-) -> CallOptions:
-    return CallOptions(settings=settings, request_id=str(conn.scope.get(REQUEST_ID_SCOPE_KEY, "")))
+async def get_call_options(conn: HTTPConnection) -> CallOptions:
+    return CallOptions(settings=conn.app.state.settings, request_id=str(conn.scope.get(REQUEST_ID_SCOPE_KEY, "")))
 
 
 async def get_session_id(conn: HTTPConnection, settings: Annotated[GatewaySettings, Depends(get_settings)]) -> str:
