@@ -10,9 +10,10 @@ before the job starts and must receive seq 1..N of the job exactly once, in orde
 from __future__ import annotations
 
 import asyncio
+import resource
 from dataclasses import dataclass
 
-from bench.common import BenchContext, Goal, Section, Table, median, percentile, ratio
+from bench.common import BenchContext, Goal, Section, Table, cpu_seconds, median, percentile, ratio
 from bench.watch import JobRun, run_watched_job
 
 LATENCY_GOAL_MS = 20.0
@@ -37,6 +38,8 @@ def run(context: BenchContext) -> Section:
     max_steps = 3 if context.quick else 30
     rounds = 1 if context.quick else 3
     runs: dict[str, list[JobRun]] = {load.name: [] for load in configs}
+    # CPU seconds per run of the processes an event passes through, and of the clients (this process).
+    cpu: dict[str, list[dict[str, float]]] = {load.name: [] for load in configs}
     for _ in range(rounds):
         for load in configs:
             if context.quick and load.clients == 1:
@@ -44,6 +47,7 @@ def run(context: BenchContext) -> Section:
             if context.quick and "quick_job" in context.shared:
                 runs[load.name].append(context.shared["quick_job"])
                 continue
+            before = process_cpu(context)
             runs[load.name].append(
                 asyncio.run(
                     run_watched_job(
@@ -55,6 +59,8 @@ def run(context: BenchContext) -> Section:
                     )
                 )
             )
+            after = process_cpu(context)
+            cpu[load.name].append({key: after[key] - before[key] for key in after})
     if context.quick:
         loaded = configs[-1]
         runs[configs[0].name] = [_first_client_only(r) for r in runs[loaded.name]]
@@ -123,6 +129,8 @@ def run(context: BenchContext) -> Section:
             median([ratio(p / 1000, b) for p, b in zip(round_p99, base_p99, strict=False)]),
         )
     section.tables += [latency, load_table]
+    if not context.quick:
+        section.tables.append(cpu_table(configs, runs, cpu))
 
     crowd = configs[1] if not context.quick else configs[-1]
     crowd_ms = [1000 * v for r in runs[crowd.name] for v in r.event_latencies_s()]
@@ -154,3 +162,33 @@ def run(context: BenchContext) -> Section:
 
 def _first_client_only(run: JobRun) -> JobRun:
     return JobRun(run.job_id, run.requested_at, run.accepted_at, run.clients[:1], [], [])
+
+
+# Whose CPU an event costs: the stack's processes on its way, and the benchmark's clients.
+CPU_SIDES = {"gateway": "gateway", "trainer": "trainer-svc (without its worker)", "nats": "nats-server"}
+
+
+def process_cpu(context: BenchContext) -> dict[str, float]:
+    running = context.stack.running()
+    totals = {key: cpu_seconds([pid]) for key, pid in running.items() if key in CPU_SIDES}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    totals["clients"] = usage.ru_utime + usage.ru_stime
+    return totals
+
+
+def cpu_table(configs: list[Load], runs: dict[str, list[JobRun]], cpu: dict[str, list[dict[str, float]]]) -> Table:
+    """CPU time per delivered event (one event at one client), so the cost of fanning out shows per socket."""
+    table = Table(
+        "CPU per delivered event, microseconds (median of rounds; delivered = events x clients)",
+        ["configuration", *CPU_SIDES.values(), "WebSocket clients and status readers (the bench process)"],
+    )
+    for load in configs:
+        per_round = []
+        for run, spent in zip(runs[load.name], cpu[load.name], strict=True):
+            delivered = sum(len(client.job_events(run.job_id)) for client in run.clients)
+            per_round.append({key: 1e6 * value / max(delivered, 1) for key, value in spent.items()})
+        table.add(
+            load.name,
+            *(median([r.get(key, float("nan")) for r in per_round]) for key in [*CPU_SIDES, "clients"]),
+        )
+    return table

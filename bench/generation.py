@@ -134,7 +134,7 @@ def generate_stream(http: httpx.Client, model_id: int, max_new_tokens: int) -> G
 def run(context: BenchContext) -> Section:
     model = context.ensure_model()
     max_new_tokens = 8 if context.quick else 64
-    rounds = 1 if context.quick else 7
+    rounds = 1 if context.quick else 15
     plain = PlainModel(model)
     sides = {
         "plain model.generate": lambda: plain.generate(max_new_tokens),

@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 import grpc
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from modelforge.v1 import inference_pb2, registry_pb2, registry_pb2_grpc
 from modelforge_common.catalog import TASKS
@@ -17,6 +17,7 @@ from modelforge_gateway.clients import CallOptions
 from modelforge_gateway.convert import model_details, model_lineage, model_summary, reproduce_body
 from modelforge_gateway.deps import InferenceStub, RegistryStub, Rpc
 from modelforge_gateway.errors import ApiError, invalid, rpc_messages
+from modelforge_gateway.rendered import RenderedBodies
 from modelforge_gateway.schemas import (
     DeleteModelResponse,
     ModelDetails,
@@ -96,10 +97,17 @@ async def list_models_for_task(task: str, registry: RegistryStub, rpc: Rpc) -> l
     return await _list(registry, rpc, task)
 
 
+# Model details bodies by content (see rendered.py): the same model read again costs no conversion.
+DETAILS_BODIES = RenderedBodies()
+
+
 @router.get("/api/models/{model_id}", response_model=ModelDetails)
-async def get_model(registry: RegistryStub, rpc: Rpc, model_id: str = ModelIdPath) -> ModelDetails:
+async def get_model(registry: RegistryStub, rpc: Rpc, model_id: str = ModelIdPath) -> Response:
     model = await fetch_model(registry, rpc, model_id)
-    return ModelDetails(**model_details(model), lineage=model_lineage(model))
+    body = DETAILS_BODIES.body(
+        "details", model, lambda: ModelDetails(**model_details(model), lineage=model_lineage(model))
+    )
+    return Response(body, media_type="application/json")
 
 
 @router.get("/api/models/{model_id}/lineage", response_model=ModelLineageResponse)
