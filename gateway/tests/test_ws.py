@@ -19,7 +19,7 @@ from google.protobuf import timestamp_pb2
 from starlette.websockets import WebSocketDisconnect
 
 from modelforge.v1 import common_pb2, events_pb2
-from modelforge_common.nats import EVENT_CONTENT_TYPE, training_subject
+from modelforge_common.nats import EVENT_CONTENT_TYPE, TRAINING_STREAM, training_subject
 from modelforge_common.testing import NatsServer, free_port, nats_server
 from modelforge_gateway.events import EventHub, SharedEvent, event_text
 from modelforge_gateway.main import create_app
@@ -309,3 +309,38 @@ async def test_hub_hands_every_subscriber_one_event_whose_text_is_rendered_once(
     assert event_text(one) is event_text(other)  # the same string object: encoded once
     assert json.loads(event_text(one)) == {"job_id": "j", "seq": 1, "message": "épreuve"}
     assert event_text({"seq": 2}) == '{"seq":2}'  # a plain dict (replayed history) is encoded on the spot
+
+
+def test_feed_that_lost_its_consumer_goes_on_after_the_last_event_it_delivered(
+    fakes: FakeServices, nats_url: str
+) -> None:
+    """nats-py recreates an ordered consumer after a reset in the background; when that fails, the
+    feed's own check finds the consumer gone and subscribes again. Events stored in between must
+    still reach the sockets, once each."""
+    app = create_app(settings_for(fakes, nats_url=nats_url, nats_check_s=0.2))
+    with TestClient(app) as client:
+        wait_until_subscribed(client)
+        feed = app.state.event_feed
+        with client.websocket_connect("/ws/training") as ws:
+            ws.receive_json()
+            publish(nats_url, *(event("train_gap", seq) for seq in (1, 2)))
+            assert [receive_event(ws)["seq"] for _ in range(2)] == [1, 2]
+            subscriptions = feed.subscriptions
+
+            async def lose_consumer_then_publish() -> None:
+                nc = await nats.connect(nats_url)
+                js = nc.jetstream()
+                await js.delete_consumer(TRAINING_STREAM, feed._sub._consumer)
+                for seq in (3, 4):
+                    await js.publish(
+                        training_subject("train_gap", "progress"),
+                        event("train_gap", seq).SerializeToString(),
+                        headers={"content-type": EVENT_CONTENT_TYPE},
+                    )
+                await nc.close()
+
+            asyncio.run(lose_consumer_then_publish())
+            assert [receive_event(ws)["seq"] for _ in range(2)] == [3, 4]
+            assert feed.subscriptions > subscriptions
+            publish(nats_url, event("train_gap", 5))
+            assert receive_event(ws)["seq"] == 5

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from modelforge.v1 import events_pb2
 from modelforge_common.nats import TRAINING_STREAM, connect, ensure_training_stream, training_wildcard
@@ -193,14 +193,22 @@ class TrainingEventFeed:
             await ensure_training_stream(nc)
             js = nc.jetstream()
             info = await js.stream_info(TRAINING_STREAM)
-            self._first_stream_seq = info.state.last_seq + 1
-            self._last_stream_seq = 0
+            if 0 < self._last_stream_seq <= info.state.last_seq:
+                # Subscribing again on the same stream (our consumer was lost, e.g. nats-py failed
+                # to recreate it after a reset): go on after the last event delivered, so the
+                # events published meanwhile still reach the sockets, once.
+                self._first_stream_seq = self._last_stream_seq + 1
+                start = {
+                    "deliver_policy": DeliverPolicy.BY_START_SEQUENCE,
+                    "config": ConsumerConfig(opt_start_seq=self._first_stream_seq),
+                }
+            else:
+                # First subscription, or a stream that was recreated and numbers from 1 again.
+                self._first_stream_seq = info.state.last_seq + 1
+                self._last_stream_seq = 0
+                start = {"deliver_policy": DeliverPolicy.NEW}
             self._sub = await js.subscribe(
-                subject,
-                stream=TRAINING_STREAM,
-                cb=self._on_message,
-                ordered_consumer=True,
-                deliver_policy=DeliverPolicy.NEW,
+                subject, stream=TRAINING_STREAM, cb=self._on_message, ordered_consumer=True, **start
             )
             self.mode = "jetstream"
         except nats.js.errors.Error as exc:
