@@ -75,3 +75,7 @@ def test_entrypoint_runs_uvicorn_on_the_configured_address(monkeypatch: pytest.M
     monkeypatch.setattr(entrypoint, "configure_logging", lambda *args, **kwargs: None)
     entrypoint.main()
     assert (seen["host"], seen["port"], seen["log_config"]) == ("0.0.0.0", 8456, None)
+    assert seen["ws_per_message_deflate"] is False  # small events: compression per socket costs more than it saves
+    monkeypatch.setenv("MODELFORGE_WS_PER_MESSAGE_DEFLATE", "true")
+    entrypoint.main()
+    assert seen["ws_per_message_deflate"] is True

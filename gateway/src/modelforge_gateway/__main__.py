@@ -19,6 +19,7 @@ def main() -> None:
         log_config=None,  # keep configure_logging's handlers (JSON lines with request ids)
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         proxy_headers=True,
+        ws_per_message_deflate=settings.ws_per_message_deflate,
     )
 
 

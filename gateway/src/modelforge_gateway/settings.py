@@ -28,6 +28,9 @@ class GatewaySettings(ServiceSettings):
     # Events a WebSocket client may lag behind before it is dropped, and its idle heartbeat.
     ws_queue_size: int = 256
     ws_heartbeat_s: float = 15.0
+    # Progress events are a few hundred bytes: compressing each one for every socket cost more CPU
+    # than it saved (about a quarter of the per-socket send time, bench/ANALYSIS.md).
+    ws_per_message_deflate: bool = False
 
     # How often the NATS feed checks that its JetStream consumer (and stream) still exist.
     nats_check_s: float = 2.0
