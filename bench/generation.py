@@ -133,7 +133,7 @@ def generate_stream(http: httpx.Client, model_id: int, max_new_tokens: int) -> G
 
 def run(context: BenchContext) -> Section:
     model = context.ensure_model()
-    max_new_tokens = 8 if context.quick else 64
+    max_new_tokens = 8 if context.quick else 256  # about a second a request: long enough to average out noise
     rounds = 1 if context.quick else 15
     plain = PlainModel(model)
     sides = {

@@ -37,8 +37,8 @@ from bench.watch import JobRun, run_watched_job
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 THROUGHPUT_GOAL = 0.97
-STEPS = {"quick": 3, "tiny": 200, "small": 12}
-ROUNDS = 5
+STEPS = {"quick": 3, "tiny": 400, "small": 12}
+ROUNDS = {"tiny": 5, "small": 3}
 
 
 def run_plain(
@@ -178,7 +178,7 @@ def modelforge_phases(run: JobRun) -> dict[str, float]:
 
 def run(context: BenchContext) -> Section:
     max_steps = STEPS["quick"] if context.quick else STEPS[context.size]
-    rounds = 1 if context.quick else ROUNDS
+    rounds = 1 if context.quick else ROUNDS[context.size]
     plain_runs: list[dict[str, Any]] = []
     mf_runs: list[JobRun] = []
     mf_cpu: list[dict[str, float]] = []
