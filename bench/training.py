@@ -176,7 +176,9 @@ def modelforge_phases(run: JobRun) -> dict[str, float]:
     }
 
 
-def run(context: BenchContext) -> Section:
+def run(
+    context: BenchContext, *, key: str = "training", title: str = "Training overhead: plain trl vs ModelForge"
+) -> Section:
     max_steps = STEPS["quick"] if context.quick else STEPS[context.size]
     rounds = 1 if context.quick else ROUNDS[context.size]
     plain_runs: list[dict[str, Any]] = []
@@ -206,8 +208,8 @@ def run(context: BenchContext) -> Section:
 
     params = count_parameters(context.model_dir)
     section = Section(
-        key="training",
-        title="Training overhead: plain trl vs ModelForge",
+        key=key,
+        title=title,
         method=(
             f"Model: {context.size} random-init Llama ({params / 1e6:.2f}M parameters), LoRA r="
             f"{TRAINING_SETTINGS['lora_r']} on all linear layers, {max_steps} steps, batch "

@@ -84,6 +84,7 @@ def test_goals_table_lists_every_goal_with_a_verdict(results: str) -> None:
     [
         ("Training overhead", "Throughput (median of rounds)", ["side", "steps/s", "tokens/s", "per-round steps/s"], 3),
         ("Training overhead", "Cold start, ModelForge request to first step (s, median)", ["phase", "seconds"], 6),
+        ("Training at ~110M", "Throughput (median of rounds)", ["side", "steps/s", "tokens/s", "per-round steps/s"], 3),
         (
             "Event latency",
             "Event latency, on_log to WebSocket receipt (ms)",
@@ -134,7 +135,7 @@ def test_load_test_saw_every_event(results: str) -> None:
 
 def test_every_benchmark_has_a_section(results: str) -> None:
     headings = re.findall(r"^## (.+)$", results, re.MULTILINE)
-    for name in ("Training overhead", "Event latency", "Gateway overhead", "Generation", "GPU"):
+    for name in ("Training overhead", "Event latency", "Gateway overhead", "Generation", "Training at ~110M", "GPU"):
         assert sum(heading.startswith(name) for heading in headings) == 1, headings
     assert len(headings) >= len(BENCHMARKS)
     assert "not measured" in section(results, "GPU") or "QLoRA on" in section(results, "GPU")
