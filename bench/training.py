@@ -37,8 +37,8 @@ from bench.watch import JobRun, run_watched_job
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 THROUGHPUT_GOAL = 0.97
-STEPS = {"quick": 3, "tiny": 400, "small": 12}
-ROUNDS = {"tiny": 5, "small": 3}
+STEPS = {"quick": 3, "tiny": 400, "small": 24}
+ROUNDS = {"tiny": 5, "small": 5}
 
 
 def run_plain(
