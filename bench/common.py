@@ -125,14 +125,16 @@ class Goal:
     target: str
     measured: str
     met: bool | None
-    # Why the measurement cannot decide the goal (rounds that disagree, a baseline that cannot be right).
+    # Why the measurement may not settle the goal (rounds that disagree, a baseline that cannot be right).
     doubt: str = ""
 
     @property
     def verdict(self) -> str:
-        if self.doubt:
-            return f"inconclusive: {self.doubt}"
-        return "not measured" if self.met is None else "met" if self.met else "NOT MET"
+        """Met or not by the median; a doubt about the measurement is said beside it, not instead."""
+        if self.met is None:
+            return "not measured"
+        decided = "met" if self.met else "NOT MET"
+        return f"{decided} (uncertain: {self.doubt})" if self.doubt else decided
 
 
 @dataclass

@@ -26,4 +26,6 @@ def test_goal_verdicts() -> None:
     assert Goal("g", ">= 1", "2", True).verdict == "met"
     assert Goal("g", ">= 1", "0.5", False).verdict == "NOT MET"
     assert Goal("g", ">= 1", "no GPU", None).verdict == "not measured"
-    assert Goal("g", ">= 1", "2", True, doubt="rounds disagree").verdict == "inconclusive: rounds disagree"
+    assert Goal("g", ">= 1", "2", True, doubt="rounds disagree").verdict == "met (uncertain: rounds disagree)"
+    assert Goal("g", ">= 1", "0.5", False, doubt="rounds disagree").verdict == "NOT MET (uncertain: rounds disagree)"
+    assert Goal("g", ">= 1", "n/a", None, doubt="rounds disagree").verdict == "not measured"
