@@ -65,3 +65,23 @@ async def test_piece_channel_wakes_a_waiting_reader_from_another_thread() -> Non
     await asyncio.sleep(0.01)
     channel.close()
     assert await asyncio.wait_for(follow, 5) is None
+
+
+async def test_piece_channel_hands_over_at_most_once_per_interval_after_the_first_piece() -> None:
+    loop = asyncio.get_running_loop()
+    channel = PieceChannel(loop, min_interval_s=0.2)
+    channel.put("a")
+    started = loop.time()
+    assert await channel.take() == "a"
+    assert loop.time() - started < 0.1  # the first piece is not held back
+
+    channel.put("b")
+    loop.call_later(0.05, lambda: threading.Thread(target=channel.put, args=("c",)).start())
+    second = await channel.take()
+    assert second == "bc"  # held until the interval passed, joined with what came meanwhile
+    assert loop.time() - started >= 0.19
+
+    channel.close()
+    closing = loop.time()
+    assert await channel.take() is None
+    assert loop.time() - closing < 0.1  # nothing left: the end is not held back

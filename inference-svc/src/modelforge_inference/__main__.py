@@ -20,7 +20,12 @@ log = logging.getLogger("modelforge_inference")
 
 
 def build_service(settings: InferenceSettings) -> InferenceService:
-    local = LocalBackend(settings.inference_max_models, settings.inference_max_bytes, settings.inference_device)
+    local = LocalBackend(
+        settings.inference_max_models,
+        settings.inference_max_bytes,
+        settings.inference_device,
+        stream_interval_s=settings.inference_stream_interval_s,
+    )
     remote = None
     if settings.tgi_url:
         token = settings.tgi_token.get_secret_value() if settings.tgi_token is not None else None

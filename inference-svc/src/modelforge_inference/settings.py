@@ -20,6 +20,9 @@ class InferenceSettings(ServiceSettings):
     inference_max_bytes: int = Field(default=8 * GIB, ge=1)
     # Used when a request leaves max_new_tokens unset.
     inference_default_max_new_tokens: int = Field(default=256, ge=1, le=4096)
+    # Streamed generation: after the first piece, at most one piece (gRPC message, SSE event) per
+    # this many seconds, joining the tokens generated meanwhile; 0 = one per token.
+    inference_stream_interval_s: float = Field(default=0.02, ge=0, le=1)
     # "cuda", "cpu", "cuda:1"...; unset = cuda when available, else cpu.
     inference_device: str | None = None
     # Server-side Hugging Face token for Hub pushes (never accepted from clients, never logged).

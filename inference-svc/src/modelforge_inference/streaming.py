@@ -79,18 +79,23 @@ class TokenStreamer:
 class PieceChannel:
     """Text pieces from the generation thread to the event loop.
 
-    Pieces that arrive while the reader is busy (sending the previous one down the gRPC stream) are
-    handed over together, joined: a slow reader gets fewer, longer pieces instead of a backlog of
-    one message per token, and the thread wakes the loop at most once per hand-over. A reader that
-    keeps up still gets one piece per token."""
+    The first piece is handed over at once (time to first token); after that, at most one hand-over
+    per `min_interval_s`, with everything generated meanwhile joined into one piece. Each hand-over
+    becomes one gRPC message and one SSE event, and in this process the event loop shares the GIL
+    with the generation thread: one message per token cost a streamed request about 1.5 ms of CPU
+    per token, and 0.7x the tokens/s of a plain generate() (bench/ANALYSIS.md). A reader that is
+    still busy when a piece arrives gets it joined with the next ones anyway, and the thread wakes
+    the loop at most once per hand-over."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, min_interval_s: float = 0.0) -> None:
         self._loop = loop
+        self._min_interval_s = min_interval_s
         self._lock = threading.Lock()
         self._pieces: list[str] = []
         self._closed = False
         self._wake_pending = False
         self._ready = asyncio.Event()
+        self._last_handover: float | None = None
 
     def put(self, piece: str) -> None:
         """Called from any thread."""
@@ -111,13 +116,22 @@ class PieceChannel:
         """Everything put since the last take, joined; None once closed and drained."""
         while True:
             with self._lock:
-                if self._pieces:
-                    text = "".join(self._pieces)
-                    self._pieces.clear()
-                    return text
-                if self._closed:
-                    return None
-                # Nothing left: the next put must wake us (a wake-up already scheduled is harmless).
-                self._wake_pending = False
-                self._ready.clear()
+                waiting, closed = bool(self._pieces), self._closed
+                if not waiting:
+                    if closed:
+                        return None
+                    # Nothing left: the next put must wake us (a wake-up already scheduled is harmless).
+                    self._wake_pending = False
+                    self._ready.clear()
+            if waiting:
+                break
             await self._ready.wait()
+        if self._last_handover is not None and not closed:
+            delay = self._last_handover + self._min_interval_s - self._loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # what arrives meanwhile joins this hand-over
+        with self._lock:
+            text = "".join(self._pieces)
+            self._pieces.clear()
+        self._last_handover = self._loop.time()
+        return text

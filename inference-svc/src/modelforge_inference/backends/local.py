@@ -53,8 +53,11 @@ async def _in_thread(work: Callable[[threading.Event], T]) -> T:
 class LocalBackend:
     name = "local"
 
-    def __init__(self, max_models: int, max_bytes: int, device: str | None = None) -> None:
+    def __init__(
+        self, max_models: int, max_bytes: int, device: str | None = None, stream_interval_s: float = 0.0
+    ) -> None:
         self._device = device
+        self._stream_interval_s = stream_interval_s
         self._cache: ModelCache[tuple[str, str, str, str], LoadedModel] = ModelCache(
             max_models, max_bytes, size_of=lambda loaded: loaded.nbytes, release=self._release_memory
         )
@@ -112,7 +115,7 @@ class LocalBackend:
             return
         loaded = await self._model(ref)
         hf = _hf()
-        pieces = PieceChannel(asyncio.get_running_loop())
+        pieces = PieceChannel(asyncio.get_running_loop(), self._stream_interval_s)
         decode = loaded.tokenizer.decode
         streamer = TokenStreamer(lambda ids: decode(list(ids), skip_special_tokens=True), pieces.put)
         cancel = threading.Event()
