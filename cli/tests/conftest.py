@@ -225,25 +225,25 @@ def build_app(state: FakeGateway) -> FastAPI:
             ]
         }
 
-    @api.get("/api/jobs/{job_id}")
-    async def job(job_id: str) -> dict[str, Any]:
+    def job_status(job_id: str) -> str:
+        """The scripted job's last status; 404 as the real gateway answers (no route, or no job)."""
         if not state.has_jobs_api:
             raise HTTPException(404, "Not Found")
         if job_id not in state.jobs:
             raise HTTPException(404, f"Training job {job_id} not found")
+        return str(state.jobs[job_id].events[-1]["status"])
+
+    @api.get("/api/jobs/{job_id}")
+    async def job(job_id: str) -> dict[str, Any]:
         return {
             "job_id": job_id,
-            "status": state.jobs[job_id].events[-1]["status"],
+            "status": job_status(job_id),
             "config": {"model_name": "tiny-llama", "task": "text-generation"},
         }
 
     @api.post("/api/jobs/{job_id}/cancel")
     async def cancel_job(job_id: str) -> dict[str, Any]:
-        if not state.has_jobs_api:
-            raise HTTPException(404, "Not Found")
-        if job_id not in state.jobs:
-            raise HTTPException(404, f"Training job {job_id} not found")
-        status = state.jobs[job_id].events[-1]["status"]
+        status = job_status(job_id)
         if status in ("completed", "error", "stopped"):
             raise HTTPException(409, f"Training job {job_id} has already finished ({status})")
         state.cancelled.append(job_id)
