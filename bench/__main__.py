@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 import tempfile
 import time
@@ -22,7 +21,6 @@ from bench.common import (
     library_versions,
     load_average,
     machine_info,
-    torch_thread_env,
     torch_threads_label,
 )
 
@@ -82,7 +80,6 @@ def main(argv: list[str]) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
 
-    os.environ.update(torch_thread_env())  # before torch is imported here (the plain generate side)
     machine = machine_info()
     sections: list[Section] = []
     failures = 0

@@ -8,9 +8,10 @@ import datetime as dt
 import json
 import math
 import os
+import resource
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,25 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def reaped_children_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the process's children that have exited and been waited for."""
-    times = psutil.Process(pid).cpu_times()
-    return times.children_user + times.children_system
+def rusage_cpu_seconds(who: int) -> float:
+    """User + system CPU time of this process (RUSAGE_SELF) or its waited-for children (RUSAGE_CHILDREN)."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def stack_cpu_seconds(stack: Stack, names: Iterable[str]) -> dict[str, float]:
+    """CPU seconds so far of the stack's processes by name (replicas such as trainer-2 summed under
+    "trainer"), their own time only; "worker" is what trainer-svc's finished workers used."""
+    totals = dict.fromkeys([*names, "worker"], 0.0)
+    for process_name, pid in stack.running().items():
+        name = next((n for n in names if process_name.startswith(n)), None)
+        if name is None:
+            continue
+        times = psutil.Process(pid).cpu_times()
+        totals[name] += times.user + times.system
+        if name == "trainer":
+            totals["worker"] += times.children_user + times.children_system
+    return totals
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

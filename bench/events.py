@@ -13,7 +13,17 @@ import asyncio
 import resource
 from dataclasses import dataclass
 
-from bench.common import BenchContext, Goal, Section, Table, cpu_seconds, median, percentile, ratio
+from bench.common import (
+    BenchContext,
+    Goal,
+    Section,
+    Table,
+    median,
+    percentile,
+    ratio,
+    rusage_cpu_seconds,
+    stack_cpu_seconds,
+)
 from bench.watch import JobRun, run_watched_job
 
 LATENCY_GOAL_MS = 20.0
@@ -169,10 +179,8 @@ CPU_SIDES = {"gateway": "gateway", "trainer": "trainer-svc (without its worker)"
 
 
 def process_cpu(context: BenchContext) -> dict[str, float]:
-    running = context.stack.running()
-    totals = {key: cpu_seconds([pid]) for key, pid in running.items() if key in CPU_SIDES}
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    totals["clients"] = usage.ru_utime + usage.ru_stime
+    totals = stack_cpu_seconds(context.stack, CPU_SIDES)
+    totals["clients"] = rusage_cpu_seconds(resource.RUSAGE_SELF)
     return totals
 
 

@@ -70,7 +70,8 @@ class PlainModel:
 
         self.torch = torch
         if TORCH_THREADS > 0:
-            torch.set_num_threads(TORCH_THREADS)  # as inference-svc runs (OMP_NUM_THREADS in its env)
+            # As inference-svc runs (OMP_NUM_THREADS in its env); set here, whenever torch was imported.
+            torch.set_num_threads(TORCH_THREADS)
         folder = Path(model["path"])
         base = AutoModelForCausalLM.from_pretrained(model["base_model"], dtype=torch.float32, local_files_only=True)
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)

@@ -124,7 +124,8 @@ def self_time_by_layer(roots: list[Frame]) -> dict[str, float]:
         waited = sum(child.time for child in frame.children if child.identifier.startswith("[await]"))
         own = frame.time - sum(child.time for child in real) - waited
         if own > 0:
-            totals[layer_of(frame)] = totals.get(layer_of(frame), 0.0) + own
+            layer = layer_of(frame)
+            totals[layer] = totals.get(layer, 0.0) + own
         if waited > 0:
             totals[LAYERS[0][0]] = totals.get(LAYERS[0][0], 0.0) + waited
         stack.extend(real)

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.common import (
     TRAINING_SETTINGS,
     BenchContext,
@@ -25,12 +27,12 @@ from bench.common import (
     Section,
     Table,
     count_parameters,
-    cpu_seconds,
     iso_seconds,
     median,
     ratio,
     ratio_doubt,
-    reaped_children_cpu_seconds,
+    rusage_cpu_seconds,
+    stack_cpu_seconds,
     torch_thread_env,
 )
 from bench.watch import JobRun, run_watched_job
@@ -67,7 +69,7 @@ def run_plain(
         "PYTHONUNBUFFERED": "1",
         **torch_thread_env(),
     }
-    cpu_before = _children_cpu()
+    cpu_before = rusage_cpu_seconds(resource.RUSAGE_CHILDREN)
     spawned = time.time()
     done = subprocess.run(
         [sys.executable, "-m", "bench.plain_trl", str(settings), str(result_path)],
@@ -82,13 +84,8 @@ def run_plain(
         raise RuntimeError(f"plain trl script failed ({done.returncode}):\n{done.stderr[-3000:]}")
     result = json.loads(result_path.read_text())
     result["spawned"] = spawned
-    result["cpu_s"] = _children_cpu() - cpu_before
+    result["cpu_s"] = rusage_cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before
     return result
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 # The processes a ModelForge job runs through besides its worker (their own CPU, children excluded).
@@ -100,24 +97,8 @@ PLATFORM_PROCESSES = {
 }
 
 
-def platform_cpu(context: BenchContext) -> dict[str, float]:
-    """CPU seconds so far of each platform process, and of the trainer's finished workers ("worker")."""
-    running = context.stack.running()
-    totals = {key: 0.0 for key in [*PLATFORM_PROCESSES, "worker"]}
-    for name, pid in running.items():
-        key = next((k for k in PLATFORM_PROCESSES if name.startswith(k)), None)
-        if key is None:
-            continue
-        totals[key] += cpu_seconds([pid])
-        if key == "trainer":
-            totals["worker"] += reaped_children_cpu_seconds(pid)
-    return totals
-
-
 def wait_workers_reaped(context: BenchContext, timeout_s: float = 30) -> None:
     """The terminal event may arrive a moment before trainer-svc has waited for its worker."""
-    import psutil
-
     deadline = time.monotonic() + timeout_s
     pids = [pid for name, pid in context.stack.running().items() if name.startswith("trainer")]
     while time.monotonic() < deadline and any(psutil.Process(pid).children() for pid in pids):
@@ -186,7 +167,7 @@ def run(
     mf_cpu: list[dict[str, float]] = []
     for index in range(rounds):  # A B A B ...: machine noise hits both sides alike
         plain_runs.append(run_plain(context, max_steps, f"run-{index}"))
-        cpu_before = platform_cpu(context)
+        cpu_before = stack_cpu_seconds(context.stack, PLATFORM_PROCESSES)
         if context.quick:
             # Quick mode (the smoke test) watches this one job under the events benchmark's load as well.
             mf_run = asyncio.run(run_watched_job(context, max_steps, clients=5, readers=3))
@@ -194,8 +175,8 @@ def run(
         else:
             mf_run = asyncio.run(run_watched_job(context, max_steps))
         wait_workers_reaped(context)
-        cpu_after = platform_cpu(context)
-        mf_cpu.append({key: cpu_after[key] - cpu_before[key] for key in cpu_after})
+        cpu_after = stack_cpu_seconds(context.stack, PLATFORM_PROCESSES)
+        mf_cpu.append({name: cpu_after[name] - cpu_before[name] for name in cpu_after})
         if mf_run.final_status() != "completed":
             raise RuntimeError(f"ModelForge job {mf_run.job_id} ended {mf_run.final_status()}: {mf_run.events()[-1:]}")
         mf_runs.append(mf_run)
@@ -236,8 +217,8 @@ def run(
     )
     cpu_rows = [("plain trl script (whole process)", [r["cpu_s"] for r in plain_runs])]
     cpu_rows.append(("ModelForge worker (whole process)", [c["worker"] for c in mf_cpu]))
-    for key, label in PLATFORM_PROCESSES.items():
-        cpu_rows.append((label, [c[key] for c in mf_cpu]))
+    for name, label in PLATFORM_PROCESSES.items():
+        cpu_rows.append((label, [c[name] for c in mf_cpu]))
     cpu_rows.append(("all platform processes but the worker", [sum(c[k] for k in PLATFORM_PROCESSES) for c in mf_cpu]))
     for label, values in cpu_rows:
         cpu.add(label, median(values), 1000 * median(values) / max_steps)
@@ -245,11 +226,11 @@ def run(
 
     plain_cold = [plain_phases(r) for r in plain_runs]
     mf_cold = [modelforge_phases(r) for r in mf_runs]
-    for title, phases in (
+    for table_title, phases in (
         ("Cold start, plain trl script (s, median)", plain_cold),
         ("Cold start, ModelForge request to first step (s, median)", mf_cold),
     ):
-        table = Table(title, ["phase", "seconds"])
+        table = Table(table_title, ["phase", "seconds"])
         for phase in phases[0]:
             table.add(phase, median([p[phase] for p in phases]))
         section.tables.append(table)

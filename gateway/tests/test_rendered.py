@@ -34,8 +34,8 @@ def test_the_same_message_is_rendered_once() -> None:
     bodies = RenderedBodies()
     renders = Renders()
     model = registry_pb2.Model(model_id="m1", name="tiny", size_mb=1.5)
-    first = bodies.body("details", model, renders.of(model))
-    again = bodies.body("details", registry_pb2.Model(model_id="m1", name="tiny", size_mb=1.5), renders.of(model))
+    first = bodies.body(model, renders.of(model))
+    again = bodies.body(registry_pb2.Model(model_id="m1", name="tiny", size_mb=1.5), renders.of(model))
     assert first is again and renders.calls == 1
     assert json.loads(first) == {"name": "tiny", "size_mb": 1.5}
     assert (bodies.hits, bodies.misses) == (1, 1)
@@ -45,9 +45,9 @@ def test_a_changed_message_is_rendered_afresh() -> None:
     bodies = RenderedBodies()
     renders = Renders()
     model = registry_pb2.Model(model_id="m1", name="tiny")
-    bodies.body("details", model, renders.of(model))
+    bodies.body(model, renders.of(model))
     renamed = registry_pb2.Model(model_id="m1", name="renamed")
-    assert json.loads(bodies.body("details", renamed, renders.of(renamed)))["name"] == "renamed"
+    assert json.loads(bodies.body(renamed, renders.of(renamed)))["name"] == "renamed"
     assert renders.calls == 2
 
 
@@ -56,11 +56,11 @@ def test_the_least_recently_used_body_is_evicted() -> None:
     renders = Renders()
     models = [registry_pb2.Model(model_id=f"m{i}", name=f"n{i}") for i in range(3)]
     for model in models[:2]:
-        bodies.body("details", model, renders.of(model))
-    bodies.body("details", models[0], renders.of(models[0]))  # m0 is now the most recent
-    bodies.body("details", models[2], renders.of(models[2]))  # evicts m1
+        bodies.body(model, renders.of(model))
+    bodies.body(models[0], renders.of(models[0]))  # m0 is now the most recent
+    bodies.body(models[2], renders.of(models[2]))  # evicts m1
     assert len(bodies) == 2 and renders.calls == 3
-    bodies.body("details", models[0], renders.of(models[0]))
+    bodies.body(models[0], renders.of(models[0]))
     assert renders.calls == 3
-    bodies.body("details", models[1], renders.of(models[1]))
+    bodies.body(models[1], renders.of(models[1]))
     assert renders.calls == 4

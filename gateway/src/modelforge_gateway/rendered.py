@@ -18,16 +18,16 @@ from pydantic import BaseModel
 
 
 class RenderedBodies:
-    """A bounded LRU of JSON bodies keyed by (kind, digest of the serialized message)."""
+    """A bounded LRU of JSON bodies, one rendering per instance, keyed by a digest of the serialized message."""
 
     def __init__(self, capacity: int = 256) -> None:
         self.capacity = capacity
-        self._bodies: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
+        self._bodies: OrderedDict[bytes, bytes] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
-    def body(self, kind: str, message: Message, render: Callable[[], BaseModel]) -> bytes:
-        key = (kind, hashlib.blake2b(message.SerializeToString(deterministic=True), digest_size=16).digest())
+    def body(self, message: Message, render: Callable[[], BaseModel]) -> bytes:
+        key = hashlib.blake2b(message.SerializeToString(deterministic=True), digest_size=16).digest()
         cached = self._bodies.get(key)
         if cached is not None:
             self._bodies.move_to_end(key)

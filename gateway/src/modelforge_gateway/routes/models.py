@@ -104,9 +104,7 @@ DETAILS_BODIES = RenderedBodies()
 @router.get("/api/models/{model_id}", response_model=ModelDetails)
 async def get_model(registry: RegistryStub, rpc: Rpc, model_id: str = ModelIdPath) -> Response:
     model = await fetch_model(registry, rpc, model_id)
-    body = DETAILS_BODIES.body(
-        "details", model, lambda: ModelDetails(**model_details(model), lineage=model_lineage(model))
-    )
+    body = DETAILS_BODIES.body(model, lambda: ModelDetails(**model_details(model), lineage=model_lineage(model)))
     return Response(body, media_type="application/json")
 
 
