@@ -238,6 +238,16 @@ class DatasetStore:
                 return self._info(record)
         return self._inspect(real)
 
+    def uploaded_path(self, name: str) -> Path:
+        """The file of an uploaded dataset, by its exact filename (never a path: ReadDataset must not
+        become a way to read other files of the data dir)."""
+        with self.db.transaction() as session:
+            record = session.scalar(select(DatasetRecord).where(DatasetRecord.filename == name))
+            path = self.data_dir.absolute(record.path) if record is not None else None
+        if path is None or not is_file(path):
+            raise NotFound(f"Dataset {name} not found")
+        return path
+
     def _inspect(self, path: Path) -> DatasetInfo:
         digest = hashlib.sha256()
         with path.open("rb") as handle:

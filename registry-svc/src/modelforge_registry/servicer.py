@@ -16,6 +16,9 @@ from modelforge_registry.jobs import JobStore
 from modelforge_registry.models import ModelCatalog
 from modelforge_registry.sessions import SessionStore
 
+# Well under gRPC's default 4 MiB message cap.
+READ_CHUNK_BYTES = 1024 * 1024
+
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def __init__(self, models: ModelCatalog, datasets: DatasetStore, sessions: SessionStore, jobs: JobStore) -> None:
@@ -81,6 +84,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.GetDatasetResponse:
         dataset = await asyncio.to_thread(self.datasets.get, request.name)
         return registry_pb2.GetDatasetResponse(dataset=convert.dataset_pb(dataset))
+
+    async def ReadDataset(  # noqa: N802
+        self, request: registry_pb2.ReadDatasetRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[registry_pb2.ReadDatasetResponse]:
+        path = await asyncio.to_thread(self.datasets.uploaded_path, request.name)
+        with path.open("rb") as handle:
+            while chunk := await asyncio.to_thread(handle.read, READ_CHUNK_BYTES):
+                yield registry_pb2.ReadDatasetResponse(chunk=chunk)
 
     async def GetSession(  # noqa: N802
         self, request: registry_pb2.GetSessionRequest, context: grpc.aio.ServicerContext
