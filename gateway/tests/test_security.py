@@ -1,4 +1,5 @@
-"""Issue 7 scope 4 at the gateway: API keys on every route but /api/health (WebSocket included),
+"""Issue 7 scope 4 and issue 14 at the gateway: API keys on every route but /api/health and the
+probes (WebSocket included), the query-string key only where a browser cannot send a header,
 the upload cap before the body is read, sanitised upload names, CORS origins from the environment,
 and secrets kept out of responses and log lines."""
 
@@ -54,8 +55,46 @@ async def test_every_route_but_health_needs_a_key(fakes: FakeServices) -> None:
         assert wrong.status_code == 401 and wrong.json()["detail"] == "Invalid API key"
         ok = await client.get("/api/datasets", headers={"Authorization": f"Bearer {ALICE_KEY}"})
         assert ok.status_code == 200
-        by_query = await client.get(f"/api/datasets?access_token={CI_KEY}")
-        assert by_query.status_code == 200
+
+
+
+async def test_a_query_string_key_counts_only_on_websocket_and_event_stream_routes(fakes: FakeServices) -> None:
+    """Keys in URLs land in proxy logs and browser history: only where a browser cannot send a
+    header (WebSocket, EventSource) does `?access_token=` authenticate; elsewhere it is no key."""
+    async with running_client(settings_for(fakes, api_keys=KEYS)) as (app, client):
+        operations = [
+            (method.upper(), path.replace("{", "").replace("}", ""))
+            for path, item in app.openapi()["paths"].items()
+            for method in item
+            if path not in ("/api/health", "/api/jobs/{job_id}/events/stream")
+        ]
+        for method, path in [*operations, ("GET", "/openapi.json")]:
+            response = await client.request(method, path, params={"access_token": CI_KEY})
+            assert response.status_code == 401, (method, path, response.text)
+            assert response.json()["detail"].startswith("Missing API key")
+        # The SSE stream takes it (the fake trainer knows no job_stream: 404 after authentication).
+        stream = await client.get("/api/jobs/job_nope/events/stream", params={"access_token": CI_KEY})
+        assert stream.status_code == 404, stream.text
+        assert (await client.get("/api/jobs/job_nope/events/stream")).status_code == 401
+        wrong = await client.get("/api/jobs/job_nope/events/stream", params={"access_token": "wrong"})
+        assert wrong.status_code == 401 and wrong.json()["detail"] == "Invalid API key"
+        # Not on a POST to a stream-looking path, nor on another method.
+        assert (await client.post("/api/jobs/job_nope/cancel", params={"access_token": CI_KEY})).status_code == 401
+
+
+async def test_probes_and_metrics_need_no_key(fakes: FakeServices) -> None:
+    """A kubelet probe or a Prometheus scrape sends no key; the probes must still answer."""
+    async with running_client(settings_for(fakes, api_keys=KEYS)) as (_, client):
+        live = await client.get("/healthz")
+        assert live.status_code == 200 and live.json() == {"status": "alive"}
+        ready = await client.get("/readyz")
+        # The fakes serve; NATS is absent here, so not ready: but answered, not refused.
+        assert ready.status_code == 503 and ready.json()["checks"]["trainer"] is True
+        metrics = await client.get("/metrics")
+        assert metrics.status_code == 200 and "modelforge_gateway_requests_total" in metrics.text
+        # Only those exact paths.
+        for path in ("/healthz/x", "/readyzz", "/metrics/x", "/api/healthz"):
+            assert (await client.get(path)).status_code == 401, path
 
 
 async def test_the_console_page_loads_without_a_key_but_its_api_calls_need_one(fakes: FakeServices) -> None:

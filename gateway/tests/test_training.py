@@ -22,7 +22,7 @@ START = {
 
 
 async def test_start_training_answers_the_rest_api_shape(client: httpx.AsyncClient, fakes: FakeServices) -> None:
-    response = await client.post("/api/start_training", json={**START, "learning_rate": 2e-4, "unknown": 1})
+    response = await client.post("/api/start_training", json={**START, "learning_rate": 2e-4})
     assert response.status_code == 200
     assert response.json() == {
         "status": "started",

@@ -9,6 +9,7 @@ gateway's own validation or a service's INVALID_ARGUMENT field violations found 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http import HTTPStatus
@@ -155,6 +156,8 @@ def validation_items(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
             position = loc[1] if len(loc) > 1 else None
             msg = f"Request body is not valid JSON: {reason}" + (f" at position {position}" if position else "")
             loc = ["body"]
+        elif kind == "extra_forbidden":
+            msg = f"unknown field {loc[-1]!r}: this request body has no such field" if loc else msg
         elif msg.startswith(_VALUE_ERROR_PREFIX):
             msg = msg[len(_VALUE_ERROR_PREFIX) :]
         items.append({"loc": loc, "msg": msg, "type": kind})
@@ -180,6 +183,26 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 _CONNECT_FAILURE = "failed to connect to all addresses"
+# host:port forms gRPC and the services write: ipv4:1.2.3.4:50051, [::1]:50051, name.svc:50051.
+_ADDRESS = re.compile(
+    r"\b(?:ipv4|ipv6|dns|unix):\S+"  # gRPC's resolver forms
+    r"|\b\d{1,3}(?:\.\d{1,3}){3}:\d{1,5}\b"  # 10.0.0.3:50052
+    r"|\[[0-9A-Fa-f:.]+\]:\d{1,5}\b"  # [::1]:50052
+    r"|\blocalhost:\d{1,5}\b"
+    r"|\b[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)+:\d{2,5}\b"  # registry.modelforge.svc:50052
+)
+_TRACEBACK = "Traceback (most recent call last)"
+
+
+def public_details(details: str, services: Mapping[str, str]) -> str:
+    """A service's error message as a client may see it: an address becomes the service's name
+    (or "a service"), and anything from a traceback on is cut."""
+    cut = details.find(_TRACEBACK)
+    if cut >= 0:
+        details = details[:cut].rstrip() or "The service failed"
+    for address, name in services.items():
+        details = details.replace(address, f"the {name} service")
+    return _ADDRESS.sub("a service", details)
 
 
 def _unreachable(exc: grpc.aio.AioRpcError, services: Mapping[str, str]) -> str:
@@ -196,12 +219,15 @@ def rpc_error_response(
     service is unreachable without sending internal addresses to clients."""
     code = exc.code()
     status_code = http_status_for(code, upload=path in UPLOAD_PATHS)
-    details = exc.details() or ""
+    raw_details = exc.details() or ""
     if status_code == 500:
-        log.error("rpc failed: %s %s", code.name, details)
-        return status_code, internal_error_body(request_id, details or code.name)
+        # The service's words may hold a traceback, a file path or an internal address: they go to
+        # the log only; the client gets the request id to quote.
+        log.error("rpc failed: %s %s", code.name, raw_details)
+        return status_code, internal_error_body(request_id)
+    details = public_details(raw_details, services or {})
     if status_code >= 500:
-        log.warning("rpc failed: %s %s", code.name, details)
+        log.warning("rpc failed: %s %s", code.name, raw_details)
     if code is grpc.StatusCode.UNAVAILABLE and details.startswith(_CONNECT_FAILURE):
         message = _unreachable(exc, services or {})
         return status_code, error_body(status_code, message, request_id)

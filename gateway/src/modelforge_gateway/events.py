@@ -24,6 +24,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from modelforge.v1 import events_pb2
 from modelforge_common.nats import TRAINING_STREAM, connect, ensure_training_stream, training_wildcard
 from modelforge_gateway.convert import event_json
+from modelforge_gateway.metrics import EVENTS_FANNED_OUT
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +81,19 @@ class EventHub:
 
     def publish(self, event: Event) -> None:
         event = event if isinstance(event, SharedEvent) else SharedEvent(event)
+        delivered = 0
         for subscriber in list(self._subscribers):
             if not subscriber.wants(event):
                 continue
             try:
                 subscriber.queue.put_nowait(event)
+                delivered += 1
             except asyncio.QueueFull:
                 log.warning("dropping a WebSocket client that fell %d events behind", self.queue_size)
                 subscriber.dropped = True
                 self._stop(subscriber)
+        if delivered:
+            EVENTS_FANNED_OUT.inc(delivered)
 
     def close(self) -> None:
         for subscriber in list(self._subscribers):

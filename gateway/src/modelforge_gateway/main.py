@@ -10,11 +10,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
-from modelforge_gateway import console
+from modelforge_gateway import console, metrics
 from modelforge_gateway.auth import ApiKeyMiddleware, ApiKeys, BodyLimitMiddleware
 from modelforge_gateway.clients import Clients
 from modelforge_gateway.errors import UPLOAD_PATHS, install_error_handlers
 from modelforge_gateway.events import EventHub, TrainingEventFeed
+from modelforge_gateway.metrics import MetricsMiddleware
 from modelforge_gateway.middleware import RequestContextMiddleware
 from modelforge_gateway.openapi import honest_openapi
 from modelforge_gateway.routes import datasets, finetune, hub, jobs, models, playground, system, training, ws
@@ -56,7 +57,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.openapi = lambda: honest_openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)
-    # Middleware added later wraps the earlier: request id (outermost) -> CORS -> API key -> body cap.
+    # Middleware added later wraps the earlier: request id (outermost) -> metrics -> CORS -> API key -> body cap.
     app.add_middleware(
         BodyLimitMiddleware,
         # Multipart framing adds a little to the file itself.
@@ -74,9 +75,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             expose_headers=["x-request-id"],
             allow_credentials=True,
         )
+    # Counts every answer, refusals by the key check and the body cap included.
+    app.add_middleware(MetricsMiddleware)
     # Added last, so it is outermost: every answer (CORS preflights and errors included) gets an id.
     app.add_middleware(RequestContextMiddleware)
     for module in (system, datasets, training, jobs, finetune, models, hub, playground, ws):
         app.include_router(module.router)
+    app.include_router(metrics.router)
     app.include_router(console.router)
     return app

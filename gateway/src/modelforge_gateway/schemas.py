@@ -49,8 +49,9 @@ INT32_MAX = 2**31 - 1
 
 
 class _Body(BaseModel):
-    # Fields the API does not know are ignored, as the v1 UI sends a few extra ones.
-    model_config = ConfigDict(extra="ignore")
+    # One rule for every request body: a field the API does not know is refused with 400 naming it,
+    # never dropped silently (the caller would believe a setting applied that did not).
+    model_config = ConfigDict(extra="forbid")
 
 
 # --- training -----------------------------------------------------------------------------------

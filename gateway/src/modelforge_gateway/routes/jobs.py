@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -129,6 +130,21 @@ async def job_events(job_id: JobId, trainer: TrainerStub, rpc: Rpc, feed: EventF
     return {"job_id": job_id, "events": events}
 
 
+# ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses. 15 digits keep
+# every value below 2**53, the largest seq a JavaScript client holds exactly.
+LAST_EVENT_ID = r"^[0-9]{0,15}$"
+_LAST_EVENT_ID = re.compile(LAST_EVENT_ID)
+
+
+def last_event_seq(header: str | None) -> int:
+    """The seq in a reconnecting EventSource's Last-Event-ID header (0 when absent or empty)."""
+    if header is None:
+        return 0
+    if not _LAST_EVENT_ID.fullmatch(header):
+        raise invalid(["header", "last-event-id"], "must be a sequence number (up to 15 ASCII digits)")
+    return int(header) if header else 0
+
+
 def _sse(event: dict[str, Any]) -> str:
     seq = event.get("seq")
     head = f"id: {seq}\n" if seq else ""
@@ -152,15 +168,13 @@ async def job_event_stream(
     feed: EventFeedDep,
     settings: SettingsDep,
     since: Annotated[int | None, Query(ge=0, le=2**53)] = None,
-    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+    last_event_id: Annotated[str | None, Header(pattern=LAST_EVENT_ID)] = None,
 ) -> StreamingResponse:
     """Server-Sent Events for clients that cannot use WebSocket: the current status, every stored
     event after `since` (or the `Last-Event-ID` header a reconnecting EventSource sends), then live
     events; each event's `id` is its seq. The stream ends after the job's terminal status."""
     if since is None:
-        if last_event_id is not None and not last_event_id.isdigit():
-            raise invalid(["header", "last-event-id"], "must be a sequence number")
-        since = int(last_event_id) if last_event_id else 0
+        since = last_event_seq(last_event_id)
     subscriber = hub.subscribe(_checked(job_id))
     try:
         initial = status_event_json(True, await _job(trainer, rpc, job_id))
