@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 from modelforge_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from modelforge_registry.app import Registry
-from modelforge_registry.domain import NewModel
+from modelforge_registry.domain import JobState, NewModel
 from modelforge_registry.files import DataDir
 from modelforge_registry.store import ModelRecord
 from modelforge_registry.store.orm import MODEL_DELETING
@@ -255,3 +255,20 @@ def test_a_crash_between_row_delete_and_file_delete_leaves_no_orphan(
     registry.models.recover(orphan_grace_s=0)
     assert list((data_dir / ".trash").iterdir()) == []
     assert registry.models.list() == []
+
+
+def test_recover_keeps_the_model_folder_of_a_job_still_registering(
+    registry: Registry, model_folder: MakeFolder
+) -> None:
+    # Issue 14: a trainer retrying registration through a registry outage must find its folder again.
+    registering = model_folder("train_registering")
+    running = model_folder("train_running")
+    finished = model_folder("train_failed")
+    registry.jobs.create(JobState(job_id="train_registering", status="registering"))
+    registry.jobs.create(JobState(job_id="train_running", status="running"))
+    registry.jobs.create(JobState(job_id="train_failed", status="error"))
+
+    registry.models.recover(orphan_grace_s=0)
+
+    assert registering.is_dir() and running.is_dir()
+    assert not finished.exists()  # a job that ended without a model leaves a true orphan

@@ -11,6 +11,7 @@ STATUS_WORDS: dict[int, str] = {
     common_pb2.JOB_STATUS_COMPLETED: "completed",
     common_pb2.JOB_STATUS_ERROR: "error",
     common_pb2.JOB_STATUS_STOPPED: "stopped",
+    common_pb2.JOB_STATUS_REGISTERING: "registering",
 }
 TERMINAL_STATUSES = frozenset(
     {common_pb2.JOB_STATUS_COMPLETED, common_pb2.JOB_STATUS_ERROR, common_pb2.JOB_STATUS_STOPPED}

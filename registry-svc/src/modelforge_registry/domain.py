@@ -108,7 +108,9 @@ class SessionUpdate:
     is_custom_model: bool | None = None
 
 
-JOB_STATUSES = ("queued", "running", "completed", "error", "stopped")
+JOB_STATUSES = ("queued", "running", "registering", "completed", "error", "stopped")
+# A job in any other state may still write or register its model folder (models/<job_id>).
+TERMINAL_JOB_STATUSES = ("completed", "error", "stopped")
 
 
 @dataclass(frozen=True)

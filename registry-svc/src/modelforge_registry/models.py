@@ -29,10 +29,10 @@ from modelforge_common.errors import (
     InvalidArgument,
     NotFound,
 )
-from modelforge_registry.domain import JOB_STATUSES, ModelFilter, ModelInfo, ModelPage, NewModel
+from modelforge_registry.domain import JOB_STATUSES, TERMINAL_JOB_STATUSES, ModelFilter, ModelInfo, ModelPage, NewModel
 from modelforge_registry.files import DataDir, folder_digest, is_dir, newest_mtime, remove
 from modelforge_registry.store import Database, ModelRecord, as_utc, check_text, utc_now
-from modelforge_registry.store.orm import MODEL_ACTIVE, MODEL_DELETING
+from modelforge_registry.store.orm import MODEL_ACTIVE, MODEL_DELETING, JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -290,12 +290,20 @@ class ModelCatalog:
     def _remove_orphans(self, grace_s: float) -> None:
         with self.db.transaction() as session:
             registered = set(session.scalars(select(ModelRecord.path)))
+            # A job not yet terminal (running, or registering while the registry was away) owns
+            # models/<job_id>: its model is on its way here.
+            unfinished = set(session.scalars(select(JobRecord.job_id).where(
+                JobRecord.status.not_in(TERMINAL_JOB_STATUSES)
+            )))
         now = time.time()
         for child in sorted(self.data_dir.models.iterdir()):
             if child.is_symlink() or not child.is_dir():
                 continue
             relative = self.data_dir.relative(child)
             if any(path == relative or path.startswith(relative + "/") for path in registered):
+                continue
+            if child.name in unfinished:
+                log.info("keeping unregistered model folder %s: its job has not finished", child)
                 continue
             if now - newest_mtime(child) < grace_s:
                 log.info("keeping unregistered model folder %s: modified in the last %.0fs", child, grace_s)
