@@ -1,5 +1,8 @@
 """Client channels with keepalive and retries on UNAVAILABLE for idempotent reads, plus
-decoding of the field violations servers attach to errors."""
+decoding of the field violations servers attach to errors.
+
+Every channel's calls carry the current request id (x-request-id), the trace context and a timeout no
+later than the deadline of the call being served (modelforge_common.tracing.client_interceptors)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from modelforge_common.errors import FieldViolation
+from modelforge_common.tracing import client_interceptors
 
 _RETRY_METHODS = [
     {"service": "modelforge.v1.RegistryService", "method": m}
@@ -50,6 +54,7 @@ def make_channel(target: str, max_message_bytes: int = 64 * 1024 * 1024) -> grpc
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ],
+        interceptors=client_interceptors(),
     )
 
 

@@ -1,10 +1,13 @@
-"""gRPC server bootstrap shared by every service: health, reflection, error mapping, drain."""
+"""gRPC server bootstrap shared by every service: health, reflection, error mapping, drain, and the
+observability kit (call metrics and a /metrics endpoint, traces with the request id: see
+modelforge_common.metrics and modelforge_common.tracing)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -16,11 +19,15 @@ from grpc_reflection.v1alpha import reflection
 
 from modelforge_common.errors import ModelForgeError
 from modelforge_common.logging import request_id_var
+from modelforge_common.metrics import MetricsInterceptor, metrics_port_for, start_metrics_server
+from modelforge_common.tracing import TracingServerInterceptor
 
 log = logging.getLogger(__name__)
 
 # (add_XServicer_to_server, servicer, full service name) per service a process serves.
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
+# (host, port) each built server bound, so serve() can put /metrics beside it.
+_bound: weakref.WeakKeyDictionary[grpc.aio.Server, tuple[str, int]] = weakref.WeakKeyDictionary()
 
 
 def status_for(exc: ModelForgeError) -> tuple[grpc.StatusCode, tuple[tuple[str, bytes], ...]]:
@@ -113,10 +120,11 @@ def build_server(
     max_message_bytes: int = 64 * 1024 * 1024,
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """Builds a server with health, reflection and the error interceptor; returns the bound port
-    (pass port 0 in tests)."""
+    """Builds a server with health, reflection, call metrics, tracing and the error interceptor;
+    returns the bound port (pass port 0 in tests)."""
     server = grpc.aio.server(
-        interceptors=[ExceptionToStatusInterceptor(), *interceptors],
+        # Metrics outermost: it sees the status the error interceptor aborted with.
+        interceptors=[MetricsInterceptor(), TracingServerInterceptor(), ExceptionToStatusInterceptor(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -136,6 +144,7 @@ def build_server(
     port = server.add_insecure_port(bind)
     if port == 0:
         raise RuntimeError(f"could not bind gRPC server to {bind}")
+    _bound[server] = (bind.rsplit(":", 1)[0] or "127.0.0.1", port)
     return server, port, health_servicer
 
 
@@ -150,12 +159,20 @@ async def serve(
     names: Iterable[str],
     grace_s: float,
     cleanup: Sequence[Callable[[], Awaitable[None]]] = (),
+    metrics_port: int | None = None,
 ) -> None:
-    """Starts serving and blocks until SIGTERM/SIGINT, then fails health, drains and cleans up."""
+    """Starts serving and blocks until SIGTERM/SIGINT, then fails health, drains and cleans up.
+
+    GET /metrics is served beside the gRPC port on `metrics_port` (None: MODELFORGE_METRICS_PORT,
+    else the gRPC port + 1000; 0: off)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    host, grpc_port = _bound.get(server, ("127.0.0.1", 0))
+    port = metrics_port if metrics_port is not None else metrics_port_for(grpc_port)
+    if port > 0:
+        start_metrics_server(port, host.strip("[]") or "127.0.0.1")
     await server.start()
     await mark_serving(health_servicer, names)
     await stop.wait()

@@ -1,0 +1,294 @@
+"""OpenTelemetry traces, request ids and deadlines across service-to-service gRPC calls.
+
+What exists:
+
+- `configure_tracing(service)`: call once at process start. It installs an SDK tracer provider only
+  when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (OTLP over HTTP, batched; the standard ``OTEL_*``
+  variables configure the exporter) or when a test passes `exporter` (e.g. the SDK's
+  ``InMemorySpanExporter``). Otherwise tracing stays off: the interceptors create no spans.
+- `TracingServerInterceptor`: installed by `grpc_server.build_server`. Per call it continues the
+  caller's trace (W3C ``traceparent`` metadata) in a SERVER span named after the method, carrying the
+  caller's ``x-request-id`` as the ``modelforge.request_id`` attribute, and remembers the call's
+  deadline so outgoing calls made while serving it inherit it.
+- `client_interceptors()`: installed by `grpc_client.make_channel`. Every outgoing call gets
+  ``x-request-id`` (from `logging.request_id_var`, unless the caller set it), the current trace
+  context, a CLIENT span (when tracing is on), and a timeout no later than the deadline of the call
+  being served.
+- `start_span(name, request_id=...)`: a context manager for a span of one's own (the gateway's
+  request span, a training worker's step): a no-op when tracing is off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from modelforge_common.logging import request_id_var
+
+log = logging.getLogger(__name__)
+
+OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+REQUEST_ID_METADATA = "x-request-id"
+REQUEST_ID_ATTRIBUTE = "modelforge.request_id"
+TRACER_NAME = "modelforge"
+
+# time.monotonic() by which the call being served must end (None: no deadline).
+deadline_var: contextvars.ContextVar[float | None] = contextvars.ContextVar("grpc_deadline", default=None)
+
+_enabled = False
+
+
+def tracing_enabled() -> bool:
+    return _enabled
+
+
+def configure_tracing(service: str, exporter: Any | None = None, env: Mapping[str, str] | None = None) -> bool:
+    """Turns tracing on when OTEL_EXPORTER_OTLP_ENDPOINT is set or `exporter` is given; returns whether
+    it is on. A second call adds its exporter to the provider installed first."""
+    global _enabled
+    env = os.environ if env is None else env
+    if exporter is None and not env.get(OTLP_ENDPOINT_ENV, "").strip():
+        return _enabled
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+        trace.set_tracer_provider(provider)
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        log.info("tracing: exporting spans over OTLP to %s", env[OTLP_ENDPOINT_ENV])
+    _enabled = True
+    return True
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+@contextmanager
+def start_span(name: str, *, request_id: str = "", kind: SpanKind = SpanKind.INTERNAL) -> Iterator[Span | None]:
+    """A current span named `name` with the request id attribute; yields None when tracing is off."""
+    if not _enabled:
+        yield None
+        return
+    with tracer().start_as_current_span(name, kind=kind) as span:
+        rid = request_id or request_id_var.get()
+        if rid:
+            span.set_attribute(REQUEST_ID_ATTRIBUTE, rid)
+        yield span
+
+
+def _rpc_attributes(full_method: str) -> dict[str, str]:
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+
+
+def _end_span(span: Span, code: grpc.StatusCode | None) -> None:
+    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    span.set_attribute("rpc.grpc.status_code", name)
+    if code is not None and code != grpc.StatusCode.OK:
+        span.set_status(Status(StatusCode.ERROR, name))
+    span.end()
+
+
+# --- server side ---------------------------------------------------------------------------------
+
+
+class TracingServerInterceptor(grpc.aio.ServerInterceptor):
+    """Continues the caller's trace in a SERVER span and remembers the call's deadline."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        full_method = handler_call_details.method
+        invocation = handler_call_details.invocation_metadata or ()
+        metadata = {key: value for key, value in invocation if isinstance(value, str)}
+
+        def begin(context: grpc.aio.ServicerContext) -> Span | None:
+            # Each RPC runs in its own task, so what is set here stays with this call.
+            remaining = context.time_remaining()
+            deadline_var.set(time.monotonic() + remaining if remaining is not None else None)
+            if not _enabled:
+                return None
+            parent = propagate.extract(metadata)
+            span = tracer().start_span(
+                full_method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=_rpc_attributes(full_method)
+            )
+            request_id = metadata.get(REQUEST_ID_METADATA, "")
+            if request_id:
+                span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
+            otel_context.attach(trace.set_span_in_context(span, parent))
+            return span
+
+        def finish(span: Span | None, context: grpc.aio.ServicerContext, failed: BaseException | None) -> None:
+            if span is None:
+                return
+            code = _server_code(context)
+            if code is None:
+                code = grpc.StatusCode.OK if failed is None else grpc.StatusCode.UNKNOWN
+            _end_span(span, code)
+
+        if handler.unary_unary or handler.stream_unary:
+            inner = handler.unary_unary or handler.stream_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                span = begin(context)
+                try:
+                    response = await inner(request, context)
+                except BaseException as exc:
+                    finish(span, context, exc)
+                    raise
+                finish(span, context, None)
+                return response
+
+            factory = (
+                grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            )
+            return factory(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
+        inner_stream = handler.unary_stream or handler.stream_stream
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            span = begin(context)
+            try:
+                async for item in inner_stream(request, context):
+                    yield item
+            except BaseException as exc:
+                finish(span, context, exc)
+                raise
+            finish(span, context, None)
+
+        factory = (
+            grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        )
+        return factory(
+            streaming,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _server_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode | None:
+    try:
+        code = context.code()
+    except Exception:  # noqa: BLE001 - a context without code(): unknown
+        return None
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):
+        return next((c for c in grpc.StatusCode if c.value[0] == code), None)
+    return None
+
+
+# --- client side ---------------------------------------------------------------------------------
+
+
+def _outgoing(details: grpc.aio.ClientCallDetails) -> tuple[grpc.aio.ClientCallDetails, Span | None]:
+    """The call's details with request id, trace context and inherited deadline, and its span."""
+    method = details.method.decode() if isinstance(details.method, bytes) else str(details.method)
+    metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
+    request_id = metadata.get(REQUEST_ID_METADATA) or request_id_var.get()
+    if request_id and REQUEST_ID_METADATA not in metadata:
+        metadata.add(REQUEST_ID_METADATA, request_id)
+    span: Span | None = None
+    if _enabled:
+        attributes = _rpc_attributes(method)
+        span = tracer().start_span(method.lstrip("/"), kind=SpanKind.CLIENT, attributes=attributes)
+        if request_id:
+            span.set_attribute(REQUEST_ID_ATTRIBUTE, str(request_id))
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        for key, value in carrier.items():
+            metadata[key] = value
+    timeout = details.timeout
+    deadline = deadline_var.get()
+    if deadline is not None:
+        # Never wait longer than the caller of the call being served will.
+        remaining = max(deadline - time.monotonic(), 0.001)
+        timeout = remaining if timeout is None else min(timeout, remaining)
+    return (
+        grpc.aio.ClientCallDetails(details.method, timeout, metadata, details.credentials, details.wait_for_ready),
+        span,
+    )
+
+
+async def _started(starting: Awaitable[Any], span: Span | None) -> Any:
+    """The call `starting` gives; a span whose call never started still ends."""
+    try:
+        return await starting
+    except BaseException:
+        if span is not None:
+            _end_span(span, None)
+        raise
+
+
+def _end_when_done(call: Any, span: Span | None) -> Any:
+    """Returns `call`; its span ends with the call's status once the call is done."""
+    if span is None:
+        return call
+
+    async def end() -> None:
+        try:
+            code = await call.code()
+        except Exception:  # noqa: BLE001 - the span still ends
+            code = None
+        _end_span(span, code)
+
+    call.add_done_callback(lambda _call: asyncio.ensure_future(end()))
+    return call
+
+
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        details, span = _outgoing(client_call_details)
+        return _end_when_done(await _started(continuation(details, request), span), span)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        details, span = _outgoing(client_call_details)
+        return _end_when_done(await _started(continuation(details, request), span), span)
+
+
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        details, span = _outgoing(client_call_details)
+        return _end_when_done(await _started(continuation(details, request_iterator), span), span)
+
+
+class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        details, span = _outgoing(client_call_details)
+        return _end_when_done(await _started(continuation(details, request_iterator), span), span)
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """One interceptor per call kind (grpc.aio files each interceptor under one kind only)."""
+    return [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()]
