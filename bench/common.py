@@ -236,6 +236,8 @@ def stack_env(data_dir: Path) -> dict[str, str]:
     env.update(
         {
             "MODELFORGE_DATA_DIR": str(data_dir),
+            # The bench builds its models beside the stack's data dir (work_dir/models).
+            "MODELFORGE_MODEL_ROOTS": str(data_dir.parent),
             "MODELFORGE_RUN_DIR": str(data_dir / "run"),
             "MODELFORGE_NATS_URL": f"nats://127.0.0.1:{free_port()}",
             "MODELFORGE_GATEWAY_PORT": str(free_port()),

@@ -12,10 +12,19 @@ from modelforge_common.testing import free_port
 from modelforge_devkit.stack import Stack
 from modelforge_devkit.tiny_models import build_tiny_model
 
+# Model folders the tests build live under pytest's base temp dir: the stacks' model roots.
+_MODEL_ROOTS: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_roots_in_test_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _MODEL_ROOTS[:] = [str(tmp_path_factory.getbasetemp())]
+
 
 def stack_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELFORGE_")}
     env.update({
+        "MODELFORGE_MODEL_ROOTS": os.pathsep.join([*_MODEL_ROOTS, str(data_dir)]),
         "MODELFORGE_DATA_DIR": str(data_dir),
         "MODELFORGE_RUN_DIR": str(data_dir / "run"),
         "MODELFORGE_NATS_URL": f"nats://127.0.0.1:{free_port()}",

@@ -84,6 +84,12 @@ def _hub_online_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _model_roots_in_test_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Tests build model folders in their temp dirs: those are the model roots (MODELFORGE_MODEL_ROOTS).
+    monkeypatch.setenv("MODELFORGE_MODEL_ROOTS", str(tmp_path_factory.getbasetemp()))
+
+
 # --- a fake Hub --------------------------------------------------------------------------------------
 
 

@@ -124,3 +124,13 @@ def test_silent_hub_times_out(tmp_path: Path, silent_server_url: str) -> None:
     for call in (source.describe, source.load_config):
         with pytest.raises(Unavailable, match="Hugging Face Hub cannot be reached"):
             call("acme/tiny-llama")
+
+
+@pytest.mark.parametrize("name", ["~nosuchuser", "/" + "a" * 300, "/proc/1/root", "/etc", "/no/such/folder"])
+def test_paths_outside_the_model_roots_are_refused_alike(source: ModelSource, name: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        source.describe(name)
+    assert [v.field for v in raised.value.violations] == ["model_name"]
+    assert "MODELFORGE_MODEL_ROOTS" in raised.value.message
+    with pytest.raises(InvalidArgument):
+        source.load_config(name)

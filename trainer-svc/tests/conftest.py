@@ -12,6 +12,12 @@ from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
 FAKE_WORKER = Path(__file__).parent / "fake_worker.py"
 
 
+@pytest.fixture(autouse=True)
+def _model_roots_in_test_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Tests build model folders in their temp dirs: those are the model roots (MODELFORGE_MODEL_ROOTS).
+    monkeypatch.setenv("MODELFORGE_MODEL_ROOTS", str(tmp_path_factory.getbasetemp()))
+
+
 @pytest.fixture
 def chat_dataset(tmp_path: Path) -> Path:
     return write_jsonl(text_generation_rows(20, seed=1), tmp_path / "chat.jsonl")

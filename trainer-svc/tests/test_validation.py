@@ -202,7 +202,11 @@ async def test_unsloth_on_a_gpu_passes(model_dir: Path, chat_dataset: Path, tmp_
     ("model_name", "expected"),
     [
         ("", "model_name is required"),
-        ("./no/such/folder", "Model folder not found: ./no/such/folder"),
+        ("./no/such/folder", "model_name './no/such/folder' is not a model folder inside the allowed model roots"),
+        ("~nosuchuser", "model_name '~nosuchuser' is not a model folder inside the allowed model roots"),
+        ("/" + "a" * 300, "model_name '/aaaa"),
+        ("/proc/1/root", "model_name '/proc/1/root' is not a model folder inside the allowed model roots"),
+        ("/etc", "model_name '/etc' is not a model folder inside the allowed model roots"),
         ("just-a-name", "Invalid model_name: just-a-name."),
     ],
 )

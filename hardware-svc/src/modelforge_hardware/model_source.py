@@ -31,6 +31,8 @@ from huggingface_hub.file_download import get_hf_file_metadata, hf_hub_url
 from huggingface_hub.utils import validate_repo_id
 
 from modelforge_common.errors import FieldViolation, InvalidArgument, PermissionDenied, Unavailable
+from modelforge_common.model_paths import model_roots as configured_model_roots
+from modelforge_common.model_paths import resolve_local_model
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +109,15 @@ class ModelSource:
     endpoint: str | None = None
     cache_dir: Path | None = None
     offline: Callable[[], bool] = hub_offline
+    # None: read MODELFORGE_MODEL_ROOTS (default: the data dir and the working directory) per call.
+    model_roots: tuple[Path, ...] | None = None
 
     def local_folder(self, name: str) -> Path | None:
-        """The folder `name` points to: a path as given, else one inside the data dir."""
-        candidates = [Path(name).expanduser()]
-        if not Path(name).is_absolute():
-            candidates.append(self.data_dir / name)
-        return next((path for path in candidates if path.is_dir()), None)
+        """The folder `name` points to inside the model roots (MODELFORGE_MODEL_ROOTS): a path as given,
+        else one inside the data dir; None for a Hub id. A path that is not an allowed folder raises
+        InvalidArgument with one message, whether it exists or not."""
+        roots = self.model_roots if self.model_roots is not None else configured_model_roots(self.data_dir)
+        return resolve_local_model(name, roots, data_dir=self.data_dir)
 
     def _repo_id(self, name: str) -> str:
         try:

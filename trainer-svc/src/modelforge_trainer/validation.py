@@ -16,6 +16,7 @@ from pathlib import Path
 from modelforge_common.catalog import PROFILES, PROVIDERS, STRATEGIES, STRATEGIES_BY_TASK, TASKS
 from modelforge_common.dataset_rows import DatasetReport, validate_lines
 from modelforge_common.errors import FieldViolation, InvalidArgument, ModelForgeError, NotFound
+from modelforge_common.model_paths import model_roots, resolve_local_model
 from modelforge_trainer.config import (
     DEFAULT_PROVIDER,
     DEFAULT_STRATEGY,
@@ -32,7 +33,6 @@ from modelforge_trainer.strategies import GPU_ONLY_PROVIDERS, implemented_provid
 log = logging.getLogger(__name__)
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-PATH_PREFIXES = ("/", "./", "../", "~")
 
 
 @dataclass
@@ -167,18 +167,19 @@ def resolve_model_name(model_name: str, data_dir: Path, problems: Problems) -> t
     if not name:
         problems.add("model_name", "model_name is required: a Hub id such as 'org/name' or a local model folder")
         return name, False
-    candidates = [Path(name).expanduser()]
-    if not Path(name).expanduser().is_absolute():
-        candidates.append(data_dir / name)
-    for folder in candidates:
-        if folder.is_dir():
-            if not (folder / "config.json").is_file():
-                problems.add("model_name", f"Model folder {folder.resolve()} has no config.json")
-                return name, False
-            return str(folder.resolve()), True
-    if name.startswith(PATH_PREFIXES):
-        problems.add("model_name", f"Model folder not found: {name}")
-    elif not HUB_ID.match(name):
+    # Only folders inside the model roots (MODELFORGE_MODEL_ROOTS) are used; any other path gets one
+    # refusal whether it exists or not.
+    try:
+        folder = resolve_local_model(name, model_roots(data_dir), data_dir=data_dir)
+    except InvalidArgument as refused:
+        problems.add("model_name", refused.message)
+        return name, False
+    if folder is not None:
+        if not (folder / "config.json").is_file():
+            problems.add("model_name", f"Model folder {folder} has no config.json")
+            return name, False
+        return str(folder), True
+    if not HUB_ID.match(name):
         problems.add(
             "model_name",
             f"Invalid model_name: {name}. Use a Hub id such as 'org/name' or an existing local model folder",
