@@ -43,18 +43,13 @@ def test_models_load_in_half_precision_on_the_gpu_and_unload_frees_memory(refs: 
         before = torch.cuda.memory_allocated()
         local = LocalBackend(2, 1 << 30)
         await local.generate(refs["full"], GREEDY)
-        [key] = local.cache.loaded_keys()
-        loaded = await local.cache.get(key, _never_loads)
-        parameter = next(loaded.model.parameters())
+        served = await local.served_model(refs["full"])
+        parameter = next(served.host.model.parameters())
         assert parameter.device.type == "cuda"
         assert parameter.dtype in (torch.bfloat16, torch.float16)
-        del loaded, parameter
+        del served, parameter
         assert torch.cuda.memory_allocated() > before
         assert await local.unload("full-model")
         assert torch.cuda.memory_allocated() == before
 
     asyncio.run(scenario())
-
-
-async def _never_loads() -> object:
-    raise AssertionError("the model should be cached")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from modelforge.v1 import inference_pb2
-from modelforge_inference.domain import GenerationResult, ModelRef, RequestedParams, StreamChunk
+from modelforge_inference.domain import ChatMessage, GenerationResult, ModelRef, RequestedParams, StreamChunk
 
 
 def _present(message: Message, name: str) -> bool:
@@ -38,6 +38,9 @@ def params_from_pb(pb: inference_pb2.GenerationParams) -> RequestedParams:
         repetition_penalty=pb.repetition_penalty if _present(pb, "repetition_penalty") else None,
         context=pb.context,
         question=pb.question,
+        messages=tuple(ChatMessage(m.role, m.content) for m in pb.messages),
+        stop=tuple(pb.stop),
+        seed=pb.seed if pb.HasField("seed") else None,
     )
 
 
@@ -46,6 +49,8 @@ def generate_response_to_pb(result: GenerationResult) -> inference_pb2.GenerateR
         generated_text=result.generated_text,
         tokens_generated=result.tokens_generated,
         generation_time_ms=result.generation_time_ms,
+        prompt_tokens=result.prompt_tokens,
+        finish_reason=result.finish_reason,
     )
     if result.score is not None:
         response.score = result.score
@@ -62,4 +67,6 @@ def stream_chunk_to_pb(chunk: StreamChunk) -> inference_pb2.GenerateStreamRespon
         finished=chunk.finished,
         tokens_generated=chunk.tokens_generated,
         generation_time_ms=chunk.generation_time_ms,
+        prompt_tokens=chunk.prompt_tokens,
+        finish_reason=chunk.finish_reason,
     )

@@ -9,6 +9,16 @@ TEXT_GENERATION = "text-generation"
 SUMMARIZATION = "summarization"
 EXTRACTIVE_QA = "extractive-question-answering"
 ADAPTER_TYPES = ("lora", "full")
+CHAT_ROLES = ("system", "user", "assistant")
+# Why generation ended: end of sequence or a stop string, or max_new_tokens reached.
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,9 @@ class RequestedParams:
     repetition_penalty: float | None = None
     context: str = ""
     question: str = ""
+    messages: tuple[ChatMessage, ...] = ()
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,10 @@ class GenerationParams:
     repetition_penalty: float | None = None
     context: str = ""
     question: str = ""
+    # Chat turns; when present they are the input instead of `prompt`.
+    messages: tuple[ChatMessage, ...] = ()
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
 
     @property
     def greedy(self) -> bool:
@@ -69,6 +86,9 @@ class GenerationResult:
     score: float | None = None
     start: int | None = None
     end: int | None = None
+    # Tokens of the input as the model saw it (chat template applied).
+    prompt_tokens: int = 0
+    finish_reason: str = FINISH_STOP
 
 
 @dataclass(frozen=True)
@@ -79,3 +99,6 @@ class StreamChunk:
     finished: bool = False
     tokens_generated: int = 0
     generation_time_ms: int = 0
+    # On the last chunk only.
+    prompt_tokens: int = 0
+    finish_reason: str = ""

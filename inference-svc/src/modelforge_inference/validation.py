@@ -7,6 +7,7 @@ import math
 
 from modelforge_common.errors import FieldViolation, InvalidArgument
 from modelforge_inference.domain import (
+    CHAT_ROLES,
     EXTRACTIVE_QA,
     SUMMARIZATION,
     TEXT_GENERATION,
@@ -17,6 +18,36 @@ from modelforge_inference.domain import (
 TASKS = (TEXT_GENERATION, SUMMARIZATION, EXTRACTIVE_QA)
 MAX_NEW_TOKENS_LIMIT = 4096
 MAX_TEMPERATURE = 2.0
+MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 200
+MAX_MESSAGES = 1000
+
+
+def _message_violations(requested: RequestedParams) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    if len(requested.messages) > MAX_MESSAGES:
+        violations.append(FieldViolation("messages", f"at most {MAX_MESSAGES} messages, got {len(requested.messages)}"))
+    for index, message in enumerate(requested.messages):
+        if message.role not in CHAT_ROLES:
+            shown = repr(message.role) if message.role else "empty"
+            violations.append(
+                FieldViolation(f"messages[{index}].role", f"role is {shown}; expected one of {list(CHAT_ROLES)}")
+            )
+    if requested.messages and not any(m.content.strip() for m in requested.messages):
+        violations.append(FieldViolation("messages", "every message is empty"))
+    return violations
+
+
+def _stop_violations(stop: tuple[str, ...]) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    if len(stop) > MAX_STOP_STRINGS:
+        violations.append(FieldViolation("stop", f"at most {MAX_STOP_STRINGS} stop strings, got {len(stop)}"))
+    for index, text in enumerate(stop):
+        if not text:
+            violations.append(FieldViolation(f"stop[{index}]", "a stop string must not be empty"))
+        elif len(text) > MAX_STOP_LENGTH:
+            violations.append(FieldViolation(f"stop[{index}]", f"at most {MAX_STOP_LENGTH} characters"))
+    return violations
 
 
 def validate_params(task: str, requested: RequestedParams, default_max_new_tokens: int) -> GenerationParams:
@@ -34,8 +65,14 @@ def validate_params(task: str, requested: RequestedParams, default_max_new_token
             violations.append(FieldViolation("context", "extractive question answering needs a non-empty context"))
         if not question:
             violations.append(FieldViolation("question", "extractive question answering needs a question"))
+        if requested.messages:
+            message = "extractive question answering takes a context and a question"
+            violations.append(FieldViolation("messages", message))
+    elif requested.messages:
+        violations.extend(_message_violations(requested))
     elif not requested.prompt.strip():
         violations.append(FieldViolation("prompt", "prompt must not be empty"))
+    violations.extend(_stop_violations(requested.stop))
 
     max_new_tokens = default_max_new_tokens if requested.max_new_tokens is None else requested.max_new_tokens
     if not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
@@ -67,4 +104,7 @@ def validate_params(task: str, requested: RequestedParams, default_max_new_token
         repetition_penalty=penalty,
         context=requested.context,
         question=question if task == EXTRACTIVE_QA else requested.question,
+        messages=requested.messages,
+        stop=requested.stop,
+        seed=requested.seed,
     )

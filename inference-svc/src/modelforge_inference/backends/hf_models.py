@@ -8,8 +8,10 @@ callers run it in a worker thread.
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,9 @@ from transformers.utils import logging as transformers_logging
 
 from modelforge_common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from modelforge_inference.artifacts import estimate_weight_bytes, model_folder, verify_artifacts
-from modelforge_inference.domain import EXTRACTIVE_QA, GenerationParams, ModelRef
+from modelforge_inference.domain import EXTRACTIVE_QA, FINISH_LENGTH, FINISH_STOP, GenerationParams, ModelRef
 from modelforge_inference.prompts import build_input
-from modelforge_inference.streaming import TokenStreamer
+from modelforge_inference.stops import RequestOutput
 
 log = logging.getLogger(__name__)
 # Progress bars would write into the service's JSON log stream.
@@ -42,14 +44,74 @@ QA_DEFAULT_MAX_LENGTH = 384
 
 
 @dataclass
-class LoadedModel:
+class BaseHost:
+    """One loaded copy of a base model. LoRA adapters attach to it (peft's multiple adapters) and
+    each request names its adapter, so requests of several adapters can share one forward pass."""
+
     model: Any
     tokenizer: Any
     device: str
     is_encoder_decoder: bool
+    # Parameter bytes of the base alone (adapters are accounted to their models).
     nbytes: int
-    # One generation at a time per model (held by the async side around each worker-thread call).
-    lock: Any = field(default=None)
+    # Held around every forward pass and every adapter change: a generation step and an adapter
+    # load never overlap.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # peft adapter names attached now.
+    adapters: set[str] = field(default_factory=set)
+
+    @property
+    def has_peft(self) -> bool:
+        return bool(self.adapters)
+
+    def forward_kwargs(self, adapter_names: list[str]) -> dict[str, Any]:
+        """peft's mixed-batch LoRA: one adapter name per row, BASE_ADAPTER for the base alone."""
+        return {"adapter_names": adapter_names} if self.has_peft else {}
+
+
+# peft's name for "no adapter" in a mixed batch.
+BASE_ADAPTER = "__base__"
+
+
+@dataclass
+class ServedModel:
+    """A registered model as served: its base host, its adapter on it (None = the base itself)
+    and its own tokenizer (a fine-tune may carry its own chat template)."""
+
+    host: BaseHost
+    adapter: str | None
+    tokenizer: Any
+    # Bytes this model adds to its base (the adapter's weights).
+    nbytes: int
+    # Requests running on it now; an evicted adapter is detached when the last one ends.
+    active: int = 0
+    retired: bool = False
+
+    @property
+    def adapter_name(self) -> str:
+        return self.adapter or BASE_ADAPTER
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.host.is_encoder_decoder
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """What serving a model needs, found before loading: which base host it shares, and sizes."""
+
+    base_key: tuple[str, str, int]
+    tokenizer: Any
+    base_bytes: int
+    own_bytes: int
+
+
+@dataclass(frozen=True)
+class TextGeneration:
+    text: str
+    tokens: int
+    prompt_tokens: int
+    finish_reason: str
 
 
 @dataclass(frozen=True)
@@ -88,6 +150,110 @@ def estimate_bytes(ref: ModelRef, device: str) -> int:
     if ref.adapter_type == "lora":
         total += estimate_weight_bytes(folder, None)
     return total
+
+
+def _load_tokenizer(ref: ModelRef) -> Any:
+    folder = Path(ref.path)
+    source = str(folder) if _has_tokenizer(folder) else _weights_source(ref)
+    try:
+        return AutoTokenizer.from_pretrained(source, local_files_only=Path(source).is_dir())
+    except OSError as exc:
+        raise NotFound(f"tokenizer of {source!r} for model {ref.model_id!r} is not available: {exc}") from exc
+    except ValueError as exc:
+        raise FailedPrecondition(f"tokenizer of model {ref.model_id!r} cannot be loaded: {exc}") from exc
+
+
+def plan_model(ref: ModelRef, device: str) -> ModelPlan:
+    """Verifies the artifacts and reads the tokenizer. Models share a base host when they have the
+    same base weights, the same kind of head and the same vocabulary size (training that added
+    tokens resized the embeddings, which would change the base for everyone else)."""
+    if ref.adapter_type not in ("lora", "full"):
+        raise FailedPrecondition(f"model {ref.model_id!r} has unknown adapter_type {ref.adapter_type!r}")
+    verify_artifacts(ref)
+    source = _weights_source(ref)
+    tokenizer = _load_tokenizer(ref)
+    width = torch.tensor([], dtype=_dtype_for(device)).element_size()
+    base_bytes = estimate_weight_bytes(Path(source), width)
+    own_bytes = estimate_weight_bytes(model_folder(ref), None) if ref.adapter_type == "lora" else 0
+    head = "qa" if ref.task == EXTRACTIVE_QA else "lm"
+    return ModelPlan((str(Path(source).resolve()) if Path(source).is_dir() else source, head, len(tokenizer)),
+                     tokenizer, base_bytes, own_bytes)
+
+
+def load_base(ref: ModelRef, plan: ModelPlan, device: str) -> BaseHost:
+    """Loads the base weights of `ref` (no adapter) onto `device`."""
+    source = _weights_source(ref)
+    local = Path(source).is_dir()
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=local)
+        model_class = _model_class(ref.task, config)
+        device_map = {"": device} if device.startswith("cuda") else None
+        model = model_class.from_pretrained(
+            source, dtype=_dtype_for(device), local_files_only=local, device_map=device_map
+        )
+    except OSError as exc:
+        raise NotFound(f"weights of {source!r} for model {ref.model_id!r} are not available: {exc}") from exc
+    except ValueError as exc:
+        raise FailedPrecondition(f"model {ref.model_id!r} cannot be loaded for task {ref.task!r}: {exc}") from exc
+    if device_map is None:
+        model.to(device)
+    embeddings = model.get_input_embeddings()
+    if embeddings is not None and plan.base_key[2] > embeddings.num_embeddings:
+        model.resize_token_embeddings(plan.base_key[2])
+    model.eval()
+    host = BaseHost(
+        model=model,
+        tokenizer=plan.tokenizer,
+        device=device,
+        is_encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)),
+        nbytes=_parameter_bytes(model),
+    )
+    log.info("loaded base %s (%s bytes) on %s", source, host.nbytes, device)
+    return host
+
+
+def adapter_name_for(ref: ModelRef) -> str:
+    # peft keeps adapters in ModuleDicts: the name must be a plain identifier (no dots).
+    digest = hashlib.sha256("\0".join(ref.cache_key).encode()).hexdigest()[:16]
+    return f"mf_{digest}"
+
+
+def attach_model(host: BaseHost, ref: ModelRef, plan: ModelPlan) -> ServedModel:
+    """Serves `ref` from `host`: a LoRA adapter is loaded onto the shared base; a full model whose
+    base is this host's weights is the base itself."""
+    if ref.adapter_type != "lora":
+        return ServedModel(host, None, plan.tokenizer, 0)
+    from peft import PeftModel
+
+    name = adapter_name_for(ref)
+    with host.lock:
+        before = _parameter_bytes(host.model)
+        try:
+            if not host.has_peft:
+                host.model = PeftModel.from_pretrained(host.model, ref.path, adapter_name=name, is_trainable=False)
+            elif name not in host.adapters:
+                host.model.load_adapter(ref.path, adapter_name=name, is_trainable=False)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise FailedPrecondition(f"LoRA adapter of model {ref.model_id!r} cannot be loaded: {exc}") from exc
+        host.adapters.add(name)
+        host.model.eval()
+        own = _parameter_bytes(host.model) - before
+    log.info("attached adapter of %s (%s bytes) to its base", ref.model_id, own)
+    return ServedModel(host, name, plan.tokenizer, own)
+
+
+def detach_model(served: ServedModel) -> None:
+    """Removes the model's adapter from its base (no-op for a base served as itself)."""
+    host = served.host
+    if served.adapter is None or served.adapter not in host.adapters:
+        return
+    with host.lock:
+        host.adapters.discard(served.adapter)
+        if host.adapters:
+            host.model.delete_adapter(served.adapter)
+        else:
+            # The last adapter: take the LoRA layers out and keep the plain base.
+            host.model = host.model.unload()
 
 
 def _model_class(task: str, config: Any) -> Any:
@@ -144,20 +310,6 @@ def load_weights(ref: ModelRef, device: str, dtype: Any) -> tuple[Any, Any, Any]
     return model, tokenizer, config
 
 
-def load_model(ref: ModelRef, device: str) -> LoadedModel:
-    """Verifies the artifacts, then loads base (+ adapter) and tokenizer onto `device`."""
-    model, tokenizer, config = load_weights(ref, device, _dtype_for(device))
-    loaded = LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        device=device,
-        is_encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)),
-        nbytes=_parameter_bytes(model),
-    )
-    log.info("loaded model %s (%s, %s bytes) on %s", ref.model_id, ref.adapter_type, loaded.nbytes, device)
-    return loaded
-
-
 def release_memory() -> None:
     """Returns memory of dropped models: collect cycles, then hand cached CUDA blocks back."""
     gc.collect()
@@ -165,23 +317,72 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-class _StopWhenSet(StoppingCriteria):
-    """Stops generate() when the caller went away."""
+class _StopWhen(StoppingCriteria):
+    """Stops generate() when the caller went away or a stop string was generated."""
 
-    def __init__(self, cancel: threading.Event) -> None:
+    def __init__(self, cancel: threading.Event | None, output: RequestOutput) -> None:
         self._cancel = cancel
+        self._output = output
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self._cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+        done = self._output.stopped or (self._cancel is not None and self._cancel.is_set())
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
-def _context_limit(model: Any) -> int | None:
+class _OutputStreamer:
+    """generate()'s streamer protocol feeding a RequestOutput (the prompt's put is skipped)."""
+
+    def __init__(self, output: RequestOutput) -> None:
+        self._output = output
+        self._prompt_skipped = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_skipped:
+            self._prompt_skipped = True
+            return
+        self._output.push([int(token) for token in value.reshape(-1).tolist()])
+
+    def end(self) -> None:
+        pass
+
+
+def context_limit(model: Any) -> int | None:
     config = model.config
     for name in ("max_position_embeddings", "n_positions"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def encode_request(served: ServedModel, task: str, params: GenerationParams) -> list[int]:
+    """The prompt's token ids (chat template applied); refuses a prompt that with max_new_tokens
+    does not fit the model's context."""
+    tokenizer = served.tokenizer
+    model_input = build_input(task, params, tokenizer, served.is_encoder_decoder)
+    ids = tokenizer(model_input.text, add_special_tokens=model_input.add_special_tokens)["input_ids"]
+    limit = None if served.is_encoder_decoder else context_limit(served.host.model)
+    if limit is not None and len(ids) + params.max_new_tokens > limit:
+        field_name = ("messages" if params.messages else "prompt") if len(ids) >= limit else "max_new_tokens"
+        message = (
+            f"the prompt is {len(ids)} tokens; with max_new_tokens {params.max_new_tokens} it exceeds"
+            f" the model's context of {limit} tokens"
+        )
+        raise InvalidArgument(message, [FieldViolation(field_name, message)])
+    if not ids:
+        raise InvalidArgument("the prompt has no tokens", [FieldViolation("prompt", "the prompt has no tokens")])
+    return [int(i) for i in ids]
+
+
+def eos_token_ids(served: ServedModel) -> set[int]:
+    ids: set[int] = set()
+    configured = getattr(getattr(served.host.model, "generation_config", None), "eos_token_id", None)
+    for value in configured if isinstance(configured, list) else [configured]:
+        if isinstance(value, int):
+            ids.add(value)
+    if served.tokenizer.eos_token_id is not None:
+        ids.add(int(served.tokenizer.eos_token_id))
+    return ids
 
 
 def _sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
@@ -199,49 +400,49 @@ def _sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
 
 
 def generate_text(
-    loaded: LoadedModel,
+    served: ServedModel,
     task: str,
     params: GenerationParams,
-    streamer: TokenStreamer | None = None,
+    emit: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
-) -> tuple[str, int]:
-    """Runs generate(); returns the new text (prompt excluded) and the number of new tokens."""
-    tokenizer = loaded.tokenizer
-    model_input = build_input(task, params, tokenizer, loaded.is_encoder_decoder)
-    encoded = tokenizer(model_input.text, return_tensors="pt", add_special_tokens=model_input.add_special_tokens)
-    prompt_tokens = int(encoded["input_ids"].shape[1])
-    limit = None if loaded.is_encoder_decoder else _context_limit(loaded.model)
-    if limit is not None and prompt_tokens + params.max_new_tokens > limit:
-        field_name = "prompt" if prompt_tokens >= limit else "max_new_tokens"
-        message = (
-            f"the prompt is {prompt_tokens} tokens; with max_new_tokens {params.max_new_tokens} it exceeds"
-            f" the model's context of {limit} tokens"
-        )
-        raise InvalidArgument(message, [FieldViolation(field_name, message)])
+) -> TextGeneration:
+    """One request through generate() under the host's lock (encoder-decoder models, and decoder
+    models whose cache the batcher cannot merge). Returns the new text (prompt excluded)."""
+    host = served.host
+    tokenizer = served.tokenizer
+    input_ids = encode_request(served, task, params)
+    output = RequestOutput(lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True), params.stop, emit)
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stopping = StoppingCriteriaList([_StopWhenSet(cancel)]) if cancel is not None else None
-    with torch.inference_mode():
-        output = loaded.model.generate(
-            **encoded.to(loaded.device),
+    encoded = torch.tensor([input_ids], device=host.device)
+    with host.lock, torch.inference_mode():
+        if params.seed is not None:
+            # generate() samples from the global generator; the host's lock keeps this run alone on it.
+            torch.manual_seed(params.seed)
+        host.model.generate(
+            input_ids=encoded,
+            attention_mask=torch.ones_like(encoded),
             max_new_tokens=params.max_new_tokens,
             pad_token_id=pad_token_id,
-            streamer=streamer,
-            stopping_criteria=stopping,
+            streamer=_OutputStreamer(output),
+            stopping_criteria=StoppingCriteriaList([_StopWhen(cancel, output)]),
+            **host.forward_kwargs([served.adapter_name]),
             **_sampling_kwargs(params),
         )
-    # Encoder-decoder output starts with the decoder start token; decoder-only output with the prompt.
-    prefix = 1 if loaded.is_encoder_decoder else prompt_tokens
-    new_ids = output[0, prefix:].tolist()
-    return tokenizer.decode(new_ids, skip_special_tokens=True), len(new_ids)
+    stopped_by_string = output.stopped
+    output.finish()
+    ended_by_eos = bool(output.tokens) and output.tokens < params.max_new_tokens
+    reason = FINISH_STOP if stopped_by_string or ended_by_eos else FINISH_LENGTH
+    return TextGeneration(output.text, output.tokens, len(input_ids), reason)
 
 
-def answer_question(loaded: LoadedModel, question: str, context: str) -> QaAnswer:
+def answer_question(served: ServedModel, question: str, context: str) -> QaAnswer:
     """Best answer span in the context: windows over long contexts, span of at most
     QA_MAX_ANSWER_TOKENS tokens, score = P(start) * P(end) within the window."""
-    tokenizer = loaded.tokenizer
+    tokenizer = served.tokenizer
+    host = served.host
     max_length = min(
         int(tokenizer.model_max_length) if tokenizer.model_max_length < 1_000_000 else QA_DEFAULT_MAX_LENGTH,
-        _context_limit(loaded.model) or QA_DEFAULT_MAX_LENGTH,
+        context_limit(host.model) or QA_DEFAULT_MAX_LENGTH,
     )
     question_tokens = len(tokenizer(question, add_special_tokens=False)["input_ids"])
     if question_tokens > max_length // 2:
@@ -261,8 +462,9 @@ def answer_question(loaded: LoadedModel, question: str, context: str) -> QaAnswe
     )
     offsets = encoded.pop("offset_mapping")
     encoded.pop("overflow_to_sample_mapping", None)
-    with torch.inference_mode():
-        output = loaded.model(**encoded.to(loaded.device))
+    adapters = [served.adapter_name] * int(encoded["input_ids"].shape[0])
+    with host.lock, torch.inference_mode():
+        output = host.model(**encoded.to(host.device), **host.forward_kwargs(adapters))
     best: QaAnswer | None = None
     for window in range(offsets.shape[0]):
         in_context = torch.tensor([sid == 1 for sid in encoded.sequence_ids(window)], dtype=torch.bool)

@@ -1,7 +1,11 @@
-"""In-process generation with transformers + peft, behind an LRU cache of loaded models.
+"""In-process generation with transformers + peft.
 
-Blocking work (loading, hashing, generate()) runs in worker threads so the event loop keeps
-serving; each model generates one request at a time. torch is imported on first use only.
+Each base model is loaded once; registered models served from it (LoRA adapters, or the base
+itself) attach to that copy, under an LRU by bytes (ServingCache). Decoder-only models decode in
+a continuous batch per base (backends/batching.py): concurrent requests of any adapter share
+each forward pass. Encoder-decoder models and extractive QA run one request at a time per base.
+Blocking work runs in worker threads so the event loop keeps serving; torch is imported on
+first use only.
 """
 
 from __future__ import annotations
@@ -14,15 +18,19 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from modelforge_inference.cache import ModelCache
+from modelforge_common.errors import Unavailable
 from modelforge_inference.domain import EXTRACTIVE_QA, GenerationParams, GenerationResult, ModelRef, StreamChunk
-from modelforge_inference.streaming import PieceChannel, TokenStreamer
+from modelforge_inference.serving_cache import ServingCache
+from modelforge_inference.streaming import PieceChannel
 
 if TYPE_CHECKING:
-    from modelforge_inference.backends.hf_models import LoadedModel
+    from modelforge_inference.backends.batching import ContinuousBatcher
+    from modelforge_inference.backends.hf_models import BaseHost, ServedModel, TextGeneration
 
 T = TypeVar("T")
 _HF_MODULE = "modelforge_inference.backends.hf_models"
+ModelKey = tuple[str, str, str, str]
+BaseKey = tuple[str, str, int]
 
 
 def _hf() -> Any:
@@ -31,14 +39,20 @@ def _hf() -> Any:
     return hf_models
 
 
+def _batching() -> Any:
+    from modelforge_inference.backends import batching
+
+    return batching
+
+
 def _elapsed_ms(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
 
 
 async def _in_thread(work: Callable[[threading.Event], T]) -> T:
     """Runs `work(cancel)` in a worker thread. If the caller is cancelled, `cancel` is set and the
-    thread is awaited before the cancellation goes on, so the model's lock is never released
-    while a generation still runs on it."""
+    thread is awaited before the cancellation goes on, so nothing keeps running on the model
+    after its caller is gone."""
     cancel = threading.Event()
     future = asyncio.ensure_future(asyncio.to_thread(work, cancel))
     try:
@@ -50,20 +64,59 @@ async def _in_thread(work: Callable[[threading.Event], T]) -> T:
         raise
 
 
+class _Run:
+    """One request's way back from the generating thread: text pieces through a PieceChannel,
+    the end through a future; both are completed on the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stream_interval_s: float, streamed: bool) -> None:
+        self.loop = loop
+        self.pieces = PieceChannel(loop, stream_interval_s) if streamed else None
+        self.result: asyncio.Future[TextGeneration] = loop.create_future()
+        self.cancel = threading.Event()
+
+    def emit(self, piece: str) -> None:
+        if self.pieces is not None:
+            self.pieces.put(piece)
+
+    def done(self, outcome: TextGeneration | BaseException) -> None:
+        """Called from the generating thread."""
+        self.loop.call_soon_threadsafe(self._settle, outcome)
+
+    def _settle(self, outcome: TextGeneration | BaseException) -> None:
+        if not self.result.done():
+            if isinstance(outcome, BaseException):
+                self.result.set_exception(outcome)
+            else:
+                self.result.set_result(outcome)
+        if self.pieces is not None:
+            self.pieces.close()
+
+
 class LocalBackend:
     name = "local"
 
     def __init__(
-        self, max_models: int, max_bytes: int, device: str | None = None, stream_interval_s: float = 0.0
+        self,
+        max_models: int,
+        max_bytes: int,
+        device: str | None = None,
+        stream_interval_s: float = 0.0,
+        max_batch: int = 64,
     ) -> None:
         self._device = device
         self._stream_interval_s = stream_interval_s
-        self._cache: ModelCache[tuple[str, str, str, str], LoadedModel] = ModelCache(
-            max_models, max_bytes, size_of=lambda loaded: loaded.nbytes, release=self._release_memory
+        self._max_batch = max_batch
+        self._batchers: dict[int, ContinuousBatcher | None] = {}
+        self._cache: ServingCache[ModelKey, BaseKey, ServedModel, BaseHost] = ServingCache(
+            max_models,
+            max_bytes,
+            release_model=self._release_model,
+            release_base=self._release_base,
+            after_release=self._release_memory,
         )
 
     @property
-    def cache(self) -> ModelCache[tuple[str, str, str, str], LoadedModel]:
+    def cache(self) -> ServingCache[ModelKey, BaseKey, ServedModel, BaseHost]:
         return self._cache
 
     @property
@@ -75,76 +128,188 @@ class LocalBackend:
     def serves(self, task: str) -> bool:
         return True
 
-    async def _model(self, ref: ModelRef) -> LoadedModel:
+    async def served_model(self, ref: ModelRef) -> ServedModel:
+        """The model ready to generate: its base loaded (once) and its adapter attached."""
+        if ref.cache_key in self._cache:
+            return await self._cache.get(ref.cache_key, ("", "", 0), _never, _never_attach)
         hf = _hf()
         device = self.device
-        # Sized from the safetensors headers before loading, so eviction makes room first.
-        estimate = 0 if ref.cache_key in self._cache else await asyncio.to_thread(hf.estimate_bytes, ref, device)
+        plan = await asyncio.to_thread(hf.plan_model, ref, device)
 
-        async def load() -> LoadedModel:
-            loaded: LoadedModel = await asyncio.to_thread(hf.load_model, ref, device)
-            loaded.lock = asyncio.Lock()
-            return loaded
+        async def load_base() -> tuple[BaseHost, int]:
+            host = await asyncio.to_thread(hf.load_base, ref, plan, device)
+            return host, host.nbytes
 
-        return await self._cache.get(ref.cache_key, load, estimate)
+        async def attach(host: BaseHost) -> tuple[ServedModel, int]:
+            served = await asyncio.to_thread(hf.attach_model, host, ref, plan)
+            return served, served.nbytes
+
+        return await self._cache.get(ref.cache_key, plan.base_key, load_base, attach, plan.base_bytes, plan.own_bytes)
+
+    def batcher_for(self, host: BaseHost) -> ContinuousBatcher | None:
+        """The host's scheduler, or None when its model cannot be batched (encoder-decoder, or a
+        cache that is not a plain DynamicCache)."""
+        key = id(host)
+        if key not in self._batchers:
+            batching = _batching()
+            self._batchers[key] = (
+                batching.ContinuousBatcher(host, self._max_batch) if batching.supports_batching(host.model) else None
+            )
+        return self._batchers[key]
+
+    async def _run(self, ref: ModelRef, params: GenerationParams, streamed: bool) -> tuple[_Run, ServedModel, Any]:
+        """Starts a text generation; returns its run, its model and the awaitable of its end."""
+        served = await self.served_model(ref)
+        hf = _hf()
+        run = _Run(asyncio.get_running_loop(), self._stream_interval_s, streamed)
+        batcher = None if served.is_encoder_decoder else self.batcher_for(served.host)
+        served.active += 1
+        if batcher is None:
+            worker = asyncio.ensure_future(
+                asyncio.to_thread(hf.generate_text, served, ref.task, params, run.emit, run.cancel)
+            )
+            worker.add_done_callback(lambda done: run._settle(done.exception() or done.result()))
+            return run, served, worker
+        try:
+            input_ids = await asyncio.to_thread(hf.encode_request, served, ref.task, params)
+        except BaseException:
+            self._finished(served)
+            raise
+        batching = _batching()
+        generator = None
+        if not params.greedy:
+            import torch
+
+            generator = torch.Generator(device=served.host.device)
+            if params.seed is not None:
+                generator.manual_seed(params.seed)
+            else:
+                generator.seed()
+        decode = served.tokenizer.decode
+        request = batching.BatchRequest(
+            served=served,
+            input_ids=input_ids,
+            params=params,
+            output=_stops().RequestOutput(lambda ids: decode(list(ids), skip_special_tokens=True), params.stop,
+                                          run.emit),
+            eos_ids=hf.eos_token_ids(served),
+            done=run.done,
+            cancel=run.cancel,
+            generator=generator,
+        )
+        try:
+            batcher.submit(request)
+        except RuntimeError as exc:
+            self._finished(served)
+            raise Unavailable("the model was unloaded while the request was starting; try again") from exc
+        return run, served, None
+
+    def _finished(self, served: ServedModel) -> None:
+        served.active -= 1
+        if served.retired and served.active == 0:
+            _hf().detach_model(served)
+
+    async def _end(self, run: _Run, served: ServedModel, worker: Any) -> TextGeneration:
+        """Waits for the run's end; if the caller goes away first, its row is dropped (or its
+        generate() stopped) and awaited before the cancellation goes on."""
+        try:
+            return await asyncio.shield(run.result)
+        finally:
+            if not run.result.done():
+                run.cancel.set()
+                with contextlib.suppress(BaseException):
+                    await run.result
+            if worker is not None:
+                with contextlib.suppress(BaseException):
+                    await worker
+            self._finished(served)
 
     async def generate(self, ref: ModelRef, params: GenerationParams) -> GenerationResult:
-        loaded = await self._model(ref)
-        hf = _hf()
-        async with loaded.lock:
-            started = time.perf_counter()
-            if ref.task == EXTRACTIVE_QA:
-                answer = await _in_thread(lambda _cancel: hf.answer_question(loaded, params.question, params.context))
-                return GenerationResult(
-                    generated_text=answer.text,
-                    tokens_generated=answer.tokens,
-                    generation_time_ms=_elapsed_ms(started),
-                    score=answer.score,
-                    start=answer.start,
-                    end=answer.end,
-                )
-            text, tokens = await _in_thread(lambda cancel: hf.generate_text(loaded, ref.task, params, None, cancel))
-            return GenerationResult(text, tokens, _elapsed_ms(started))
+        started = time.perf_counter()
+        if ref.task == EXTRACTIVE_QA:
+            served = await self.served_model(ref)
+            hf = _hf()
+            answer = await _in_thread(lambda _cancel: hf.answer_question(served, params.question, params.context))
+            return GenerationResult(
+                generated_text=answer.text,
+                tokens_generated=answer.tokens,
+                generation_time_ms=_elapsed_ms(started),
+                score=answer.score,
+                start=answer.start,
+                end=answer.end,
+            )
+        run, served, worker = await self._run(ref, params, streamed=False)
+        result = await self._end(run, served, worker)
+        return GenerationResult(
+            result.text, result.tokens, _elapsed_ms(started),
+            prompt_tokens=result.prompt_tokens, finish_reason=result.finish_reason,
+        )
 
     async def generate_stream(self, ref: ModelRef, params: GenerationParams) -> AsyncIterator[StreamChunk]:
         if ref.task == EXTRACTIVE_QA:
             # An extracted span comes out whole: one piece, then the totals.
-            result = await self.generate(ref, params)
-            yield StreamChunk(result.generated_text)
-            yield StreamChunk("", True, result.tokens_generated, result.generation_time_ms)
+            whole = await self.generate(ref, params)
+            yield StreamChunk(whole.generated_text)
+            yield StreamChunk("", True, whole.tokens_generated, whole.generation_time_ms,
+                              whole.prompt_tokens, whole.finish_reason)
             return
-        loaded = await self._model(ref)
-        hf = _hf()
-        pieces = PieceChannel(asyncio.get_running_loop(), self._stream_interval_s)
-        decode = loaded.tokenizer.decode
-        streamer = TokenStreamer(lambda ids: decode(list(ids), skip_special_tokens=True), pieces.put)
-        cancel = threading.Event()
-        async with loaded.lock:
-            started = time.perf_counter()
-            worker = asyncio.ensure_future(
-                asyncio.to_thread(hf.generate_text, loaded, ref.task, params, streamer, cancel)
-            )
-            # Runs on the loop after the thread's last emit, so the end marker follows every piece.
-            worker.add_done_callback(lambda _done: pieces.close())
-            try:
-                while (piece := await pieces.take()) is not None:
-                    yield StreamChunk(piece)
-                _text, tokens = await worker
-            finally:
-                if not worker.done():
-                    cancel.set()
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(worker)
-        yield StreamChunk("", finished=True, tokens_generated=tokens, generation_time_ms=_elapsed_ms(started))
+        started = time.perf_counter()
+        run, served, worker = await self._run(ref, params, streamed=True)
+        assert run.pieces is not None
+        ending = asyncio.ensure_future(self._end(run, served, worker))
+        try:
+            while (piece := await run.pieces.take()) is not None:
+                yield StreamChunk(piece)
+            result = await ending
+        finally:
+            if not ending.done():
+                run.cancel.set()
+                ending.cancel()
+                with contextlib.suppress(BaseException):
+                    await ending
+        yield StreamChunk("", finished=True, tokens_generated=result.tokens,
+                          generation_time_ms=_elapsed_ms(started), prompt_tokens=result.prompt_tokens,
+                          finish_reason=result.finish_reason)
 
     async def unload(self, model_id: str) -> bool:
         return self._cache.drop(lambda key: key[0] == model_id) > 0
 
     async def close(self) -> None:
         self._cache.clear()
+        for batcher in list(self._batchers.values()):
+            if batcher is not None:
+                await asyncio.to_thread(batcher.close)
+        self._batchers.clear()
+
+    def _release_model(self, served: ServedModel) -> None:
+        # An adapter still generating leaves its base when its last request ends.
+        if served.active > 0:
+            served.retired = True
+        else:
+            _hf().detach_model(served)
+
+    def _release_base(self, host: BaseHost) -> None:
+        batcher = self._batchers.pop(id(host), None)
+        if batcher is not None:
+            # Its thread finishes the step it is in, then ends every request still in it.
+            threading.Thread(target=batcher.close, daemon=True).start()
 
     @staticmethod
     def _release_memory() -> None:
         # Nothing to give back if torch was never loaded.
         if _HF_MODULE in sys.modules:
             sys.modules[_HF_MODULE].release_memory()
+
+
+def _stops() -> Any:
+    from modelforge_inference import stops
+
+    return stops
+
+
+async def _never() -> Any:
+    raise AssertionError("the model is cached")
+
+
+async def _never_attach(_base: Any) -> Any:
+    raise AssertionError("the model is cached")

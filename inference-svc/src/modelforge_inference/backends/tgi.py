@@ -31,6 +31,8 @@ from huggingface_hub.errors import (
 
 from modelforge_common.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from modelforge_inference.domain import (
+    FINISH_LENGTH,
+    FINISH_STOP,
     SUMMARIZATION,
     TEXT_GENERATION,
     GenerationParams,
@@ -39,6 +41,7 @@ from modelforge_inference.domain import (
     StreamChunk,
 )
 from modelforge_inference.prompts import build_input
+from modelforge_inference.stops import StopFilter
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +96,24 @@ def tgi_parameters(ref: ModelRef, params: GenerationParams) -> dict[str, Any]:
             kwargs["top_k"] = params.top_k
     if params.repetition_penalty is not None:
         kwargs["repetition_penalty"] = params.repetition_penalty
+    if params.stop:
+        kwargs["stop"] = list(params.stop)
+    if params.seed is not None:
+        kwargs["seed"] = params.seed
     if ref.adapter_type == "lora":
         kwargs["adapter_id"] = ref.model_id
     return kwargs
+
+
+def finish_reason(reported: str | None) -> str:
+    """TGI's "length" | "eos_token" | "stop_sequence" in the API's terms."""
+    return FINISH_LENGTH if reported == "length" else FINISH_STOP
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    # TGI includes the matched stop sequence at the end of the text; the API leaves it out.
+    found = [index for index in (text.find(stop) for stop in stops) if index >= 0]
+    return text[: min(found)] if found else text
 
 
 class TgiBackend:
@@ -112,9 +130,14 @@ class TgiBackend:
     def _client(self, route: str) -> AsyncInferenceClient:
         return AsyncInferenceClient(model=f"{self._url}/{route}", token=self._token, timeout=self._timeout_s)
 
-    async def _prompt(self, ref: ModelRef, params: GenerationParams) -> str:
+    async def _prompt(self, ref: ModelRef, params: GenerationParams) -> tuple[str, int]:
+        """The text to send and its token count (0 when no tokenizer is readable here)."""
         tokenizer, is_encoder_decoder = await asyncio.to_thread(_prompt_format, ref)
-        return build_input(ref.task, params, tokenizer, is_encoder_decoder).text
+        model_input = build_input(ref.task, params, tokenizer, is_encoder_decoder)
+        if tokenizer is None:
+            return model_input.text, 0
+        ids = tokenizer(model_input.text, add_special_tokens=model_input.add_special_tokens)["input_ids"]
+        return model_input.text, len(ids)
 
     @contextlib.contextmanager
     def _mapped_errors(self) -> Iterator[None]:
@@ -142,19 +165,26 @@ class TgiBackend:
             raise Unavailable(f"TGI server at {self._url} is unreachable: {exc}") from exc
 
     async def generate(self, ref: ModelRef, params: GenerationParams) -> GenerationResult:
-        prompt = await self._prompt(ref, params)
+        prompt, prompt_tokens = await self._prompt(ref, params)
         started = time.perf_counter()
         with self._mapped_errors():
             async with self._client("generate") as client:
                 output = await client.text_generation(prompt, stream=False, **tgi_parameters(ref, params))
-        tokens = output.details.generated_tokens if output.details is not None else 0
-        return GenerationResult(output.generated_text, int(tokens), int((time.perf_counter() - started) * 1000))
+        details = output.details
+        tokens = details.generated_tokens if details is not None else 0
+        reason = finish_reason(details.finish_reason if details is not None else None)
+        text = _cut_at_stop(output.generated_text, params.stop)
+        return GenerationResult(text, int(tokens), int((time.perf_counter() - started) * 1000),
+                                prompt_tokens=prompt_tokens, finish_reason=reason)
 
     async def generate_stream(self, ref: ModelRef, params: GenerationParams) -> AsyncIterator[StreamChunk]:
-        prompt = await self._prompt(ref, params)
+        prompt, prompt_tokens = await self._prompt(ref, params)
         started = time.perf_counter()
         tokens = 0
         reported: int | None = None
+        reason = FINISH_STOP
+        # TGI returns the stop string as the last token's text; it is held back and dropped.
+        stop_filter = StopFilter(params.stop)
         with self._mapped_errors():
             async with self._client("generate_stream") as client:
                 stream = await client.text_generation(prompt, stream=True, **tgi_parameters(ref, params))
@@ -162,11 +192,18 @@ class TgiBackend:
                     tokens += 1
                     if chunk.details is not None:
                         reported = chunk.details.generated_tokens
+                        reason = finish_reason(chunk.details.finish_reason)
                     if chunk.token.special or not chunk.token.text:
                         continue
-                    yield StreamChunk(chunk.token.text)
+                    piece = stop_filter.push(chunk.token.text)
+                    if piece:
+                        yield StreamChunk(piece)
+        rest = stop_filter.flush()
+        if rest:
+            yield StreamChunk(rest)
         elapsed_ms = int((time.perf_counter() - started) * 1000)
-        yield StreamChunk("", finished=True, tokens_generated=int(reported or tokens), generation_time_ms=elapsed_ms)
+        yield StreamChunk("", finished=True, tokens_generated=int(reported or tokens), generation_time_ms=elapsed_ms,
+                          prompt_tokens=prompt_tokens, finish_reason=reason)
 
     async def unload(self, model_id: str) -> bool:
         # The TGI server owns its weights; nothing is loaded here.
