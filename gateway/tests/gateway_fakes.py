@@ -35,6 +35,7 @@ from modelforge.v1 import (
 from modelforge_common.catalog import TASKS
 from modelforge_common.dataset_rows import validate_lines
 from modelforge_common.errors import (
+    AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -102,6 +103,7 @@ class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
         self.started: list[common_pb2.TrainingConfig] = []
         self.known_datasets = {"train.jsonl"}
         self.fail_status_with: grpc.StatusCode | None = None
+        self.fail_details: str | None = None  # the message sent with fail_status_with
         self.metadata: list[dict[str, Any]] = []
         self.timeouts: list[float | None] = []
         self.queued: dict[str, common_pb2.TrainingJob] = {}  # jobs submitted through /api/jobs
@@ -157,7 +159,8 @@ class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
     async def GetTrainingStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self._record(context)
         if self.fail_status_with is not None:
-            await context.abort(self.fail_status_with, f"fake failure {self.fail_status_with.name}")
+            details = self.fail_details or f"fake failure {self.fail_status_with.name}"
+            await context.abort(self.fail_status_with, details)
         if request.job_id in self.queued:
             return trainer_pb2.GetTrainingStatusResponse(has_job=True, job=self.queued[request.job_id])
         if request.job_id and (self.job is None or self.job.job_id != request.job_id):
@@ -205,6 +208,11 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
         self.datasets: dict[str, registry_pb2.Dataset] = {}
         self.sessions: dict[str, registry_pb2.Session] = {}
         self.upload_messages: list[int] = []  # bytes per chunk message, for the streaming test
+        self.registered: list[registry_pb2.Model] = []
+        self.register_fails_with: grpc.StatusCode | None = None
+        # Folders under models/ that exist (as inference's merges write them); discards asked for.
+        self.folders: set[str] = set()
+        self.discarded: list[str] = []
 
     def _find(self, key: str) -> registry_pb2.Model:
         for model in self.models.values():
@@ -218,6 +226,30 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
     async def ListModels(self, request: Any, context: Any) -> Any:
         models = [m for m in self.models.values() if not request.task or m.task == request.task]
         return registry_pb2.ListModelsResponse(models=models, total=len(models))
+
+    async def RegisterModel(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        model = request.model
+        self.registered.append(model)
+        if self.register_fails_with is not None:
+            await context.abort(self.register_fails_with, "fake registration failure")
+        if any(m.name == model.name for m in self.models.values()):
+            raise AlreadyExists(f"Model name '{model.name}' is already taken")
+        number = max(self.models, default=0) + 1
+        stored = registry_pb2.Model()
+        stored.CopyFrom(model)
+        stored.id = number
+        stored.model_id = f"model_merged_{number}"
+        stored.created_at.CopyFrom(CREATED)
+        self.models[number] = stored
+        return registry_pb2.RegisterModelResponse(model=stored)
+
+    async def DiscardModelFolder(self, request: Any, context: Any) -> Any:
+        if any(m.path == request.path for m in self.models.values()):
+            raise FailedPrecondition(f"Model folder {request.path} belongs to a registered model")
+        self.discarded.append(request.path)
+        removed = request.path in self.folders
+        self.folders.discard(request.path)
+        return registry_pb2.DiscardModelFolderResponse(removed=removed)
 
     async def DeleteModel(self, request: Any, context: Any) -> Any:
         model = self._find(request.id)
@@ -381,6 +413,11 @@ class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
         self.unloaded: list[str] = []
         self.unload_fails = False
         self.fail_stream_after: int | None = None
+        self.merges: list[inference_pb2.MergeAdapterRequest] = []
+        self.merge_fails_with: grpc.StatusCode | None = None
+        self.pushes: list[inference_pb2.PushToHubRequest] = []
+        # Set by FakeServices: a merge writes its folder where the registry fake sees it.
+        self.registry: FakeRegistry | None = None
 
     def _check(self, model: inference_pb2.ModelRef) -> None:
         if any(digest == "tampered" for digest in model.file_sha256.values()):
@@ -412,6 +449,20 @@ class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
                 generation_time_ms=index,
             )
 
+    async def MergeAdapter(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.merges.append(request)
+        if self.registry is not None:
+            self.registry.folders.add(request.output_path)  # written, whether or not it completes
+        if self.merge_fails_with is not None:
+            await context.abort(self.merge_fails_with, "fake merge failure")
+        return inference_pb2.MergeAdapterResponse(
+            path=request.output_path, file_sha256={"model.safetensors": "cd" * 32}, size_bytes=3 * 1024 * 1024
+        )
+
+    async def PushToHub(self, request: Any, context: Any) -> Any:
+        self.pushes.append(request)
+        raise Unavailable("The Hugging Face Hub cannot be reached from this server")
+
     async def UnloadModel(self, request: Any, context: Any) -> Any:
         if self.unload_fails:
             raise Unavailable("inference is down")
@@ -436,6 +487,7 @@ class FakeServices:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
 
     def start(self) -> None:
+        self.inference.registry = self.registry
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-services", daemon=True)
         self._thread.start()
         registrations = {

@@ -252,6 +252,29 @@ class ModelCatalog:
         log.info("deleted model %s (%s) and its folder %s", info.model_id, info.name, info.path)
         return info
 
+    def discard_unregistered(self, raw_path: str) -> bool:
+        """Removes a folder directly under models/ that no registered model refers to (a merge whose
+        registration failed); False when it is already gone. Taking turns with registrations, so a
+        folder cannot be registered while it is being removed."""
+        folder = self.data_dir.inside(raw_path) if raw_path else None
+        if folder is None or folder.parent != self.data_dir.models:
+            raise InvalidArgument(
+                f"Model folder {raw_path} is not a folder directly inside models/",
+                [FieldViolation("path", "must be a folder directly inside models/ of the data directory")],
+            )
+        relative = self.data_dir.relative(folder)
+        with self.db.transaction() as session:
+            self.db.serialize(session, "models.register")
+            registered = session.scalars(select(ModelRecord.path))
+            if any(path == relative or path.startswith(relative + "/") for path in registered):
+                raise FailedPrecondition(f"Model folder {relative} belongs to a registered model")
+            trashed = self.data_dir.move_to_trash(folder, f"discarded-{folder.name}")
+        if trashed is None:
+            return False
+        remove(trashed)
+        log.info("removed unregistered model folder %s", relative)
+        return True
+
     def _drop(self, row_id: int, trashed: Path | None) -> None:
         with self.db.transaction() as session:
             session.execute(delete(ModelRecord).where(ModelRecord.id == row_id))

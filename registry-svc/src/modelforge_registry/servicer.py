@@ -51,6 +51,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         model = await asyncio.to_thread(self.models.delete, request.id)
         return registry_pb2.DeleteModelResponse(model=convert.model_pb(model))
 
+    async def DiscardModelFolder(  # noqa: N802
+        self, request: registry_pb2.DiscardModelFolderRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.DiscardModelFolderResponse:
+        removed = await asyncio.to_thread(self.models.discard_unregistered, request.path)
+        return registry_pb2.DiscardModelFolderResponse(removed=removed)
+
     async def UploadDataset(  # noqa: N802
         self, request_iterator: AsyncIterator[registry_pb2.UploadDatasetRequest], context: grpc.aio.ServicerContext
     ) -> registry_pb2.UploadDatasetResponse:

@@ -8,17 +8,23 @@ answer shows it.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
+import grpc
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelforge.v1 import inference_pb2, registry_pb2
+from modelforge.v1 import inference_pb2, registry_pb2, registry_pb2_grpc
+from modelforge_gateway.clients import CallOptions
 from modelforge_gateway.convert import model_details, model_ref
 from modelforge_gateway.deps import InferenceStub, RegistryStub, Rpc
+from modelforge_gateway.errors import ApiError
 from modelforge_gateway.routes.models import ModelIdPath, fetch_model
 from modelforge_gateway.schemas import ModelDetails
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["hub"])
 
@@ -72,7 +78,27 @@ async def push(body: HubPushRequest, registry: RegistryStub, inference: Inferenc
     )
 
 
-@router.post("/api/models/{model_id}/merge", response_model=MergedModelResponse, status_code=201)
+async def name_taken(registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, name: str) -> bool:
+    """Whether a registered model already has this name (the registry refuses a second one)."""
+    reply = await registry.ListModels(registry_pb2.ListModelsRequest(), **rpc.read)
+    return any(model.name == name for model in reply.models)
+
+
+async def discard_folder(registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, path: str) -> None:
+    """Best effort: the registry removes what a failed merge wrote (registry-svc owns deletion). If
+    it cannot now, its start-up sweep removes the unregistered folder later."""
+    try:
+        await registry.DiscardModelFolder(registry_pb2.DiscardModelFolderRequest(path=path), **rpc.write)
+    except grpc.aio.AioRpcError as exc:
+        log.warning("could not remove the folder %s of a failed merge: %s %s", path, exc.code().name, exc.details())
+
+
+@router.post(
+    "/api/models/{model_id}/merge",
+    response_model=MergedModelResponse,
+    status_code=201,
+    responses={409: {"description": "The name is taken, or the model has full weights already"}},
+)
 async def merge(
     registry: RegistryStub,
     inference: InferenceStub,
@@ -80,30 +106,42 @@ async def merge(
     body: MergeRequest | None = None,
     model_id: str = ModelIdPath,
 ) -> MergedModelResponse:
+    """Writes the adapter merged into its base as a new registered model. The name is checked
+    before the (long) merge; if the merge or the registration fails, the merged folder is removed."""
     source = await fetch_model(registry, rpc, model_id)
-    # A fresh folder under models/: if registering fails below, the registry's start-up sweep
-    # removes it as an orphan.
+    if source.adapter_type == "full":
+        raise ApiError(409, f"Model {source.model_id} already has full weights; only LoRA adapters are merged")
+    name = body.name if body and body.name else f"{source.name}-merged"
+    if await name_taken(registry, rpc, name):
+        raise ApiError(409, f"Model name '{name}' is already taken")
+    # A fresh folder under models/, the merge's own.
     output_path = f"models/{source.model_id}-merged-{uuid.uuid4().hex[:8]}"
-    merged = await inference.MergeAdapter(
-        inference_pb2.MergeAdapterRequest(model=model_ref(source), output_path=output_path), **rpc.merge
-    )
-    record = registry_pb2.Model(
-        name=(body.name if body and body.name else f"{source.name}-merged"),
-        # The merged weights stand alone (adapter_type full loads from path); base_model keeps
-        # what they were fine-tuned from.
-        base_model=source.base_model,
-        task=source.task,
-        strategy=source.strategy,
-        provider=source.provider,
-        path=merged.path,
-        config=source.config,
-        training_params=source.training_params,
-        metrics=source.metrics,
-        job_id=source.job_id,
-        adapter_type="full",
-        file_sha256=merged.file_sha256,
-        size_mb=merged.size_bytes / (1024 * 1024),
-    )
-    reply = await registry.RegisterModel(registry_pb2.RegisterModelRequest(model=record), **rpc.write)
+    try:
+        merged = await inference.MergeAdapter(
+            inference_pb2.MergeAdapterRequest(model=model_ref(source), output_path=output_path), **rpc.merge
+        )
+        record = registry_pb2.Model(
+            name=name,
+            # The merged weights stand alone (adapter_type full loads from path); base_model keeps
+            # what they were fine-tuned from.
+            base_model=source.base_model,
+            task=source.task,
+            strategy=source.strategy,
+            provider=source.provider,
+            path=merged.path,
+            config=source.config,
+            training_params=source.training_params,
+            metrics=source.metrics,
+            job_id=source.job_id,
+            adapter_type="full",
+            file_sha256=merged.file_sha256,
+            size_mb=merged.size_bytes / (1024 * 1024),
+        )
+        reply = await registry.RegisterModel(registry_pb2.RegisterModelRequest(model=record), **rpc.write)
+    except grpc.aio.AioRpcError:
+        # A merge that failed part way may have written some of the folder; a failed registration
+        # leaves all of it. Either way nothing refers to it.
+        await discard_folder(registry, rpc, output_path)
+        raise
     details: dict[str, Any] = model_details(reply.model)
     return MergedModelResponse(**details, merged_from=source.model_id)
