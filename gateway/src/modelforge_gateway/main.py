@@ -17,6 +17,8 @@ from modelforge_gateway.errors import UPLOAD_PATHS, install_error_handlers
 from modelforge_gateway.events import EventHub, TrainingEventFeed
 from modelforge_gateway.metrics import MetricsMiddleware
 from modelforge_gateway.middleware import RequestContextMiddleware
+from modelforge_gateway.openai import install_openai_error_handlers
+from modelforge_gateway.openai import router as openai_router
 from modelforge_gateway.openapi import honest_openapi
 from modelforge_gateway.routes import datasets, finetune, hub, jobs, models, playground, system, training, ws
 from modelforge_gateway.settings import GatewaySettings
@@ -57,6 +59,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.openapi = lambda: honest_openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)
+    install_openai_error_handlers(app)  # /v1 answers errors in OpenAI's shape
     # Middleware added later wraps the earlier: request id (outermost) -> metrics -> CORS -> API key -> body cap.
     app.add_middleware(
         BodyLimitMiddleware,
@@ -82,5 +85,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     for module in (system, datasets, training, jobs, finetune, models, hub, playground, ws):
         app.include_router(module.router)
     app.include_router(metrics.router)
+    app.include_router(openai_router)
     app.include_router(console.router)
     return app
