@@ -34,3 +34,15 @@ def test_summarization_instructs_a_decoder_only_model(causal_model: Path) -> Non
 def test_encoder_decoder_models_get_the_raw_text() -> None:
     model_input = build_input(SUMMARIZATION, GenerationParams(prompt="Long text."), None, True)
     assert model_input.text == "Long text."
+
+
+def test_chat_without_a_template_uses_the_role_prefixed_format(causal_model: Path) -> None:
+    from modelforge_inference.domain import ChatMessage
+
+    tokenizer = AutoTokenizer.from_pretrained(causal_model)
+    tokenizer.chat_template = None
+    messages = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello"),
+                ChatMessage("user", "Why?"))
+    model_input = build_input(TEXT_GENERATION, GenerationParams(messages=messages), tokenizer, False)
+    assert model_input.text == "System: Be brief.\nUser: Hi\nAssistant: Hello\nUser: Why?\nAssistant:"
+    assert model_input.add_special_tokens

@@ -1,0 +1,205 @@
+"""Serving many users from one base: shared base copies, continuous batching, chat and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from modelforge_common.errors import InvalidArgument
+from modelforge_inference.backends.local import LocalBackend
+from modelforge_inference.domain import TEXT_GENERATION, ChatMessage, GenerationParams, ModelRef, RequestedParams
+from modelforge_inference.service import InferenceService
+
+GREEDY = GenerationParams(prompt="Tell me about the fox", max_new_tokens=12)
+PROMPTS = ["Tell me about the fox", "Hi", "A much longer prompt about rivers, bridges and the sea at night", "Why?"]
+
+
+def backend(max_models: int = 8, max_bytes: int = 1 << 30) -> LocalBackend:
+    return LocalBackend(max_models, max_bytes, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def second_adapter(tmp_path_factory: pytest.TempPathFactory, causal_model: Path,
+                   make_lora: Callable[..., Path]) -> Path:
+    return make_lora(causal_model, tmp_path_factory.mktemp("lora2") / "adapter")
+
+
+@pytest.fixture
+def adapter_refs(refs: dict[str, ModelRef], second_adapter: Path,
+                 sha_map: Callable[[Path], dict[str, str]]) -> list[ModelRef]:
+    """Base alone, adapter one, adapter two: three models of one base."""
+    other = ModelRef("lora-two", refs["lora"].base_model, str(second_adapter), TEXT_GENERATION, "lora",
+                     sha_map(second_adapter))
+    return [refs["full"], refs["lora"], other]
+
+
+def _base_weight(served: object) -> object:
+    host = served.host  # type: ignore[attr-defined]
+    return host.model.get_input_embeddings().weight
+
+
+async def test_two_adapters_of_one_base_share_one_copy(adapter_refs: list[ModelRef]) -> None:
+    local = backend()
+    base, one, two = adapter_refs
+    served_one = await local.served_model(one)
+    served_two = await local.served_model(two)
+    served_base = await local.served_model(base)
+    cache = local.cache
+    assert cache.base_loads == 1 and len(cache.base_keys()) == 1
+    assert cache.loads == 3
+    [base_key] = cache.base_keys()
+    base_bytes = cache.bytes_of_base(base_key)
+    own = [cache.bytes_of_model(ref.cache_key) for ref in (base, one, two)]
+    assert own[0] == 0 and own[1] > 0 and own[2] > 0
+    # The adapters' own weights are a small part of the base's.
+    assert own[1] < base_bytes / 4
+    assert cache.total_bytes == base_bytes + sum(own)
+    # Same tensors, same storage: one copy of the base.
+    assert _base_weight(served_one).data_ptr() == _base_weight(served_two).data_ptr()
+    assert _base_weight(served_one).data_ptr() == _base_weight(served_base).data_ptr()
+    # Each still generates its own text.
+    texts = [(await local.generate(ref, GREEDY)).generated_text for ref in adapter_refs]
+    assert len(set(texts)) == 3
+    await local.close()
+
+
+async def test_an_evicted_adapter_leaves_its_base_and_the_last_model_takes_the_base(
+    adapter_refs: list[ModelRef],
+) -> None:
+    local = backend(max_models=2)
+    base, one, two = adapter_refs
+    alone = (await backend().generate(two, GREEDY)).generated_text
+    await local.generate(one, GREEDY)
+    await local.generate(base, GREEDY)
+    await local.generate(two, GREEDY)  # evicts `one`, the least recently used
+    assert local.cache.loaded_keys() == [base.cache_key, two.cache_key]
+    host = (await local.served_model(two)).host
+    assert len(host.adapters) == 1
+    assert (await local.generate(two, GREEDY)).generated_text == alone
+    assert await local.unload(base.model_id) and await local.unload(two.model_id)
+    assert local.cache.base_keys() == [] and local.cache.total_bytes == 0
+    await local.close()
+
+
+async def test_a_mixed_adapter_batch_gives_each_request_its_tokens_alone(adapter_refs: list[ModelRef]) -> None:
+    requests = [
+        (ref, dataclasses.replace(GREEDY, prompt=prompt, max_new_tokens=8 + 3 * i))
+        for i, (ref, prompt) in enumerate(zip(adapter_refs * 2, PROMPTS * 2, strict=False))
+    ]
+    alone = []
+    for ref, params in requests:
+        solo = backend()
+        alone.append(await solo.generate(ref, params))
+        await solo.close()
+    shared = backend()
+    together = await asyncio.gather(*(shared.generate(ref, params) for ref, params in requests))
+    served = await shared.served_model(adapter_refs[0])
+    batcher = shared.batcher_for(served.host)
+    assert batcher is not None and batcher.largest_batch > 1
+    assert [r.generated_text for r in together] == [r.generated_text for r in alone]
+    assert [r.tokens_generated for r in together] == [r.tokens_generated for r in alone]
+    assert [r.finish_reason for r in together] == [r.finish_reason for r in alone]
+    await shared.close()
+
+
+async def test_a_request_joining_a_running_batch_streams_correctly(adapter_refs: list[ModelRef]) -> None:
+    _base, one, two = adapter_refs
+    late_params = dataclasses.replace(GREEDY, prompt="Hi", max_new_tokens=10)
+    solo = backend()
+    expected = await solo.generate(two, late_params)
+    await solo.close()
+    local = backend()
+    running = local.generate_stream(one, dataclasses.replace(GREEDY, max_new_tokens=200))
+    await anext(running)  # the first request is decoding
+    served = await local.served_model(one)
+    batcher = local.batcher_for(served.host)
+    assert batcher is not None
+    steps_before = batcher.steps
+    chunks = [chunk async for chunk in local.generate_stream(two, late_params)]
+    assert batcher.steps > steps_before and batcher.largest_batch == 2
+    assert "".join(c.text for c in chunks) == expected.generated_text
+    assert chunks[-1].finished and chunks[-1].tokens_generated == expected.tokens_generated
+    assert chunks[-1].prompt_tokens == expected.prompt_tokens and chunks[-1].finish_reason == "length"
+    await running.aclose()
+    await local.close()
+
+
+async def test_a_disconnect_frees_its_slot_while_others_continue(adapter_refs: list[ModelRef]) -> None:
+    base, one, _ = adapter_refs
+    local = backend()
+    leaving = local.generate_stream(base, dataclasses.replace(GREEDY, max_new_tokens=400))
+    staying = asyncio.ensure_future(local.generate(one, dataclasses.replace(GREEDY, max_new_tokens=60)))
+    await anext(leaving)
+    served = await local.served_model(base)
+    batcher = local.batcher_for(served.host)
+    assert batcher is not None
+    await leaving.aclose()
+    # The leaver's row is gone as soon as aclose returns; the other request still runs to its end.
+    assert batcher.active <= 1 and served.active == 0
+    result = await staying
+    assert result.tokens_generated == 60 and result.finish_reason == "length"
+    assert batcher.active == 0
+    await local.close()
+
+
+async def test_greedy_and_seeded_sampled_requests_share_a_batch(refs: dict[str, ModelRef]) -> None:
+    sampled = dataclasses.replace(GREEDY, temperature=1.3, top_p=0.95, top_k=40, seed=7, max_new_tokens=16)
+    local = backend()
+    greedy_alone = await local.generate(refs["lora"], GREEDY)
+    sampled_alone = await local.generate(refs["lora"], sampled)
+    mixed = await asyncio.gather(local.generate(refs["lora"], GREEDY), local.generate(refs["lora"], sampled),
+                                 local.generate(refs["lora"], dataclasses.replace(sampled, seed=8)))
+    assert mixed[0].generated_text == greedy_alone.generated_text
+    # The same seed gives the same tokens whoever shares the batch.
+    assert mixed[1].generated_text == sampled_alone.generated_text
+    assert mixed[2].generated_text != mixed[1].generated_text
+    await local.close()
+
+
+async def test_stop_strings_end_generation_and_are_not_returned(refs: dict[str, ModelRef]) -> None:
+    local = backend()
+    free = await local.generate(refs["full"], dataclasses.replace(GREEDY, max_new_tokens=30))
+    assert len(free.generated_text) > 6
+    stop = free.generated_text[4:7]
+    cut = free.generated_text[: free.generated_text.index(stop)]
+    params = dataclasses.replace(GREEDY, max_new_tokens=30, stop=(stop, "never-generated"))
+    whole = await local.generate(refs["full"], params)
+    assert whole.generated_text == cut
+    assert whole.finish_reason == "stop" and whole.tokens_generated < free.tokens_generated
+    chunks = [c async for c in local.generate_stream(refs["full"], params)]
+    assert "".join(c.text for c in chunks) == cut and chunks[-1].finish_reason == "stop"
+    await local.close()
+
+
+async def test_chat_history_reaches_the_template(refs: dict[str, ModelRef]) -> None:
+    from modelforge_inference.backends import hf_models
+
+    local = backend()
+    served = await local.served_model(refs["full"])
+    messages = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hi"),
+                ChatMessage("assistant", "Hello there"), ChatMessage("user", "Tell me about the fox"))
+    params = GenerationParams(messages=messages, max_new_tokens=8)
+    ids = hf_models.encode_request(served, TEXT_GENERATION, params)
+    rendered = served.tokenizer.decode(ids)
+    expected = served.tokenizer.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in messages], tokenize=False, add_generation_prompt=True
+    )
+    assert rendered == expected
+    for message in messages:
+        assert message.content in rendered
+    result = await local.generate(refs["full"], params)
+    assert result.prompt_tokens == len(ids) and result.tokens_generated >= 1
+    await local.close()
+
+
+async def test_messages_with_a_bad_role_name_the_message_index(refs: dict[str, ModelRef]) -> None:
+    service = InferenceService(backend())
+    requested = RequestedParams(messages=(ChatMessage("user", "Hi"), ChatMessage("wizard", "x"),
+                                          ChatMessage("", "y")))
+    with pytest.raises(InvalidArgument) as exc:
+        await service.generate(refs["full"], requested)
+    assert [v.field for v in exc.value.violations] == ["messages[1].role", "messages[2].role"]
