@@ -1,4 +1,8 @@
-"""One logging setup for every process: JSON lines with service, request and job ids."""
+"""One logging setup for every process: JSON lines with service, request and job ids, and no secrets.
+
+Every field of every line is redacted (the message, extra fields, the rendered traceback): the API
+keys and HF token configured in the environment, and credential-shaped strings (Bearer values,
+`access_token=` and other secret-named key=value pairs, `hf_...` tokens, passwords in URLs)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ import logging.config
 import os
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 job_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="")
@@ -28,11 +35,24 @@ class ContextFilter(logging.Filter):
 # Environment variables whose values are secrets: they must never reach a log line.
 SECRET_ENV_VARS = ("MODELFORGE_HF_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELFORGE_API_KEYS")
 REDACTED = "***"
-# Credentials that travel in URLs or headers and may be echoed by an access log or an error message.
+# Credentials that travel in URLs, headers, keyword arguments or error messages, as
+# (pattern, replacement): what identifies the credential is kept, its value becomes ***.
 _CREDENTIAL_PATTERNS = (
-    re.compile(r"(access_token=)[^&\s\"']+", re.IGNORECASE),
-    re.compile(r"(authorization:?\s*bearer\s+)[^\s\"',]+", re.IGNORECASE),
-    re.compile(r"\b(hf_)[A-Za-z0-9]{8,}"),
+    # ?access_token=... and any other key=value / "key": "value" whose key names a secret.
+    (
+        re.compile(
+            r"""\b((?:access|refresh|id|hf|api|auth)[_-]?token|api[_-]?keys?|password|passwd|secret|client[_-]?secret)"""
+            r"""(["']?\s*[:=]\s*["']?)(?!\*\*\*)[^\s"'&,;)}\]]+""",
+            re.IGNORECASE,
+        ),
+        rf"\g<1>\g<2>{REDACTED}",
+    ),
+    # Authorization: Bearer <token> (and any other "Bearer <token>").
+    (re.compile(r"\b(bearer\s+)(?!\*\*\*)[A-Za-z0-9._~+/=-]+", re.IGNORECASE), rf"\g<1>{REDACTED}"),
+    # Hugging Face tokens wherever they appear.
+    (re.compile(r"\b(hf_)[A-Za-z0-9]{8,}"), rf"\g<1>{REDACTED}"),
+    # The password of a URL (postgresql+psycopg://user:password@host/db, nats://user:pw@host).
+    (re.compile(r"\b([a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s@/]+(@)", re.IGNORECASE), rf"\g<1>{REDACTED}\g<2>"),
 )
 
 
@@ -50,19 +70,44 @@ def secrets_from_environment(env: Mapping[str, str] | None = None) -> set[str]:
     return {secret for secret in found if len(secret) >= 4}
 
 
-class RedactingFilter(logging.Filter):
-    """Replaces known secrets and credential-shaped strings in the rendered message by ***."""
+class Redactor:
+    """Replaces known secret values and credential-shaped strings by ***."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
         self.secrets = sorted(set(secrets), key=len, reverse=True)
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
-        for pattern in _CREDENTIAL_PATTERNS:
-            text = pattern.sub(lambda match: match.group(1) + REDACTED, text)
+        for pattern, replacement in _CREDENTIAL_PATTERNS:
+            text = pattern.sub(replacement, text)
         return text
+
+    def redact_value(self, value: Any) -> Any:
+        """`value` with every string inside it (dict values and keys, list items) redacted."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, Mapping):
+            return {self.redact_value(key): self.redact_value(item) for key, item in value.items()}
+        if isinstance(value, list | tuple | set):
+            return [self.redact_value(item) for item in value]
+        if isinstance(value, int | float | bool) or value is None:
+            return value
+        # Anything else is rendered by the formatter with str(): redact that rendering.
+        return self.redact(str(value))
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts the rendered message and the traceback text of a record (for any handler); the
+    formatters below also redact every other field of the line."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.redactor = Redactor(secrets)
+        self.secrets = self.redactor.secrets
+
+    def redact(self, text: str) -> str:
+        return self.redactor.redact(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -79,16 +124,45 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class RedactingJsonFormatter(JsonFormatter):
+    """JSON lines in which every field is redacted: message, extra fields, and the traceback the
+    formatter renders itself from the raw exception."""
+
+    def __init__(self, *args: Any, secrets: Iterable[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.redactor = Redactor(secrets)
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return {key: self.redactor.redact_value(value) for key, value in log_data.items()}
+
+
+class RedactingTextFormatter(logging.Formatter):
+    """Plain lines, redacted as a whole (message, traceback, stack)."""
+
+    def __init__(self, *args: Any, secrets: Iterable[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.redactor = Redactor(secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redactor.redact(super().format(record))
+
+
 def configure_logging(service: str, level: str = "INFO", json_format: bool = True) -> None:
     fmt = "%(asctime)s %(levelname)s %(service)s %(name)s %(message)s %(request_id)s %(job_id)s"
+    secrets = sorted(secrets_from_environment())
     formatter: dict[str, object] = (
         {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": RedactingJsonFormatter,
             "fmt": fmt,
             "rename_fields": {"levelname": "severity", "asctime": "timestamp", "name": "logger"},
+            "secrets": secrets,
         }
         if json_format
-        else {"format": "%(asctime)s %(levelname)s [%(service)s] %(name)s: %(message)s"}
+        else {
+            "()": RedactingTextFormatter,
+            "fmt": "%(asctime)s %(levelname)s [%(service)s] %(name)s: %(message)s",
+            "secrets": secrets,
+        }
     )
     logging.config.dictConfig(
         {
@@ -96,7 +170,7 @@ def configure_logging(service: str, level: str = "INFO", json_format: bool = Tru
             "disable_existing_loggers": False,
             "filters": {
                 "context": {"()": ContextFilter, "service": service},
-                "redact": {"()": RedactingFilter, "secrets": sorted(secrets_from_environment())},
+                "redact": {"()": RedactingFilter, "secrets": secrets},
             },
             "formatters": {"default": formatter},
             "handlers": {
