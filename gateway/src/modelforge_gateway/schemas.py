@@ -494,27 +494,45 @@ class DeleteModelResponse(BaseModel):
 DEFAULT_MAX_NEW_TOKENS = 256
 
 
+class ChatMessageBody(_Body):
+    """One chat turn; the model's chat template is applied to the whole conversation."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=200_000)
+
+
 class GenerateRequest(_Body):
-    """rest-api.md generate; /api/playground/new's max_length is accepted as max_new_tokens."""
+    """rest-api.md generate; /api/playground/new's max_length is accepted as max_new_tokens.
+    `messages` (a conversation) may be sent instead of `prompt`."""
 
     model_id: Annotated[int, Field(ge=0, le=2**63 - 1)] | Annotated[str, Field(min_length=1, max_length=300)]
     # Extractive question answering reads these instead of (or besides) the prompt; declared
-    # before `prompt` so its check can see them.
+    # before `prompt` so its check can see them, as are the chat messages.
     context: str = ""
     question: str = ""
-    prompt: str = ""
+    messages: list[ChatMessageBody] = Field(default_factory=list, max_length=1000)
+    # Checked even when left out: a request needs a prompt, a question or messages.
+    prompt: str = Field("", validate_default=True)
     max_new_tokens: int | None = Field(None, ge=1, le=4096)
     max_length: int | None = Field(None, ge=1, le=4096)
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(0.9, gt=0, le=1)
     top_k: int | None = Field(None, ge=0, le=1000)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
+    # Generation ends before any of these strings (not returned).
+    stop: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=16)
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
 
     @field_validator("prompt")
     @classmethod
     def _needs_input(cls, prompt: str, info: ValidationInfo) -> str:
-        if not prompt.strip() and not str(info.data.get("question", "")).strip():
-            raise PydanticCustomError("value_error", "prompt must not be empty")
+        if prompt.strip() or str(info.data.get("question", "")).strip():
+            return prompt
+        messages = info.data.get("messages") or []
+        if not messages:
+            raise PydanticCustomError("value_error", "prompt must not be empty (or send messages)")
+        if not any(m.content.strip() for m in messages):
+            raise PydanticCustomError("value_error", "every message is empty")
         return prompt
 
     @property
@@ -530,6 +548,10 @@ class GenerateResponse(BaseModel):
     score: float | None = None
     start: int | None = None
     end: int | None = None
+    # Tokens of the input as the model saw it (chat template applied).
+    prompt_tokens: int | None = None
+    # "stop" (end of sequence or a stop string) | "length" (max_new_tokens reached).
+    finish_reason: str | None = None
 
 
 class PlaygroundNewResponse(GenerateResponse):

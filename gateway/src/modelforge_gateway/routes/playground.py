@@ -40,7 +40,11 @@ def generation_params(body: GenerateRequest) -> inference_pb2.GenerationParams:
         top_p=body.top_p,
         context=body.context,
         question=body.question,
+        messages=[inference_pb2.ChatMessage(role=m.role, content=m.content) for m in body.messages],
+        stop=body.stop,
     )
+    if body.seed is not None:
+        params.seed = body.seed
     if body.top_k is not None:
         params.top_k = body.top_k
     if body.repetition_penalty is not None:
@@ -60,6 +64,9 @@ async def _generate(
         "generation_time_ms": int(reply.generation_time_ms),
         "model_id": model.model_id,
     }
+    if reply.finish_reason:  # reported by inference-svc (with the prompt's token count)
+        result["prompt_tokens"] = reply.prompt_tokens
+        result["finish_reason"] = reply.finish_reason
     for name in ("score", "start", "end"):
         if reply.HasField(name):
             result[name] = getattr(reply, name)
@@ -95,12 +102,16 @@ def sse(data: dict[str, Any], event: str | None = None) -> bytes:
 
 
 def _chunk(piece: inference_pb2.GenerateStreamResponse) -> dict[str, Any]:
-    return {
+    chunk: dict[str, Any] = {
         "text": piece.text,
         "finished": piece.finished,
         "tokens_generated": piece.tokens_generated,
         "generation_time_ms": int(piece.generation_time_ms),
     }
+    if piece.finished and piece.finish_reason:
+        chunk["prompt_tokens"] = piece.prompt_tokens
+        chunk["finish_reason"] = piece.finish_reason
+    return chunk
 
 
 @router.post(
@@ -112,8 +123,9 @@ async def stream(
     body: GenerateRequest, request: Request, registry: RegistryStub, inference: InferenceStub, rpc: Rpc
 ) -> StreamingResponse:
     """One `data:` event per text piece ({text, finished, tokens_generated, generation_time_ms}); the
-    last has finished=true. Errors before the first piece answer with their HTTP status; a failure
-    mid-stream arrives as an `event: error` carrying the usual error body."""
+    last has finished=true and adds prompt_tokens and finish_reason. Errors before the first piece
+    answer with their HTTP status; a failure mid-stream arrives as an `event: error` carrying the
+    usual error body."""
     model = await fetch_model(registry, rpc, str(body.model_id))
     call = inference.GenerateStream(
         inference_pb2.GenerateStreamRequest(model=model_ref(model), params=generation_params(body)), **rpc.generate
