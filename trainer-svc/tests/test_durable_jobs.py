@@ -67,8 +67,9 @@ class MemoryQueue:
     async def enqueue(self, job_id: str) -> None:
         self.queued.append(job_id)
 
-    async def request_stop(self, job_id: str) -> None:
+    async def request_stop(self, job_id: str) -> bool:
         self.stop_requests.append(job_id)
+        return job_id in self.elsewhere  # a live replica runs it and answers
 
     async def running_elsewhere(self, job_id: str) -> bool:
         return job_id in self.elsewhere
@@ -196,6 +197,7 @@ async def test_other_replicas_jobs_are_read_and_cancelled_through_the_record(dur
     queued, _ = await durable.service.submit(request(model_dir))
     elsewhere, _ = await durable.service.submit(request(model_dir))
     await durable.store.update_job(elsewhere.job_id, {"status": "running", "replica": "replica-b"})
+    durable.queue.elsewhere.add(elsewhere.job_id)
 
     cancelled = await durable.service.stop(queued.job_id, wait_s=1)
     asked = await durable.service.stop(elsewhere.job_id, wait_s=1)

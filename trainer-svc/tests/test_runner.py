@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from modelforge_common.errors import Unavailable
+from modelforge_common.errors import InvalidArgument, Unavailable
 from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
 from modelforge_trainer.jobs import EventKind, Job, JobRegistry, JobStatus
+from modelforge_trainer.ports import ModelRecord
 from modelforge_trainer.publisher import RecordingSink
 from modelforge_trainer.runner import JobPaths, JobRunner, describe_signal_exit
 from modelforge_trainer.testing import FakeRegistrar
@@ -133,14 +134,83 @@ async def test_a_worker_ignoring_the_stop_is_killed_after_the_grace_period(tmp_p
     assert job.message == "Training stopped by user at step 1/3"
 
 
-async def test_registration_failure_fails_the_job(tmp_path: Path, fake_worker_command) -> None:
-    registrar = FakeRegistrar(error=Unavailable("registry-svc failed (UNAVAILABLE): connection refused"))
+async def test_a_refused_registration_fails_the_job(tmp_path: Path, fake_worker_command) -> None:
+    registrar = FakeRegistrar(error=InvalidArgument("Model name 'x' is invalid"))
     _, runner = make_runner(tmp_path, fake_worker_command, registrar)
     job = new_job(JobRegistry(), "complete")
     runner.launch(job)
     await runner.wait(job.job_id, WAIT_S)
     assert job.status is JobStatus.ERROR
-    assert job.error == "Model registration failed: registry-svc failed (UNAVAILABLE): connection refused"
+    assert job.error == "Model registration failed: Model name 'x' is invalid"
+
+
+class FlakyRegistrar(FakeRegistrar):
+    """Unavailable for the first `outages` calls (the registry restarting), then registers."""
+
+    def __init__(self, outages: int) -> None:
+        super().__init__()
+        self.outages = outages
+        self.calls = 0
+
+    async def register_model(self, record: ModelRecord) -> str:
+        self.calls += 1
+        if self.calls <= self.outages:
+            raise Unavailable("registry-svc is unavailable")
+        return await super().register_model(record)
+
+
+async def test_registration_is_retried_through_an_outage_while_the_job_is_registering(
+    tmp_path: Path, fake_worker_command
+) -> None:
+    registrar = FlakyRegistrar(outages=2)
+    sink, runner = make_runner(tmp_path, fake_worker_command, registrar)
+    job = new_job(JobRegistry(), "complete")
+    runner.launch(job)
+    await runner.wait(job.job_id, WAIT_S)
+
+    assert job.status is JobStatus.COMPLETED and job.model_id == "model_1"
+    assert registrar.calls == 3 and len(registrar.records) == 1
+    statuses = [e.status for e in sink.events if e.kind is EventKind.STATUS]
+    assert statuses == [JobStatus.RUNNING, JobStatus.REGISTERING, JobStatus.COMPLETED]
+    registering = next(e for e in sink.events if e.status is JobStatus.REGISTERING)
+    assert "registry-svc is unavailable" in registering.message
+    assert not JobPaths(tmp_path).registration_file(job.job_id).exists()  # done with once registered
+
+
+async def test_registration_gives_up_after_its_retry_window(tmp_path: Path, fake_worker_command) -> None:
+    sink = RecordingSink()
+    runner = JobRunner(
+        sink, FlakyRegistrar(outages=100), JobPaths(tmp_path), worker_command=fake_worker_command,
+        registration_retry_s=0.5,
+    )
+    job = new_job(JobRegistry(), "complete")
+    runner.launch(job)
+    await runner.wait(job.job_id, WAIT_S)
+    assert job.status is JobStatus.ERROR
+    assert job.error == "Model registration failed: registry-svc is unavailable (retried for 0s)"
+
+
+async def test_a_registration_left_by_a_dead_replica_is_taken_over(tmp_path: Path, fake_worker_command) -> None:
+    first = FlakyRegistrar(outages=100)
+    sink, runner = make_runner(tmp_path, fake_worker_command, first)
+    job = new_job(JobRegistry(), "complete")
+    runner.launch(job)
+    async with asyncio.timeout(WAIT_S):
+        await sink.wait_until(lambda events: any(e.status is JobStatus.REGISTERING for e in events))
+    saved = JobPaths(tmp_path).registration_file(job.job_id)
+    assert saved.is_file()
+
+    # Another replica (a new runner on the same data dir) takes the job over from its record.
+    registrar = FakeRegistrar()
+    _, other = make_runner(tmp_path, fake_worker_command, registrar)
+    taken = Job(job_id=job.job_id, request=job.request, config=job.config, status=JobStatus.REGISTERING)
+    assert other.resume_registration(taken)
+    await other.wait(job.job_id, WAIT_S)
+    assert taken.status is JobStatus.COMPLETED and taken.model_id == "model_1"
+    assert registrar.records[0].job_id == job.job_id and registrar.records[0].metrics["final_loss"] == 0.5
+    assert not other.resume_registration(Job(job_id="train_unknown", request=job.request, config=job.config))
+    for retrying in list(runner._tasks.values()):  # the first replica "died" meanwhile
+        retrying.cancel()
 
 
 async def test_silent_exit_reports_the_last_output_line(tmp_path: Path, fake_worker_command) -> None:

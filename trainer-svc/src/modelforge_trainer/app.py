@@ -18,7 +18,9 @@ from modelforge_common.settings import port_of
 from modelforge_trainer.clients import HardwareClient, RegistryClient
 from modelforge_trainer.convert import encode_event
 from modelforge_trainer.device import DeviceInfo, detect_device
-from modelforge_trainer.jobs import JobRegistry
+from modelforge_trainer.jobs import JobRegistry, JobStatus
+from modelforge_trainer.metrics import jobs_collector
+from modelforge_trainer.orphans import end_left_behind_workers
 from modelforge_trainer.ports import DatasetLookup, MemoryEstimator, ModelRegistrar
 from modelforge_trainer.publisher import NatsEventPublisher
 from modelforge_trainer.queue import JetStreamJobQueue
@@ -46,7 +48,12 @@ class TrainerApp:
     recorder: RecordingStoreSink | None = None
 
     def start_background(self) -> None:
-        """Event publishing, and consuming the job queue when jobs are durable."""
+        """Ends workers a dead trainer of this data dir left behind, then starts event publishing, and
+        consuming the job queue when jobs are durable."""
+        left_behind = end_left_behind_workers(self.service.paths.data_dir)
+        if left_behind:
+            log.warning("ended %d worker process(es) left behind by an earlier trainer-svc: %s",
+                        len(left_behind), left_behind)
         self.publisher.start()
         if self.queue is not None:
             self.queue.start(
@@ -136,6 +143,7 @@ def build_app(
         registrar or registry,  # type: ignore[arg-type]
         paths,
         stop_grace_s=settings.stop_grace_s,
+        registration_retry_s=settings.registration_retry_s,
         **({"worker_command": worker_command} if worker_command else {}),
     )
     service = TrainerService(
@@ -148,6 +156,12 @@ def build_app(
         paths=paths,
         durable=durable,
     )
+    def queue_depth() -> int:
+        if queue is not None:
+            return queue.depth
+        return len([job for job in jobs.active() if job.status is JobStatus.QUEUED])
+
+    jobs_collector().watch(jobs.jobs, queue_depth, lambda: sum(runner.gpu_memory.values()) if device.cuda else None)
     servicer = TrainerServicer(service, stop_wait_s=settings.stop_grace_s + 5)
     server, port, health_servicer = build_server(
         [(trainer_pb2_grpc.add_TrainerServiceServicer_to_server, servicer, SERVICE_NAME)],

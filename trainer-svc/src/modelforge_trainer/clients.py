@@ -3,6 +3,7 @@ interfaces. gRPC errors become domain errors here, so nothing else sees grpc."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from typing import Any
 
@@ -11,6 +12,7 @@ from google.protobuf import field_mask_pb2
 
 from modelforge.v1 import hardware_pb2, hardware_pb2_grpc, registry_pb2, registry_pb2_grpc
 from modelforge_common.errors import (
+    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     ModelForgeError,
@@ -20,6 +22,8 @@ from modelforge_common.errors import (
 from modelforge_common.grpc_client import make_channel, violations_of
 from modelforge_trainer.convert import model_to_pb, record_from_pb, record_to_pb
 from modelforge_trainer.ports import DatasetInfo, JobRecord, MemoryEstimate, MemoryQuery, ModelRecord
+
+log = logging.getLogger(__name__)
 
 
 def _domain_error(service: str, error: grpc.aio.AioRpcError) -> ModelForgeError:
@@ -31,6 +35,13 @@ def _domain_error(service: str, error: grpc.aio.AioRpcError) -> ModelForgeError:
         return InvalidArgument(detail, violations_of(error))
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return FailedPrecondition(detail)
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return AlreadyExists(detail)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        # gRPC's own details name the address it dialled: for the log, never for a client or a job.
+        log.warning("%s call failed (%s): %s", service, code.name, detail)
+        what = "is unavailable" if code == grpc.StatusCode.UNAVAILABLE else "did not answer in time"
+        return Unavailable(f"{service} {what}")
     return Unavailable(f"{service} failed ({code.name}): {detail}")
 
 

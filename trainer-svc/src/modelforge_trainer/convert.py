@@ -19,6 +19,7 @@ STATUS_TO_PB = {
     JobStatus.COMPLETED: common_pb2.JOB_STATUS_COMPLETED,
     JobStatus.ERROR: common_pb2.JOB_STATUS_ERROR,
     JobStatus.STOPPED: common_pb2.JOB_STATUS_STOPPED,
+    JobStatus.REGISTERING: common_pb2.JOB_STATUS_REGISTERING,
 }
 STATUS_FROM_PB = {value: status for status, value in STATUS_TO_PB.items()}
 KIND_TO_PB = {

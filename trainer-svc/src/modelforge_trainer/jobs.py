@@ -22,6 +22,8 @@ class JobStatus(enum.Enum):
     COMPLETED = "completed"
     ERROR = "error"
     STOPPED = "stopped"
+    # Trained and saved; registering the model is retried until the registry takes it.
+    REGISTERING = "registering"
 
     @property
     def terminal(self) -> bool:
@@ -68,6 +70,8 @@ class Progress:
     progress: float
     loss: float | None = None
     learning_rate: float | None = None
+    # CUDA memory the worker's torch holds (reserved), when it trains on a GPU.
+    gpu_memory_bytes: int | None = None
 
 
 def _now() -> datetime:
@@ -189,6 +193,14 @@ class Job:
         self._require_active("stop it")
         self.stop_reason = reason
         self.message = "Stopping at the next step (saving a checkpoint)"
+        return self._event(EventKind.STATUS)
+
+    def mark_registering(self, message: str) -> JobEvent:
+        """Training is done and the model saved, but the registry did not take it yet: the job stays
+        active while registration is retried."""
+        self._require_active("register its model")
+        self.status = JobStatus.REGISTERING
+        self.message = message
         return self._event(EventKind.STATUS)
 
     def record_metrics(self, metrics: dict[str, float], message: str = "Evaluation finished") -> JobEvent:

@@ -81,7 +81,7 @@ class JobRecord:
     """A job of record as registry-svc stores it (registry.proto's Job), shared by every replica."""
 
     job_id: str
-    status: str = "queued"  # queued | running | completed | error | stopped
+    status: str = "queued"  # queued | running | registering | completed | error | stopped
     idempotency_key: str = ""
     request: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0
@@ -123,8 +123,8 @@ class JobQueue(Protocol):
         """Raises errors.Unavailable when the job could not be queued."""
         ...
 
-    async def request_stop(self, job_id: str) -> None:
-        """Asks the replica that runs the job to stop it."""
+    async def request_stop(self, job_id: str) -> bool:
+        """Asks the replica that runs the job to stop it; False when no live replica runs it."""
         ...
 
     async def running_elsewhere(self, job_id: str) -> bool:

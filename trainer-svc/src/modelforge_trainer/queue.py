@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ STOP_SUBJECT_PREFIX = "modelforge.jobs.stop"
 # Request/reply: "does a live replica still run this job?" (answered by the one that does).
 ALIVE_SUBJECT_PREFIX = "modelforge.jobs.alive"
 EVENT_KINDS = ("status", "progress", "metric", "log")
+# Seconds between two reads of the queue's depth (for the queue depth metric).
+DEPTH_READ_INTERVAL_S = 5.0
 
 Connect = Callable[[], Awaitable[Any]]
 
@@ -81,6 +84,8 @@ class JetStreamJobQueue:
         self._task: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
+        # Jobs waiting in the queue (the consumer's pending messages), as last read.
+        self.depth = 0
 
     async def _connection(self) -> Any:
         if self._nc is None or self._nc.is_closed:
@@ -119,16 +124,21 @@ class JetStreamJobQueue:
                 await self._declare(js)
             await js.publish(JOBS_SUBJECT, job_id.encode(), timeout=5, headers={"Nats-Msg-Id": f"job:{job_id}"})
         except Exception as exc:
-            raise Unavailable(f"The job queue (NATS) is unreachable: {exc!r}") from exc
+            log.warning("queueing job %s failed: %r", job_id, exc)
+            raise Unavailable("The job queue (NATS) is unreachable") from exc
 
-    async def request_stop(self, job_id: str) -> None:
-        """Asks whichever replica runs the job to stop it."""
+    async def request_stop(self, job_id: str) -> bool:
+        """Asks whichever replica runs the job to stop it: True once that replica answered, False
+        when none did (no live replica runs it)."""
         try:
             nc = await asyncio.wait_for(self._connection(), 5)
-            await nc.publish(f"{STOP_SUBJECT_PREFIX}.{job_id}", b"")
-            await nc.flush(timeout=5)
+            await nc.request(f"{STOP_SUBJECT_PREFIX}.{job_id}", b"", timeout=2)
+            return True
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            return False
         except Exception as exc:
-            raise Unavailable(f"Could not reach the replica running {job_id} (NATS): {exc!r}") from exc
+            log.warning("could not ask for job %s to stop: %r", job_id, exc)
+            raise Unavailable(f"Could not reach the replica running {job_id} (the job queue is unreachable)") from exc
 
     async def running_elsewhere(self, job_id: str) -> bool:
         """True when a live replica answers that it runs the job (a redelivery that came only
@@ -180,7 +190,11 @@ class JetStreamJobQueue:
         runs_here: Callable[[str], bool],
     ) -> None:
         async def stop_requested(msg: Any) -> None:
-            on_stop(msg.subject.rsplit(".", 1)[-1])
+            job_id = msg.subject.rsplit(".", 1)[-1]
+            if runs_here(job_id):
+                on_stop(job_id)
+                if msg.reply:
+                    await msg.respond(b"stopping")
 
         async def alive_asked(msg: Any) -> None:
             if runs_here(msg.subject.rsplit(".", 1)[-1]) and msg.reply:
@@ -210,7 +224,12 @@ class JetStreamJobQueue:
                 await asyncio.sleep(self._retry_s)
 
     async def _pull(self, pull: Any, handler: Handler, free_slots: Callable[[], int]) -> None:
+        depth_read_at = 0.0
         while True:
+            if time.monotonic() - depth_read_at >= DEPTH_READ_INTERVAL_S:
+                depth_read_at = time.monotonic()
+                with contextlib.suppress(Exception):  # a metric only: the next round tries again
+                    self.depth = int((await pull.consumer_info()).num_pending)
             free = free_slots()
             if free <= 0:
                 await asyncio.sleep(0.2)

@@ -10,25 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
 import shutil
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
 
-from modelforge_common.errors import ModelForgeError
+from modelforge_common.errors import ModelForgeError, Unavailable
 from modelforge_trainer.config import ResolvedConfig
-from modelforge_trainer.jobs import Job, Progress
+from modelforge_trainer.jobs import Job, JobStatus, Progress
 from modelforge_trainer.lineage import LossCurve, build_lineage
+from modelforge_trainer.metrics import StepTimer, job_finished
+from modelforge_trainer.orphans import WorkerPidFile, process_start_time
 from modelforge_trainer.ports import ModelRecord, ModelRegistrar
 from modelforge_trainer.publisher import EventSink
+from modelforge_trainer.worker.lifeline import DATA_DIR_ENV, PARENT_ENV, STOP_GRACE_ENV, parent_marker
 from modelforge_trainer.worker.protocol import (
     ErrorMessage,
     LogMessage,
@@ -42,6 +47,9 @@ log = logging.getLogger(__name__)
 
 WORKER_MODULE = "modelforge_trainer.worker"
 OUTPUT_TAIL_LINES = 40
+# Registration retries: 1, 2, 4 ... seconds apart, at most 30, for registration_retry_s in all.
+REGISTRATION_FIRST_RETRY_S = 1.0
+REGISTRATION_MAX_RETRY_S = 30.0
 GIB = 1024**3
 
 
@@ -62,6 +70,14 @@ class JobPaths:
 
     def pid_file(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "worker.pid"
+
+    def registration_file(self, job_id: str) -> Path:
+        """The finished job's model record, kept until the registry took it."""
+        return self.job_dir(job_id) / "registration.json"
+
+    def worker_file(self, job_id: str) -> Path:
+        """The worker's and its trainer's pids and start times (orphans.WorkerPidFile)."""
+        return self.job_dir(job_id) / "worker.json"
 
     def log_file(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "worker.log"
@@ -101,6 +117,58 @@ def describe_signal_exit(signum: int, *, oom_killed: bool, peak_rss_bytes: int, 
     return text
 
 
+# What a worker inherits of the trainer's environment: the system, Python, the numeric and ML
+# libraries' own settings. Nothing else: no API keys, no database URL, no MODELFORGE_* setting.
+WORKER_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+    "LD_LIBRARY_PATH", "LD_PRELOAD", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONWARNINGS",
+    "PYTHONDONTWRITEBYTECODE", "XDG_CACHE_HOME", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    "http_proxy", "https_proxy", "no_proxy",
+})
+WORKER_ENV_PREFIXES = (
+    "LC_", "CUDA_", "NVIDIA_", "NCCL_", "PYTORCH_", "TORCH_", "TORCHINDUCTOR_", "TRITON_", "HF_",
+    "TRANSFORMERS_", "UNSLOTH_", "BNB_", "ACCELERATE_", "OTEL_",
+)
+# The Hub token, under the names huggingface_hub reads; passed only to a job that uses the Hub.
+HUB_TOKEN_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+TRAINER_HUB_TOKEN = "MODELFORGE_HF_TOKEN"
+
+
+def worker_environment(source: Mapping[str, str], *, needs_hub: bool) -> dict[str, str]:
+    """The environment of a training worker, from the trainer's: only what training needs (see
+    WORKER_ENV_NAMES); the Hub token only when the job downloads its model from the Hub."""
+    env = {
+        name: value
+        for name, value in source.items()
+        if (name in WORKER_ENV_NAMES or name.startswith(WORKER_ENV_PREFIXES)) and name not in HUB_TOKEN_NAMES
+    }
+    if needs_hub:
+        token = next((source[name] for name in (*HUB_TOKEN_NAMES, TRAINER_HUB_TOKEN) if source.get(name)), "")
+        if token:
+            env["HF_TOKEN"] = token
+    else:
+        env["HF_HUB_OFFLINE"] = "1"  # a local folder needs nothing from the Hub
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    return env
+
+
+def write_registration(record: ModelRecord, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(record)), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_registration(path: Path) -> ModelRecord | None:
+    try:
+        return ModelRecord(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def default_model_name(config: ResolvedConfig, job_id: str) -> str:
     base = Path(config.model_name.rstrip("/")).name or "model"
     return f"{base}-{config.task}-{job_id.rsplit('_', 1)[-1]}"
@@ -114,6 +182,7 @@ class _Watch:
     output_tail: deque[str] = field(default_factory=lambda: deque(maxlen=OUTPUT_TAIL_LINES))
     peak_rss_bytes: int = 0
     loss_curve: LossCurve = field(default_factory=LossCurve)
+    step_timer: StepTimer = field(default_factory=StepTimer)
 
 
 class JobRunner:
@@ -126,15 +195,21 @@ class JobRunner:
         stop_grace_s: float = 20.0,
         worker_command: Sequence[str] = (sys.executable, "-m", WORKER_MODULE),
         env: Mapping[str, str] | None = None,
+        registration_retry_s: float = 900.0,
     ) -> None:
         self.sink = sink
         self.registrar = registrar
         self.paths = paths
         self.stop_grace_s = stop_grace_s
+        # Long enough to outlast a registry restart (or a rolling update of its pods).
+        self.registration_retry_s = registration_retry_s
         self.worker_command = tuple(worker_command)
         self.env = dict(env if env is not None else os.environ)
+        self._start_time = process_start_time(os.getpid())
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # CUDA memory each running worker last reported holding (GPU nodes only).
+        self.gpu_memory: dict[str, int] = {}
         # Called after a job's worker is gone and the job ended (the service starts the next queued job).
         self.on_finished: Callable[[Job], None] | None = None
 
@@ -195,16 +270,18 @@ class JobRunner:
         finally:
             self._processes.pop(job.job_id, None)
             self._tasks.pop(job.job_id, None)
+            self.gpu_memory.pop(job.job_id, None)
+            if not job.active:
+                job_finished(job.status)
             if self.on_finished is not None:
                 self.on_finished(job)
 
     def _worker_env(self, config: ResolvedConfig) -> dict[str, str]:
-        env = dict(self.env)
-        env["PYTHONUNBUFFERED"] = "1"
-        env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-        if config.local_model:
-            env["HF_HUB_OFFLINE"] = "1"  # a local folder needs nothing from the Hub
+        env = worker_environment(self.env, needs_hub=not config.local_model)
+        # How the worker knows its trainer (worker/lifeline.py) and a later trainer knows the worker.
+        env[PARENT_ENV] = parent_marker(os.getpid(), self._start_time)
+        env[DATA_DIR_ENV] = str(self.paths.data_dir)
+        env[STOP_GRACE_ENV] = str(self.stop_grace_s + 5)
         return env
 
     async def _supervise(self, job: Job, resume_checkpoint: str) -> None:
@@ -245,7 +322,14 @@ class JobRunner:
 
         self._processes[job.job_id] = process
         job.worker_pid = process.pid
+        try:
+            worker_started = process_start_time(process.pid)
+        except Exception:  # noqa: BLE001 - exited already: nothing to find later
+            worker_started = 0.0
         self.paths.pid_file(job.job_id).write_text(f"{process.pid}\n")
+        WorkerPidFile(process.pid, worker_started, os.getpid(), self._start_time).write(
+            self.paths.worker_file(job.job_id)
+        )
         log.info("worker process %d started", process.pid, extra={"job_id": job.job_id})
         if job.stop_reason is not None:
             self._signal_stop(job.job_id)
@@ -284,6 +368,9 @@ class JobRunner:
                     continue
                 elif isinstance(message, Progress):
                     watch.loss_curve.add(message)
+                    watch.step_timer.report(message)
+                    if message.gpu_memory_bytes is not None:
+                        self.gpu_memory[job.job_id] = message.gpu_memory_bytes
                     self.sink.publish(job.update_progress(message))
                 elif isinstance(message, MetricMessage):
                     self.sink.publish(job.record_metrics(message.metrics, message.message or "Evaluation finished"))
@@ -372,15 +459,61 @@ class JobRunner:
             adapter_type="lora",
             lineage=lineage,
         )
-        try:
-            model_id = await self.registrar.register_model(record)
-        except ModelForgeError as exc:
-            self.sink.publish(job.fail(f"Model registration failed: {exc.message}"))
-            return
-        except Exception as exc:
-            log.exception("model registration failed", extra={"job_id": job.job_id})
-            self.sink.publish(job.fail(f"Model registration failed: {exc}"))
-            return
+        # Kept beside the job until the model is registered: a replica that takes the job over while
+        # it is registering (this one died) registers the same record.
+        await asyncio.to_thread(write_registration, record, self.paths.registration_file(job.job_id))
+        await self.register(job, record)
+
+    async def register(self, job: Job, record: ModelRecord) -> None:
+        """Registers the finished job's model; while registry-svc is unreachable the job is
+        `registering` and the call is retried with exponential backoff for registration_retry_s."""
+        deadline = time.monotonic() + self.registration_retry_s
+        delay = REGISTRATION_FIRST_RETRY_S
+        while True:
+            try:
+                model_id = await self.registrar.register_model(record)
+                break
+            except Unavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    self.sink.publish(job.fail(
+                        f"Model registration failed: {exc.message} (retried for {self.registration_retry_s:.0f}s)"
+                    ))
+                    return
+                if job.status is not JobStatus.REGISTERING:
+                    self.sink.publish(job.mark_registering(
+                        f"Training finished; registering the model, retried until the registry answers ({exc.message})"
+                    ))
+                log.warning("registering the model failed, retrying in %.0fs: %s", delay, exc.message,
+                            extra={"job_id": job.job_id})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REGISTRATION_MAX_RETRY_S)
+            except ModelForgeError as exc:
+                self.sink.publish(job.fail(f"Model registration failed: {exc.message}"))
+                return
+            except Exception as exc:
+                log.exception("model registration failed", extra={"job_id": job.job_id})
+                self.sink.publish(job.fail(f"Model registration failed: {type(exc).__name__}"))
+                return
         # The adapter is saved; the job's resumable checkpoints only cost disk now.
         shutil.rmtree(self.paths.checkpoint_dir(job.job_id), ignore_errors=True)
-        self.sink.publish(job.complete(model_id, metrics))
+        self.paths.registration_file(job.job_id).unlink(missing_ok=True)
+        self.sink.publish(job.complete(model_id, record.metrics))
+
+    def resume_registration(self, job: Job) -> bool:
+        """Takes over the registration of a job whose replica died while it was registering; False
+        when that replica left no registration record (the job must be trained again)."""
+        record = read_registration(self.paths.registration_file(job.job_id))
+        if record is None:
+            return False
+        self._tasks[job.job_id] = asyncio.create_task(self._run_registration(job, record), name=f"job-{job.job_id}")
+        return True
+
+    async def _run_registration(self, job: Job, record: ModelRecord) -> None:
+        try:
+            await self.register(job, record)
+        finally:
+            self._tasks.pop(job.job_id, None)
+            if not job.active:
+                job_finished(job.status)
+            if self.on_finished is not None:
+                self.on_finished(job)

@@ -23,6 +23,8 @@ from modelforge_trainer.runner import JobPaths, JobRunner
 from modelforge_trainer.validation import validate_request
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
+# Job states of record that hold a training slot somewhere (the seed start's 409).
+IN_PROGRESS = ("queued", "running", "registering")
 log = logging.getLogger(__name__)
 _STILL_RUNNING = object()  # a delivery whose job a live replica still runs: leave the message alone
 
@@ -82,6 +84,7 @@ def job_of_record(record: JobRecord) -> Job:
         JobStatus.COMPLETED: "Training completed successfully",
         JobStatus.ERROR: "Training failed",
         JobStatus.STOPPED: "Stopped",
+        JobStatus.REGISTERING: "Training finished; registering the model",
     }[job.status]
     return job
 
@@ -124,10 +127,17 @@ class TrainerService:
         self.durable = durable
         self._claiming: set[str] = set()  # deliveries taken from the queue, not yet running here
         self._stopping: set[asyncio.Future[None]] = set()
+        self._seed_start = asyncio.Lock()
+        # When status requests without a job id last forgot the jobs before (reset).
+        self._reset_at: datetime | None = None
         runner.on_finished = lambda _job: self._dispatch()
 
     async def start(self, request: TrainingRequest) -> Job:
-        """Validates, then starts the job in the background; returns it already RUNNING."""
+        """The seed start: refused (FailedPrecondition) while a job is in progress. With durable
+        jobs it is recorded and queued like submit() and returned QUEUED; else validated, then
+        started in the background and returned RUNNING."""
+        if self.durable is not None:
+            return await self._start_durable(request)
         self.jobs.ensure_capacity()
         config = await validate_request(
             request,
@@ -138,18 +148,25 @@ class TrainerService:
             estimator=self.estimator,
         )
         resume = self._resume_checkpoint(request.resume_from_job or "", config)
-        if self.durable is not None:
-            # Takes the slot first (no await in between), then records it; a failed write frees it.
-            job = self.jobs.adopt(Job(job_id=new_job_id(self.jobs.clock()), request=request, config=config))
-            try:
-                await self.durable.store.create_job(record_of(job, resume))
-            except BaseException:
-                self.jobs.discard(job.job_id)
-                raise
-        else:
-            job = self.jobs.create(request, config)  # checks capacity again: validation awaited
+        job = self.jobs.create(request, config)  # checks capacity again: validation awaited
         self.runner.launch(job, resume)
         return job
+
+    async def _start_durable(self, request: TrainingRequest) -> Job:
+        """The seed start with durable jobs: the same record and queue as the jobs API (so a replica
+        that dies running it leaves it to be redelivered), refused while any job is in progress."""
+        assert self.durable is not None
+        async with self._seed_start:  # two starts through this replica: the second sees the first
+            await self._ensure_nothing_in_progress()
+            job, _ = await self._submit_durable(request, "", "")
+            return job
+
+    async def _ensure_nothing_in_progress(self) -> None:
+        assert self.durable is not None
+        self.jobs.ensure_capacity()
+        records, _ = await self.durable.store.list_jobs(IN_PROGRESS, 1, 0)
+        if records:
+            raise FailedPrecondition(f"A training job is already running: {records[0].job_id}")
 
     async def submit(self, request: TrainingRequest, *, idempotency_key: str = "", owner: str = "") -> tuple[Job, bool]:
         """Validates and queues a job (the jobs API): it starts when a slot is free, oldest first.
@@ -261,13 +278,15 @@ class TrainerService:
         if JobStatus(record.status).terminal:
             return None
         # A redelivery means the replica that ran it is gone (it sent no in-progress ack in time).
-        expected = ("queued", "running") if delivery.redelivered else ("queued",)
+        expected = ("queued", "running", "registering") if delivery.redelivered else ("queued",)
         if record.status not in expected:
             return None
-        if record.status == "running" and await durable.queue.running_elsewhere(record.job_id):
+        if record.status != "queued" and await durable.queue.running_elsewhere(record.job_id):
             return _STILL_RUNNING
         job = job_of_record(record)
         job.last_seq = max(record.last_seq, await durable.queue.last_event_seq(job.job_id))
+        if record.status == "registering":
+            return await self._take_over_registration(job)
         if record.attempts >= durable.max_attempts:
             error = f"Training was interrupted {record.attempts} times (MODELFORGE_JOB_MAX_ATTEMPTS); giving up"
             try:
@@ -304,9 +323,23 @@ class TrainerService:
         self.runner.launch(job, resume, message)
         return job
 
+    async def _take_over_registration(self, job: Job) -> Job | None:
+        """A job whose replica died after training, while registering its model: register it here."""
+        assert self.durable is not None
+        try:
+            await self.durable.store.update_job(job.job_id, {"replica": self.durable.replica}, ("registering",))
+        except FailedPrecondition:
+            return None
+        self.jobs.add(job)
+        if self.runner.resume_registration(job):
+            log.info("taking over the registration of job %s's model", job.job_id)
+            return job
+        self.runner.sink.publish(job.fail("Training finished but its replica died before the model was registered"))
+        return None
+
     def runs_here(self, job_id: str) -> bool:
         job = self.jobs.find(job_id)
-        return job is not None and job.status is JobStatus.RUNNING
+        return job is not None and job.status in (JobStatus.RUNNING, JobStatus.REGISTERING)
 
     def stop_requested(self, job_id: str) -> None:
         """Another replica asked to stop a job; this one acts if it runs it."""
@@ -318,11 +351,14 @@ class TrainerService:
 
     def _dispatch(self) -> None:
         """Starts queued jobs while slots are free."""
-        while not self._shutting_down and len(self.jobs.running()) < self.jobs.max_concurrent_jobs:
+        while not self._shutting_down and len(self._holding_slots()) < self.jobs.max_concurrent_jobs:
             job = self.jobs.next_queued()
             if job is None:
                 return
             self.runner.launch(job, self._resume_from.pop(job.job_id, ""))
+
+    def _holding_slots(self) -> list[Job]:
+        return [job for job in self.jobs.active() if job.status is not JobStatus.QUEUED]
 
     def _resume_checkpoint(self, job_id: str, config: ResolvedConfig) -> str:
         """The latest checkpoint of the job to resume; it must have trained the same model the same way."""
@@ -351,13 +387,32 @@ class TrainerService:
         return self.jobs.get(job_id) if job_id else self.jobs.current()
 
     async def lookup(self, job_id: str = "") -> Job | None:
-        """status(), and with the registry any replica's job by id."""
-        if not job_id or self.durable is None or self.jobs.find(job_id) is not None:
+        """status(), and with the registry any replica's job: by id, or without one the job in
+        progress anywhere, else the most recent one (none of those from before a reset)."""
+        if self.durable is None or (job_id and self.jobs.find(job_id) is not None):
             return self.status(job_id)
-        return self._known(await self.durable.store.get_job(job_id))
+        if job_id:
+            return self._known(await self.durable.store.get_job(job_id))
+        local = self.jobs.active()
+        if local:
+            return local[-1]
+        for statuses in (IN_PROGRESS, ()):
+            records, _ = await self.durable.store.list_jobs(statuses, 1, 0)
+            if records:
+                record = records[0]
+                if self._reset_at is not None and (record.queued_at or self._reset_at) <= self._reset_at:
+                    return None
+                return self._known(record)
+        return None
 
     async def stop(self, job_id: str, wait_s: float) -> Job:
-        """Stops the named (or the running) job; waits up to wait_s for it to end and returns it."""
+        """Stops the named (or the running) job; waits up to wait_s for it to end and returns it as
+        it is then (still running when the stop did not finish in time)."""
+        if self.durable is not None and not job_id and not self.jobs.active():
+            records, _ = await self.durable.store.list_jobs(IN_PROGRESS, 1, 0)
+            if not records:
+                raise FailedPrecondition("No training job is running")
+            job_id = records[0].job_id
         if job_id and self.durable is not None and self.jobs.find(job_id) is None:
             return await self._stop_elsewhere(job_id)
         if job_id:
@@ -376,6 +431,8 @@ class TrainerService:
             if job.status is JobStatus.QUEUED:
                 self.runner.sink.publish(job.cancel_queued())
                 return job
+        if job.status is JobStatus.REGISTERING:
+            raise FailedPrecondition(f"Training job {job.job_id} has finished training; its model is being registered")
         await self.runner.stop(job, wait_s)
         return job
 
@@ -396,12 +453,28 @@ class TrainerService:
             return job
         if not job.active:
             raise FailedPrecondition(f"Training job {job_id} is not running (status: {job.status.value})")
-        await self.durable.queue.request_stop(job_id)
-        job.message = "Stopping at the next step (saving a checkpoint)"
+        if job.status is JobStatus.REGISTERING:
+            raise FailedPrecondition(f"Training job {job_id} has finished training; its model is being registered")
+        if await self.durable.queue.request_stop(job_id):
+            job.message = "Stopping at the next step (saving a checkpoint)"
+            return job
+        # No live replica runs it: its trainer died (the worker with it). Say so in the record,
+        # rather than answer "stopping" for a job nobody runs; its checkpoints stay for a resume.
+        try:
+            await self.durable.store.update_job(
+                job_id, {"status": "stopped", "finished_at": _now()}, expected_statuses=(record.status,)
+            )
+        except FailedPrecondition:
+            return await self._stop_elsewhere(job_id)  # a replica took it over meanwhile
+        job.last_seq = max(record.last_seq, await self.durable.queue.last_event_seq(job_id))
+        self.durable.announce.publish(
+            job.mark_stopped("Stopped: the trainer replica running it was gone; resume it with resume_from_job")
+        )
         return job
 
     def reset(self) -> None:
         self.jobs.reset()
+        self._reset_at = self.jobs.clock()
 
     def list_jobs(self, statuses: Collection[JobStatus] = (), limit: int = 0, offset: int = 0) -> tuple[list[Job], int]:
         """Newest first, only the given states (all when none); the page and how many match."""

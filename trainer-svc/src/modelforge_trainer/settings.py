@@ -27,6 +27,9 @@ class TrainerSettings(ServiceSettings):
     # How long a stopping worker may take to reach its next step and save a checkpoint before it is killed.
     stop_grace_s: float = 20.0
     registry_timeout_s: float = 10.0
+    # How long a trained model's registration is retried while registry-svc is unreachable (the
+    # job shows `registering` meanwhile) before the job fails.
+    registration_retry_s: float = 900.0
     hardware_timeout_s: float = 5.0
     # Ask hardware-svc whether a job fits in memory before starting it.
     memory_check: bool = True

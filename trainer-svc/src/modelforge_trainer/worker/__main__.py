@@ -7,28 +7,13 @@ service reads the error message sent on the events pipe (the exception's last li
 from __future__ import annotations
 
 import argparse
-import ctypes
-import os
-import signal
 import sys
 import traceback
 from pathlib import Path
 
+from modelforge_trainer.worker.lifeline import Lifeline, install_stop_handler
 from modelforge_trainer.worker.protocol import EXIT_FAILED, EXIT_OK, WorkerJob
 from modelforge_trainer.worker.reporting import EventWriter, StopFlag, describe_exception
-
-PR_SET_PDEATHSIG = 1
-
-
-def _stop_with_parent(parent_pid: int) -> None:
-    """Asks the kernel to send SIGTERM (a graceful stop) when trainer-svc dies, so no worker outlives it."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main(argv: list[str]) -> int:
@@ -37,10 +22,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events-fd", type=int, required=True)
     args = parser.parse_args(argv)
 
-    events = EventWriter(args.events_fd)
+    # First, before the slow imports: a trainer killed now must not leave this process behind.
+    lifeline = Lifeline.from_environment(args.events_fd)
     stop = StopFlag()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
-    _stop_with_parent(os.getppid())
+    install_stop_handler(lifeline, stop.set)
+    lifeline.start()
+    events = EventWriter(args.events_fd)
 
     try:
         job = WorkerJob.read(args.job_file)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from modelforge_trainer.jobs import Progress
@@ -34,7 +35,15 @@ def progress_of(
         progress=100.0 * (index + fraction) / count,
         loss=loss,
         learning_rate=learning_rate,
+        gpu_memory_bytes=gpu_memory_in_use(),
     )
+
+
+def gpu_memory_in_use() -> int | None:
+    """CUDA memory this process's torch holds on every GPU (None without CUDA)."""
+    if not torch.cuda.is_available():
+        return None
+    return sum(int(torch.cuda.memory_reserved(index)) for index in range(torch.cuda.device_count()))
 
 
 def _number(value: Any) -> float | None:

@@ -87,6 +87,11 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _bytes(value: Any) -> int | None:
+    number = _finite(value)
+    return int(number) if number is not None and number >= 0 else None
+
+
 def encode(message: WorkerMessage) -> bytes:
     if isinstance(message, Progress):
         body: dict[str, Any] = {"type": "progress", **asdict(message)}
@@ -127,6 +132,7 @@ def decode(line: bytes | str) -> WorkerMessage | None:
                 progress=float(body["progress"]),
                 loss=_finite(body.get("loss")),
                 learning_rate=_finite(body.get("learning_rate")),
+                gpu_memory_bytes=_bytes(body.get("gpu_memory_bytes")),
             )
         except (KeyError, TypeError, ValueError):
             return None
