@@ -29,6 +29,8 @@ V1_STATUS = {
     "completed": "completed",
     "error": "error",
     "stopped": "error",
+    # Trained; the model's registration is being retried: not finished yet.
+    "registering": "running",
 }
 
 
@@ -252,6 +254,8 @@ def wizard_status(has_job: bool, job: common_pb2.TrainingJob) -> dict[str, Any]:
         message, error = "Training was stopped", "Training was stopped"
     elif word == "queued":
         message = job.message or "Training queued"
+    elif word == "registering":
+        message = job.message or "Training finished; registering the model"
     elif word == "running":
         message = job.message or (
             f"Training epoch {job.current_epoch}/{job.total_epochs} - Step {job.current_step}/{job.total_steps}"

@@ -143,7 +143,7 @@ class StopTrainingResponse(BaseModel):
 
 # --- jobs (queue) -------------------------------------------------------------------------------
 
-JobStatusWord = Literal["queued", "running", "completed", "error", "stopped"]
+JobStatusWord = Literal["queued", "running", "registering", "completed", "error", "stopped"]
 
 
 class JobResponse(BaseModel):

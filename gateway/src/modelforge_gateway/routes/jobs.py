@@ -35,6 +35,7 @@ STATUS_VALUES: dict[str, int] = {
     "completed": common_pb2.JOB_STATUS_COMPLETED,
     "error": common_pb2.JOB_STATUS_ERROR,
     "stopped": common_pb2.JOB_STATUS_STOPPED,
+    "registering": common_pb2.JOB_STATUS_REGISTERING,
 }
 IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,200}$"  # printable ASCII, no spaces
 
