@@ -8,6 +8,7 @@ shape instead. The openai SDKs retry 409 and 5xx answers unless told otherwise: 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -42,6 +43,7 @@ ERROR_TYPES: Mapping[int, str] = {
     429: "rate_limit_error",
 }
 NO_RETRY = {"x-should-retry": "false"}
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|bytes)$|[\[\]'\- ]")
 
 
 class OpenAIError(Exception):
@@ -89,7 +91,8 @@ def openai_error_response(
 def _param(loc: list[Any]) -> str | None:
     """A pydantic/field-violation location without its "body"/"query" head, as OpenAI writes params."""
     head = 1 if loc and loc[0] in ("body", "query", "path", "header") else 0
-    parts = [str(p) for p in loc[head:]]
+    # pydantic names the member of a union that failed ("literal['auto']", "str", "list[str]"): not a param.
+    parts = [str(p) for p in loc[head:] if not _UNION_MEMBER.search(str(p))]
     text = ""
     for part in parts:
         text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
@@ -97,10 +100,12 @@ def _param(loc: list[Any]) -> str | None:
 
 
 def _from_items(items: list[dict[str, Any]]) -> tuple[str, str | None]:
-    messages = []
+    messages: list[str] = []
     for item in items:
         where = _param(list(item.get("loc", [])))
-        messages.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+        message = f"{where}: {item.get('msg')}" if where else str(item.get("msg"))
+        if message not in messages:
+            messages.append(message)
     first = _param(list(items[0].get("loc", []))) if items else None
     return "; ".join(messages) or "Invalid request", first
 

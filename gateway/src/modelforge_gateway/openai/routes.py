@@ -237,7 +237,10 @@ async def create_job(
             "validation_file",
         )
     strategy, params = _hyperparameters(body)
-    dataset = await _file_dataset(registry, rpc, body.training_file, "training_file")
+    try:
+        dataset = await _file_dataset(registry, rpc, body.training_file, "training_file")
+    except OpenAIError as exc:
+        raise OpenAIError(400, f"training_file: {exc.message}", exc.param, exc.code) from exc
     is_preference = "preferred_output" in dataset.fields
     if is_preference != (strategy == "dpo"):
         wanted = "dpo" if is_preference else "supervised"
