@@ -77,4 +77,4 @@ def test_issue_list_is_capped_but_counted() -> None:
 
 def test_non_utf8_line() -> None:
     report = validate_lines([b"\xff\xfe{}"])
-    assert report.issues[0].message == "is not UTF-8 text"
+    assert report.issues[0].message == "is not UTF-8 text (invalid byte 0xff at column 1)"

@@ -1,4 +1,5 @@
-"""JSONL dataset checks shared by upload (registry) and job start (trainer).
+"""JSONL dataset checks shared by upload (registry) and job start (trainer); the training worker
+loads rows with `load_rows`. Lines are split and parsed by modelforge_common.dataset_lines.
 
 A row matches a *format* (a set of fields with rules). Each task/strategy accepts some formats;
 an upload, which names no task, accepts a row that matches any of them. Problems are reported
@@ -7,12 +8,12 @@ with their 1-based line number and field so a user can fix the file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from modelforge_common.catalog import MIN_DATASET_ROWS
+from modelforge_common.dataset_lines import LineError, is_blank, parse_row, read_rows, split_lines
 
 MAX_REPORTED_ISSUES = 50
 
@@ -174,36 +175,28 @@ def match_row(row: dict[str, Any], allowed: tuple[str, ...]) -> tuple[str | None
 
 
 def parse_line(raw: bytes | str, line_no: int) -> tuple[dict[str, Any] | None, RowIssue | None]:
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    """One line (without its ending) parsed by the shared line rules (modelforge_common.dataset_lines)."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, RowIssue(line_no, "", f"not valid JSON ({exc.msg} at column {exc.colno})")
-    if not isinstance(value, dict):
-        return None, RowIssue(line_no, "", f"must be a JSON object, got {type(value).__name__}")
-    return value, None
+        return parse_row(raw, line_no), None
+    except LineError as exc:
+        return None, RowIssue(line_no, exc.field, exc.message)
 
 
 def validate_lines(
-    lines: Iterable[bytes | str], task: str | None = None, strategy: str | None = None
+    lines: bytes | BinaryIO | Iterable[bytes | str], task: str | None = None, strategy: str | None = None
 ) -> DatasetReport:
-    """Checks every line; blank lines are skipped. Counts rows that pass."""
+    """Checks every line (split and parsed as dataset_lines says); blank lines are skipped. Counts
+    rows that pass."""
     report = DatasetReport()
     allowed = formats_for(task, strategy)
     saw_line = False
-    for line_no, raw in enumerate(lines, start=1):
-        try:
-            stripped = raw.strip()
-        except AttributeError:
-            continue
-        if not stripped:
+    for line_no, raw in split_lines(lines):
+        if is_blank(raw):
             continue
         saw_line = True
-        try:
-            row, issue = parse_line(stripped, line_no)
-        except UnicodeDecodeError:
-            report.add(RowIssue(line_no, "", "is not UTF-8 text"))
-            continue
+        row, issue = parse_line(raw, line_no)
         if issue is not None:
             report.add(issue)
             continue
@@ -226,6 +219,6 @@ def validate_lines(
 
 
 def load_rows(path: str) -> list[dict[str, Any]]:
-    """Rows of a JSONL file already validated (blank lines skipped)."""
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """Rows of a JSONL file, split and parsed exactly as upload and validation do (blank lines
+    skipped); a bad line raises dataset_lines.LineError (a ValueError) with its number."""
+    return read_rows(path)
