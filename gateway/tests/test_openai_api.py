@@ -434,3 +434,16 @@ async def test_errors_keep_their_api_shape_outside_v1(client: httpx.AsyncClient)
     assert assert_openai_error(unknown, 404)["code"] == "unknown_url"
     bad_json = await client.post("/v1/chat/completions", content=b"{", headers={"content-type": "application/json"})
     assert_openai_error(bad_json, 400)
+
+
+async def test_v1_takes_the_same_bearer_keys_and_refuses_in_openai_shape(openai_services: FakeServices) -> None:
+    openai_services.reset()
+    async with running_client(settings_for(openai_services, api_keys="team:sk-test")) as (_, http):
+        missing = await http.get("/v1/models")
+        assert assert_openai_error(missing, 401)["code"] == "invalid_api_key"
+        wrong = await http.get("/v1/models", headers={"Authorization": "Bearer sk-wrong"})
+        assert assert_openai_error(wrong, 401)["message"] == "Invalid API key"
+        api = await http.get("/api/models")
+        assert api.status_code == 401 and "detail" in api.json()
+        allowed = await http.get("/v1/models", headers={"Authorization": "Bearer sk-test"})
+        assert allowed.status_code == 200

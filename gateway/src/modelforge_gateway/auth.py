@@ -27,6 +27,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelforge_gateway.errors import REQUEST_ID_SCOPE_KEY, error_body
+from modelforge_gateway.openai.errors import is_openai_path, openai_error_body
 
 OWNER_SCOPE_KEY = "modelforge.api_key_name"
 OPEN_PATHS = frozenset({"/api/health", "/healthz", "/readyz", "/metrics"})
@@ -119,7 +120,10 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
     async def _refuse(self, scope: Scope, send: Send, detail: str) -> None:
-        body = json.dumps(error_body(401, detail, str(scope.get(REQUEST_ID_SCOPE_KEY, "")))).encode()
+        if is_openai_path(scope.get("path", "")):
+            body = json.dumps(openai_error_body(401, detail, code="invalid_api_key")).encode()
+        else:
+            body = json.dumps(error_body(401, detail, str(scope.get(REQUEST_ID_SCOPE_KEY, "")))).encode()
         headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
         if scope["type"] == "http":
             await send({"type": "http.response.start", "status": 401, "headers": headers})

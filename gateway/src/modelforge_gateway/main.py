@@ -17,8 +17,8 @@ from modelforge_gateway.errors import UPLOAD_PATHS, install_error_handlers
 from modelforge_gateway.events import EventHub, TrainingEventFeed
 from modelforge_gateway.metrics import MetricsMiddleware
 from modelforge_gateway.middleware import RequestContextMiddleware
-from modelforge_gateway.openai import install_openai_error_handlers
-from modelforge_gateway.openai import router as openai_router
+from modelforge_gateway.openai.errors import install_openai_error_handlers
+from modelforge_gateway.openai.routes import router as openai_router
 from modelforge_gateway.openapi import honest_openapi
 from modelforge_gateway.routes import datasets, finetune, hub, jobs, models, playground, system, training, ws
 from modelforge_gateway.settings import GatewaySettings

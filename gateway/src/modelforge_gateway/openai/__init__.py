@@ -1,6 +1,5 @@
-"""The OpenAI-compatible API (/v1): files, fine-tuning jobs, models, chat and text completions."""
+"""The OpenAI-compatible API (/v1): files, fine-tuning jobs, models, chat and text completions.
 
-from modelforge_gateway.openai.errors import install_openai_error_handlers
-from modelforge_gateway.openai.routes import router
-
-__all__ = ["install_openai_error_handlers", "router"]
+routes.router is the APIRouter; errors.install_openai_error_handlers gives /v1 OpenAI's error shape.
+(Nothing is imported here: auth.py imports errors.py, and routes.py imports the dependencies that
+import auth.py.)"""
