@@ -9,8 +9,10 @@ from modelforge.v1 import inference_pb2, inference_pb2_grpc
 from modelforge_common.grpc_server import build_server, serve, service_name
 from modelforge_common.logging import configure_logging
 from modelforge_common.settings import port_of
+from modelforge_inference.backends.base import InferenceBackend
 from modelforge_inference.backends.local import LocalBackend
 from modelforge_inference.backends.tgi import TgiBackend
+from modelforge_inference.backends.vllm import VllmBackend
 from modelforge_inference.publishing import ModelPublisher
 from modelforge_inference.service import InferenceService
 from modelforge_inference.servicer import InferenceServicer
@@ -25,9 +27,13 @@ def build_service(settings: InferenceSettings) -> InferenceService:
         settings.inference_max_bytes,
         settings.inference_device,
         stream_interval_s=settings.inference_stream_interval_s,
+        max_batch=settings.inference_max_batch,
     )
-    remote = None
-    if settings.tgi_url:
+    remote: InferenceBackend | None = None
+    if settings.vllm_url:
+        key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key is not None else None
+        remote = VllmBackend(settings.vllm_url, settings.vllm_timeout_s, key)
+    elif settings.tgi_url:
         token = settings.tgi_token.get_secret_value() if settings.tgi_token is not None else None
         remote = TgiBackend(settings.tgi_url, settings.tgi_timeout_s, token)
     return InferenceService(local, remote, settings.inference_default_max_new_tokens)
@@ -49,8 +55,9 @@ async def run(settings: InferenceSettings) -> None:
         reflection_enabled=settings.grpc_reflection,
         max_message_bytes=settings.grpc_max_message_bytes,
     )
-    log.info("inference-svc listening on %s:%d (backend: %s)", settings.bind_host, port,
-             f"tgi at {settings.tgi_url} + local" if settings.tgi_url else "local")
+    remote = (f"vllm at {settings.vllm_url} + " if settings.vllm_url
+              else f"tgi at {settings.tgi_url} + " if settings.tgi_url else "")
+    log.info("inference-svc listening on %s:%d (backend: %slocal)", settings.bind_host, port, remote)
     await serve(server, health, [name], settings.shutdown_grace_s, cleanup=[service.close])
 
 

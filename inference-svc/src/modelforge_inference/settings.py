@@ -15,7 +15,14 @@ class InferenceSettings(ServiceSettings):
     tgi_timeout_s: float = Field(default=120.0, gt=0)
     # Bearer token for the TGI server, if it wants one.
     tgi_token: SecretStr | None = None
-    # Loaded-model cache: at most this many models and this many parameter bytes.
+    # vLLM OpenAI-compatible server (wins over TGI when both are set); LoRA adapters are loaded into
+    # it at run time from the shared artifacts volume, which it must mount at the same path.
+    vllm_url: str | None = None
+    vllm_timeout_s: float = Field(default=120.0, gt=0)
+    # The server's --api-key, if it has one.
+    vllm_api_key: SecretStr | None = None
+    # Loaded-model cache: at most this many models (each base counted once, adapters by their own
+    # weights) and this many parameter bytes.
     inference_max_models: int = Field(default=2, ge=1)
     inference_max_bytes: int = Field(default=8 * GIB, ge=1)
     # Used when a request leaves max_new_tokens unset.
@@ -23,6 +30,8 @@ class InferenceSettings(ServiceSettings):
     # Streamed generation: after the first piece, at most one piece (gRPC message, SSE event) per
     # this many seconds, joining the tokens generated meanwhile; 0 = one per token.
     inference_stream_interval_s: float = Field(default=0.02, ge=0, le=1)
+    # Continuous batching: at most this many sequences decode together per base model.
+    inference_max_batch: int = Field(default=32, ge=1, le=1024)
     # "cuda", "cpu", "cuda:1"...; unset = cuda when available, else cpu.
     inference_device: str | None = None
     # Server-side Hugging Face token for Hub pushes (never accepted from clients, never logged).
