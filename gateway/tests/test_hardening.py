@@ -270,3 +270,50 @@ def test_metrics_gauge_websocket_clients_and_count_events_fanned_out(fakes: Fake
 
 async def _publish(hub: Any, event: dict[str, Any]) -> None:
     hub.publish(event)
+
+
+# --- the OpenAPI document declares the real constraints -----------------------------------------
+
+
+def test_the_documented_choices_are_the_trainers_own() -> None:
+    from modelforge_gateway import schemas
+    from modelforge_trainer import options  # plain tuples: no torch
+
+    assert schemas.LR_SCHEDULERS == options.LR_SCHEDULERS
+    assert schemas.OPTIMIZERS == options.OPTIMIZERS
+
+
+def test_the_document_declares_enums_non_blank_strings_ranges_and_the_upload_name() -> None:
+    document = create_app().openapi()
+    components = document["components"]["schemas"]
+    start = components["StartTrainingRequest"]["properties"]
+    assert start["task"]["enum"] == ["text-generation", "summarization", "extractive-question-answering"]
+    assert start["strategy"]["enum"] == ["sft", "qlora", "dpo", "rlhf"]
+    assert start["model_name"]["pattern"] == r"\S" and start["dataset"]["pattern"] == r"\S"
+    assert start["optim"]["anyOf"][0]["enum"][0] == "adamw_torch"
+    assert start["max_seq_length"]["anyOf"][0] == {"type": "integer", "minimum": 16, "maximum": 131072}
+    assert components["StartTrainingRequest"]["additionalProperties"] is False
+    for path in ("/api/models/task/{task}", "/api/finetune/recommended_models/{task}"):
+        [task] = document["paths"][path]["get"]["parameters"]
+        assert task["schema"]["enum"] == start["task"]["enum"]
+    upload = document["paths"]["/api/upload_dataset"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    disposition = upload["encoding"]["file"]["headers"]["Content-Disposition"]
+    assert 'filename="dataset.jsonl"' in disposition["schema"]["example"]
+    [header] = [p for p in document["paths"]["/api/jobs/{job_id}/events/stream"]["get"]["parameters"]
+                if p["in"] == "header"]
+    assert header["schema"]["anyOf"][0]["pattern"] == "^[0-9]{0,15}$"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("optim", "adamw"), ("lr_scheduler_type", "cosine_warm"), ("eval_split", 0.0), ("max_seq_length", 8),
+     ("model_name", " \t "), ("dataset", "d" * 1025), ("resume_from_job", "../job")],
+)
+async def test_values_outside_the_declared_constraints_are_400_naming_the_field(
+    client: httpx.AsyncClient, fakes: FakeServices, field: str, value: Any
+) -> None:
+    body = {"task": "text-generation", "model_name": "m", "dataset": "train.jsonl", field: value}
+    response = await client.post("/api/start_training", json=body)
+    assert response.status_code == 400, response.text
+    assert [item["loc"] for item in response.json()["detail"]] == [["body", field]]
+    assert fakes.trainer.started == []

@@ -6,6 +6,7 @@ and secrets kept out of responses and log lines."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 import pytest
@@ -35,6 +36,15 @@ def test_api_keys_parse_named_and_plain_forms() -> None:
         ApiKeys.parse(":onlykey")
 
 
+def refusal_message(path: str, body: dict[str, Any]) -> str:
+    """A 401's message: the usual error body, or OpenAI's shape on the /v1 API."""
+    if path.startswith("/v1/"):
+        assert body["error"]["code"] == "invalid_api_key"
+        return str(body["error"]["message"])
+    assert body["status_code"] == 401
+    return str(body["detail"])
+
+
 async def test_every_route_but_health_needs_a_key(fakes: FakeServices) -> None:
     async with running_client(settings_for(fakes, api_keys=KEYS)) as (app, client):
         assert (await client.get("/api/health")).status_code == 200
@@ -48,8 +58,7 @@ async def test_every_route_but_health_needs_a_key(fakes: FakeServices) -> None:
         for method, path in [*operations, ("GET", "/openapi.json"), ("GET", "/docs")]:
             response = await client.request(method, path)
             assert response.status_code == 401, (method, path, response.text)
-            body = response.json()
-            assert body["status_code"] == 401 and "API key" in body["detail"]
+            assert "API key" in refusal_message(path, response.json())
             assert response.headers["www-authenticate"] == "Bearer"
         wrong = await client.get("/api/datasets", headers={"Authorization": "Bearer wrong-key"})
         assert wrong.status_code == 401 and wrong.json()["detail"] == "Invalid API key"
@@ -71,7 +80,7 @@ async def test_a_query_string_key_counts_only_on_websocket_and_event_stream_rout
         for method, path in [*operations, ("GET", "/openapi.json")]:
             response = await client.request(method, path, params={"access_token": CI_KEY})
             assert response.status_code == 401, (method, path, response.text)
-            assert response.json()["detail"].startswith("Missing API key")
+            assert refusal_message(path, response.json()).startswith("Missing API key")
         # The SSE stream takes it (the fake trainer knows no job_stream: 404 after authentication).
         stream = await client.get("/api/jobs/job_nope/events/stream", params={"access_token": CI_KEY})
         assert stream.status_code == 404, stream.text

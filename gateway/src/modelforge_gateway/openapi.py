@@ -71,5 +71,36 @@ def honest_openapi(app: FastAPI) -> dict[str, Any]:
     components = schema["components"]["schemas"]
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
+    _declare_upload_file(schema)
     app.openapi_schema = schema
     return schema
+
+
+UPLOAD_PATH = "/api/upload_dataset"
+UPLOAD_FILENAME_EXAMPLE = 'form-data; name="file"; filename="dataset.jsonl"'
+
+
+def _declare_upload_file(schema: dict[str, Any]) -> None:
+    """What the upload's file part must be, beyond "bytes": a JSONL file named *.jsonl (the registry
+    refuses other names), one JSON object per line."""
+    operation = schema.get("paths", {}).get(UPLOAD_PATH, {}).get("post")
+    if operation is None:
+        return
+    media = operation["requestBody"]["content"]["multipart/form-data"]
+    media["encoding"] = {
+        "file": {
+            "contentType": "application/jsonl, application/x-ndjson, application/octet-stream",
+            "headers": {
+                "Content-Disposition": {
+                    "description": "The file name must end in .jsonl",
+                    "schema": {"type": "string", "example": UPLOAD_FILENAME_EXAMPLE},
+                }
+            },
+        }
+    }
+    ref = media["schema"].get("$ref", "")
+    body = schema["components"]["schemas"].get(ref.rsplit("/", 1)[-1], media["schema"])
+    body["properties"]["file"]["description"] = (
+        "A JSONL file whose name ends in .jsonl: one JSON object per line, at least 10 valid rows "
+        "in a format the task accepts (see the README)"
+    )

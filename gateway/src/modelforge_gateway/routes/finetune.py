@@ -17,6 +17,7 @@ from modelforge_gateway import convert
 from modelforge_gateway.clients import CallOptions
 from modelforge_gateway.deps import HardwareStub, RegistryStub, Rpc, SessionId, TrainerStub
 from modelforge_gateway.errors import ApiError, invalid, rpc_messages
+from modelforge_gateway.routes.models import TaskPath
 from modelforge_gateway.routes.training import start_job
 from modelforge_gateway.schemas import (
     DetectResponse,
@@ -191,7 +192,7 @@ async def hardware_specs(hardware: HardwareStub, rpc: Rpc) -> HardwareSpecsRespo
 
 
 @router.get("/recommended_models/{task}", response_model=RecommendedModelsResponse)
-async def recommended_models(task: str, hardware: HardwareStub, rpc: Rpc) -> RecommendedModelsResponse:
+async def recommended_models(task: TaskPath, hardware: HardwareStub, rpc: Rpc) -> RecommendedModelsResponse:
     if task not in TASKS:
         raise invalid(["path", "task"], invalid_choice_message("task", task, TASKS))
     reply = await hardware.GetRecommendations(hardware_pb2.GetRecommendationsRequest(task=task), **rpc.read)

@@ -6,7 +6,7 @@ behind its reproduce body."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import grpc
 from fastapi import APIRouter, Path, Query, Response
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["models"])
 
 ModelIdPath = Path(min_length=1, max_length=300, description="Numeric id or model_id")
+# A task in the path: the document lists the tasks; the route answers the documented message.
+TaskPath = Annotated[str, Path(json_schema_extra={"enum": list(TASKS)})]
 
 
 def not_found(model_id: str) -> str:
@@ -91,7 +93,7 @@ async def list_models_bare(registry: RegistryStub, rpc: Rpc) -> list[ModelSummar
 
 
 @router.get("/api/models/task/{task}", response_model=list[ModelSummary])
-async def list_models_for_task(task: str, registry: RegistryStub, rpc: Rpc) -> list[ModelSummary]:
+async def list_models_for_task(task: TaskPath, registry: RegistryStub, rpc: Rpc) -> list[ModelSummary]:
     if task not in TASKS:
         raise invalid(["path", "task"], invalid_choice_message("task", task, TASKS))
     return await _list(registry, rpc, task)
