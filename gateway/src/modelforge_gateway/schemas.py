@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
 from modelforge.v1 import common_pb2
@@ -31,17 +31,63 @@ def _one_of(what: str, choices: tuple[str, ...]) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _choices(choices: tuple[str, ...]) -> WithJsonSchema:
+    """The OpenAPI document lists the accepted values (the check above keeps the documented message)."""
+    return WithJsonSchema({"type": "string", "enum": list(choices)})
+
+
+# Names as transformers' TrainingArguments spells them; the same tuples as trainer-svc's
+# options.py (a gateway test compares them), so a value the document offers is never refused.
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "cosine_with_min_lr",
+)
+OPTIMIZERS = (
+    "adamw_torch",
+    "adamw_torch_fused",
+    "adafactor",
+    "sgd",
+    "adagrad",
+    "rmsprop",
+    "adamw_8bit",
+    "adamw_bnb_8bit",
+    "paged_adamw_32bit",
+    "paged_adamw_8bit",
+    "lion_32bit",
+    "lion_8bit",
+    "paged_lion_32bit",
+    "paged_lion_8bit",
+)
+
+# Model names and dataset paths: a Hub id, a file name or a path, never whitespace only.
+NON_BLANK_MAX_LENGTH = 1024
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise PydanticCustomError("value_error", "must not be empty")
+    if len(value) > NON_BLANK_MAX_LENGTH:
+        raise PydanticCustomError("value_error", f"must be at most {NON_BLANK_MAX_LENGTH} characters")
     return value.strip()
 
 
-TaskName = Annotated[str, _one_of("task", TASKS)]
-ProviderName = Annotated[str, _one_of("provider", PROVIDERS)]
-StrategyName = Annotated[str, _one_of("strategy", STRATEGIES)]
-ProfileName = Annotated[str, _one_of("compute_specs", PROFILES)]
-NonBlank = Annotated[str, AfterValidator(_not_blank)]
+TaskName = Annotated[str, _one_of("task", TASKS), _choices(TASKS)]
+ProviderName = Annotated[str, _one_of("provider", PROVIDERS), _choices(PROVIDERS)]
+StrategyName = Annotated[str, _one_of("strategy", STRATEGIES), _choices(STRATEGIES)]
+ProfileName = Annotated[str, _one_of("compute_specs", PROFILES), _choices(PROFILES)]
+LrSchedulerName = Annotated[str, _one_of("lr_scheduler_type", LR_SCHEDULERS), _choices(LR_SCHEDULERS)]
+OptimizerName = Annotated[str, _one_of("optim", OPTIMIZERS), _choices(OPTIMIZERS)]
+NonBlank = Annotated[
+    str,
+    AfterValidator(_not_blank),
+    WithJsonSchema({"type": "string", "pattern": r"\S", "maxLength": NON_BLANK_MAX_LENGTH}),
+]
 
 
 # Bounds keep every value inside its protobuf field (an int32 overflow would otherwise be a 500).
@@ -67,24 +113,25 @@ class TrainingParams(_Body):
     per_device_train_batch_size: int | None = Field(None, ge=1, le=4096)
     gradient_accumulation_steps: int | None = Field(None, ge=1, le=4096)
     learning_rate: float | None = Field(None, gt=0, lt=1)
-    max_seq_length: int | None = Field(None, ge=8, le=1_048_576)
+    # The trainer's own bounds (validation.py), so the document offers nothing the trainer refuses.
+    max_seq_length: int | None = Field(None, ge=16, le=131_072)
     lora_r: int | None = Field(None, ge=1, le=4096)
     lora_alpha: int | None = Field(None, ge=1, le=65536)
     lora_dropout: float | None = Field(None, ge=0, lt=1)
     use_4bit: bool | None = None
     bf16: bool | None = None
     warmup_ratio: float | None = Field(None, ge=0, lt=1)
-    lr_scheduler_type: str | None = None
-    optim: str | None = None
+    lr_scheduler_type: LrSchedulerName | None = None
+    optim: OptimizerName | None = None
     max_steps: int | None = Field(None, ge=-1, le=INT32_MAX)
     save_steps: int | None = Field(None, ge=1, le=INT32_MAX)
     logging_steps: int | None = Field(None, ge=1, le=INT32_MAX)
-    eval_split: float | None = Field(None, ge=0, lt=1)
+    eval_split: float | None = Field(None, gt=0, le=0.5)
     seed: int | None = Field(None, ge=0, le=INT32_MAX)
     name: str | None = Field(None, max_length=200)
     compute_specs: ProfileName | None = None
     force: bool = False
-    resume_from_job: str | None = None
+    resume_from_job: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]{1,128}$", description="A job id")
 
     def to_pb(self, task: str, model_name: str) -> common_pb2.TrainingConfig:
         fields = self.model_dump(exclude_none=True, exclude={"task", "model_name", "dataset_sha256"})
