@@ -132,6 +132,8 @@ class FakeGateway:
         self.started: list[dict[str, Any]] = []
         self.authorization: list[str | None] = []
         self.stream_pieces = ["Machine", " learning", " is", " fun."]
+        # Bodies posted to the playground (generate and stream), in order.
+        self.playground_bodies: list[dict[str, Any]] = []
 
     def script(self, job_id: str, outcome: str = "completed", steps: int = 8, **kwargs: Any) -> JobScript:
         self.jobs[job_id] = JobScript(job_events(job_id, steps, outcome), **kwargs)
@@ -356,6 +358,7 @@ def build_app(state: FakeGateway) -> FastAPI:
 
     @api.post("/api/playground/generate")
     async def generate(body: dict[str, Any]) -> dict[str, Any]:
+        state.playground_bodies.append(body)
         return {
             "generated_text": "".join(state.stream_pieces),
             "tokens_generated": len(state.stream_pieces),
@@ -365,6 +368,7 @@ def build_app(state: FakeGateway) -> FastAPI:
 
     @api.post("/api/playground/stream")
     async def stream(body: dict[str, Any]) -> StreamingResponse:
+        state.playground_bodies.append(body)
         if not state.has_stream:
             raise HTTPException(404, "Not Found")
         if body["model_id"] not in (str(MODEL["id"]), MODEL["model_id"]):

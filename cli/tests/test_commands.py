@@ -308,6 +308,29 @@ def test_chat_loops_until_exit(cli: Any) -> None:
     assert eof.exit_code == 0 and "model> Machine learning is fun." in eof.stdout
 
 
+def test_chat_sends_the_whole_conversation_each_turn(cli: Any, gateway: Any) -> None:
+    answer = "Machine learning is fun."
+    result = cli("chat", "1", "--system", "Be brief.", "--seed", "3", input="hello\nwhy?\n/reset\nagain\n/exit\n")
+    assert result.exit_code == 0, result.output
+    first, second, third = gateway.playground_bodies
+    system = {"role": "system", "content": "Be brief."}
+    assert first["messages"] == [system, {"role": "user", "content": "hello"}]
+    assert second["messages"] == [system, {"role": "user", "content": "hello"},
+                                  {"role": "assistant", "content": answer}, {"role": "user", "content": "why?"}]
+    assert third["messages"] == [system, {"role": "user", "content": "again"}]
+    assert all("prompt" not in body and body["seed"] == 3 for body in (first, second, third))
+
+
+def test_generate_sends_stop_seed_and_a_system_prompt(cli: Any, gateway: Any) -> None:
+    result = cli("generate", "1", "What is ML?", "--stop", "###", "--stop", "END", "--seed", "9", "--system", "Terse.")
+    assert result.exit_code == 0, result.output
+    [body] = gateway.playground_bodies
+    assert body["messages"] == [{"role": "system", "content": "Terse."}, {"role": "user", "content": "What is ML?"}]
+    assert (body["stop"], body["seed"]) == (["###", "END"], 9)
+    plain = cli("generate", "1", "What is ML?")
+    assert plain.exit_code == 0 and gateway.playground_bodies[-1] == {"model_id": "1", "prompt": "What is ML?"}
+
+
 # --- errors and options -----------------------------------------------------------------------
 
 

@@ -15,18 +15,35 @@ from modelforge_cli.render import print_json, stderr
 STREAM_PATH = "/api/playground/stream"
 GENERATE_PATH = "/api/playground/generate"
 EXIT_WORDS = ("/exit", "/quit")
+RESET_WORD = "/reset"
 
 ModelArg = Annotated[str, typer.Argument(help="The model's id or model_id.")]
 MaxNewTokens = Annotated[int | None, typer.Option(min=1, help="At most this many new tokens.")]
 Temperature = Annotated[float | None, typer.Option(min=0.0, help="0 for greedy decoding.")]
 TopP = Annotated[float | None, typer.Option(min=0.0, max=1.0)]
+Stop = Annotated[list[str] | None, typer.Option("--stop", help="End before this text (repeatable).")]
+Seed = Annotated[int | None, typer.Option(help="Seed sampling for a repeatable answer.")]
+System = Annotated[str | None, typer.Option(help="A system prompt (sent as the conversation's first turn).")]
 
 
 def generation_request(
-    model: str, prompt: str, max_new_tokens: int | None, temperature: float | None, top_p: float | None
+    model: str,
+    prompt: str,
+    max_new_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    stop: list[str] | None = None,
+    seed: int | None = None,
+    messages: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"model_id": model, "prompt": prompt}
-    options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+    """The playground body: `messages` (a conversation) replace the prompt when given."""
+    body: dict[str, Any] = {"model_id": model}
+    if messages:
+        body["messages"] = messages
+    else:
+        body["prompt"] = prompt
+    options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
+               "stop": stop or None}
     body.update({key: value for key, value in options.items() if value is not None})
     return body
 
@@ -83,10 +100,14 @@ def generate(
     max_new_tokens: MaxNewTokens = None,
     temperature: Temperature = None,
     top_p: TopP = None,
+    stop: Stop = None,
+    seed: Seed = None,
+    system: System = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Generate from MODEL, printing tokens as they stream."""
-    body = generation_request(model, prompt, max_new_tokens, temperature, top_p)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}] if system else None
+    body = generation_request(model, prompt, max_new_tokens, temperature, top_p, stop, seed, messages)
     with api(ctx) as client:
         if as_json:
             result = stream_generation(client, body, lambda _: None)
@@ -103,11 +124,18 @@ def chat(
     max_new_tokens: MaxNewTokens = None,
     temperature: Temperature = None,
     top_p: TopP = None,
+    stop: Stop = None,
+    seed: Seed = None,
+    system: System = None,
 ) -> None:
-    """Interactive: type a prompt, watch the answer stream; /exit or Ctrl-D quits.
+    """Interactive: type a message, watch the answer stream; /reset starts over, /exit or Ctrl-D quits.
 
-    Each turn is sent as its own prompt: the playground API takes one prompt, not a conversation."""
-    stderr().print(f"chatting with model {model}: /exit or Ctrl-D to quit", style="dim", markup=False)
+    The whole conversation (system prompt, your messages and the model's answers) is sent each turn,
+    and the model's chat template turns it into its prompt."""
+    stderr().print(f"chatting with model {model}: /reset to start over, /exit or Ctrl-D to quit", style="dim",
+                   markup=False)
+    opening = [{"role": "system", "content": system}] if system else []
+    history = list(opening)
     with api(ctx) as client:
         while True:
             try:
@@ -117,11 +145,19 @@ def chat(
                 break
             if line.strip() in EXIT_WORDS:
                 break
+            if line.strip() == RESET_WORD:
+                history = list(opening)
+                stderr().print("(conversation cleared)", style="dim", markup=False)
+                continue
             if not line.strip():
                 continue
+            turn = [*history, {"role": "user", "content": line}]
             _write_stdout("model> ")
             result = stream_generation(
-                client, generation_request(model, line, max_new_tokens, temperature, top_p), _write_stdout
+                client,
+                generation_request(model, line, max_new_tokens, temperature, top_p, stop, seed, turn),
+                _write_stdout,
             )
             _write_stdout("\n")
             _stats(result)
+            history = [*turn, {"role": "assistant", "content": str(result.get("generated_text", ""))}]
