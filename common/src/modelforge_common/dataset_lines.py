@@ -182,13 +182,13 @@ def parse_row(raw: bytes, number: int) -> dict[str, Any]:
     try:
         value = json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        raise LineError(number, f"is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        raise LineError(number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     except _NumberError as exc:
         raise LineError(number, str(exc)) from None
     except RecursionError:
         raise LineError(number, f"nests deeper than {MAX_NESTING} levels") from None
     except ValueError as exc:  # anything else the decoder refuses
-        raise LineError(number, f"is not valid JSON ({exc})") from None
+        raise LineError(number, f"not valid JSON ({exc})") from None
     if not isinstance(value, dict):
         raise LineError(number, f"must be a JSON object, got {type(value).__name__}")
     _check_structure(value, number)

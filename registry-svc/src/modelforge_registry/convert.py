@@ -80,6 +80,7 @@ def model_filter_of(request: registry_pb2.ListModelsRequest) -> ModelFilter:
         status=request.status,
         limit=request.limit,
         offset=request.offset,
+        full=request.view == registry_pb2.MODEL_VIEW_FULL,
     )
 
 

@@ -65,6 +65,8 @@ class ModelFilter:
     status: str = ""
     limit: int = 0
     offset: int = 0
+    # False: summaries (no config, file digests or lineage, which a listing never shows).
+    full: bool = False
 
 
 @dataclass(frozen=True)

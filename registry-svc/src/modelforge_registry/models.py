@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from modelforge_common.errors import (
     Aborted,
@@ -35,6 +35,9 @@ from modelforge_registry.store import Database, ModelRecord, as_utc, check_text,
 from modelforge_registry.store.orm import MODEL_ACTIVE, MODEL_DELETING, JobRecord
 
 log = logging.getLogger(__name__)
+
+# What only a model's details carry: a listing's summaries leave these out.
+_DETAIL_COLUMNS = (ModelRecord.config, ModelRecord.file_sha256, ModelRecord.lineage)
 
 ADAPTER_TYPES = ("lora", "full")
 MAX_NAME_LENGTH = 255  # the name column's length
@@ -200,9 +203,19 @@ class ModelCatalog:
         page = matching.order_by(ModelRecord.created_at.desc(), ModelRecord.id.desc()).offset(filters.offset)
         if filters.limit:
             page = page.limit(filters.limit)
+        if not filters.full:
+            # A listing never reads these (the lineage holds the loss curve): leave them in the database.
+            page = page.options(*(defer(column) for column in _DETAIL_COLUMNS))
         with self.db.transaction() as session:
             total = session.scalar(select(func.count()).select_from(matching.subquery())) or 0
-            return ModelPage(models=tuple(self._info(record) for record in session.scalars(page)), total=total)
+            models = tuple(self._info(record, full=filters.full) for record in session.scalars(page))
+            return ModelPage(models=models, total=total)
+
+    def count(self) -> int:
+        """Registered models (for the models gauge)."""
+        with self.db.transaction() as session:
+            query = select(func.count()).select_from(ModelRecord).where(ModelRecord.state == MODEL_ACTIVE)
+            return int(session.scalar(query) or 0)
 
     @staticmethod
     def _find(session: Session, ident: str, *, for_update: bool = False) -> ModelRecord | None:
@@ -342,7 +355,8 @@ class ModelCatalog:
 
     # -- conversion ---------------------------------------------------------------------------
 
-    def _info(self, record: ModelRecord) -> ModelInfo:
+    def _info(self, record: ModelRecord, *, full: bool = True) -> ModelInfo:
+        """The model; a summary (full=False) leaves config, file digests and lineage empty."""
         return ModelInfo(
             id=record.id,
             model_id=record.model_id,
@@ -354,14 +368,14 @@ class ModelCatalog:
             created_at=as_utc(record.created_at),
             size_mb=record.size_mb,
             path=self.data_dir.absolute(record.path),
-            config=dict(record.config),
+            config=dict(record.config) if full else {},
             training_params=dict(record.training_params),
             metrics=dict(record.metrics),
             job_id=record.job_id,
             adapter_type=record.adapter_type,
-            file_sha256=dict(record.file_sha256),
+            file_sha256=dict(record.file_sha256) if full else {},
             status=record.status,
-            lineage=dict(record.lineage) if record.lineage is not None else None,
+            lineage=dict(record.lineage) if full and record.lineage is not None else None,
         )
 
 
