@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from modelforge_common.errors import ModelForgeError, Unavailable
+from modelforge_trainer.background import start_detached
 from modelforge_trainer.checkpoints import latest_checkpoint
 from modelforge_trainer.jobs import EventKind, Job, JobEvent
 from modelforge_trainer.ports import JobStore
@@ -62,7 +63,7 @@ class RecordingStoreSink:
         self._wakeup.set()
         if self._task is None:
             with contextlib.suppress(RuntimeError):  # no running loop: nothing to write with
-                self._task = asyncio.get_running_loop().create_task(self._run(), name="job-recorder")
+                self._task = start_detached(self._run(), name="job-recorder")
 
     def _changes_of(self, event: JobEvent) -> dict[str, Any] | None:
         changes: dict[str, Any] = {"last_seq": event.seq, "progress": event.progress}

@@ -26,6 +26,7 @@ from pathlib import Path
 import psutil
 
 from modelforge_common.errors import ModelForgeError, Unavailable
+from modelforge_trainer.background import start_detached
 from modelforge_trainer.config import ResolvedConfig
 from modelforge_trainer.jobs import Job, JobStatus, Progress
 from modelforge_trainer.lineage import LossCurve, build_lineage
@@ -217,10 +218,15 @@ class JobRunner:
         process = self._processes.get(job_id)
         return process.pid if process is not None and process.returncode is None else None
 
-    def launch(self, job: Job, resume_checkpoint: str = "", message: str = "Training started") -> None:
-        """Marks the job running (its first event) and starts supervising its worker in the background."""
+    def launch(
+        self, job: Job, resume_checkpoint: str = "", message: str = "Training started", request_id: str | None = None
+    ) -> None:
+        """Marks the job running (its first event) and starts supervising its worker in the background
+        (its calls carry request_id, else the request id of the call launching it)."""
         self.sink.publish(job.mark_running(message))
-        self._tasks[job.job_id] = asyncio.create_task(self._run(job, resume_checkpoint), name=f"job-{job.job_id}")
+        self._tasks[job.job_id] = start_detached(
+            self._run(job, resume_checkpoint), name=f"job-{job.job_id}", request_id=request_id
+        )
 
     async def wait(self, job_id: str, timeout_s: float | None = None) -> None:
         task = self._tasks.get(job_id)
@@ -505,7 +511,7 @@ class JobRunner:
         record = read_registration(self.paths.registration_file(job.job_id))
         if record is None:
             return False
-        self._tasks[job.job_id] = asyncio.create_task(self._run_registration(job, record), name=f"job-{job.job_id}")
+        self._tasks[job.job_id] = start_detached(self._run_registration(job, record), name=f"job-{job.job_id}")
         return True
 
     async def _run_registration(self, job: Job, record: ModelRecord) -> None:

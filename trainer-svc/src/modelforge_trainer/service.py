@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Protocol
 
 from modelforge_common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from modelforge_common.logging import request_id_var
+from modelforge_trainer.background import start_detached
 from modelforge_trainer.checkpoints import latest_checkpoint
 from modelforge_trainer.config import Hyperparameters, ResolvedConfig, TrainingRequest
 from modelforge_trainer.device import DeviceInfo
@@ -95,7 +97,13 @@ def record_of(job: Job, resume_checkpoint: str) -> JobRecord:
         job_id=job.job_id,
         status=job.status.value,
         idempotency_key=job.idempotency_key,
-        request={**request, "config": job.config.to_dict(), "resume_checkpoint": resume_checkpoint},
+        request={
+            **request,
+            "config": job.config.to_dict(),
+            "resume_checkpoint": resume_checkpoint,
+            # The submitting call's request id: the replica that runs the job sends it on.
+            "request_id": request_id_var.get(),
+        },
         owner=job.owner,
         queued_at=job.created_at,
         last_seq=job.last_seq,
@@ -320,7 +328,7 @@ class TrainerService:
             message = f"Training restarted on {durable.replica} (attempt {record.attempts + 1})"
             if checkpoint is not None:
                 message += f", resuming from {checkpoint.name}"
-        self.runner.launch(job, resume, message)
+        self.runner.launch(job, resume, message, request_id=str(record.request.get("request_id", "")))
         return job
 
     async def _take_over_registration(self, job: Job) -> Job | None:
@@ -345,7 +353,7 @@ class TrainerService:
         """Another replica asked to stop a job; this one acts if it runs it."""
         job = self.jobs.find(job_id)
         if job is not None and job.active and job.status is JobStatus.RUNNING:
-            stopping = asyncio.ensure_future(self.runner.stop(job, 0))
+            stopping = start_detached(self.runner.stop(job, 0), name=f"stop-{job_id}")
             self._stopping.add(stopping)
             stopping.add_done_callback(self._stopping.discard)
 
