@@ -352,8 +352,7 @@ def _base_objects(models: list[registry_pb2.Model]) -> dict[str, dict[str, Any]]
 
 
 def _tuned_object(model: registry_pb2.Model) -> dict[str, Any]:
-    owner = model.lineage.job.owner if model.HasField("lineage") and model.lineage.job.owner else objects.OWNER
-    return objects.model_object(model.model_id, objects.seconds(model.created_at) or 0, owner)
+    return objects.model_object(model.model_id, objects.seconds(model.created_at) or 0)
 
 
 @router.get("/models")
