@@ -5,6 +5,7 @@ from __future__ import annotations
 from modelforge.v1 import hardware_pb2
 from modelforge_hardware.estimator import MemoryBreakdown
 from modelforge_hardware.model_source import ModelDescription
+from modelforge_hardware.proposals import Proposal, Settings, settings_of
 from modelforge_hardware.recommendations import Recommendation, TrainingDefaults
 from modelforge_hardware.service import HardwareInfo, MemoryAnswer, MemoryRequest
 
@@ -61,6 +62,9 @@ def memory_request_from_pb(request: hardware_pb2.EstimateMemoryRequest) -> Memor
         use_4bit=request.use_4bit,
         gradient_checkpointing=request.gradient_checkpointing,
         gpu_index=request.gpu_index,
+        provider=request.provider,
+        lora_dropout=request.lora_dropout if request.HasField("lora_dropout") else None,
+        gradient_accumulation_steps=request.gradient_accumulation_steps,
     )
 
 
@@ -73,6 +77,29 @@ def breakdown_to_pb(breakdown: MemoryBreakdown) -> hardware_pb2.MemoryBreakdown:
         activations_bytes=breakdown.activations_bytes,
         overhead_bytes=breakdown.overhead_bytes,
         total_bytes=breakdown.total_bytes,
+        logits_bytes=breakdown.logits_bytes,
+        parts=[hardware_pb2.MemoryPart(name=p.name, bytes=p.bytes, detail=p.detail) for p in breakdown.parts],
+        preexisting_bytes=breakdown.preexisting_bytes,
+    )
+
+
+def settings_to_pb(settings: Settings) -> hardware_pb2.MemorySettings:
+    return hardware_pb2.MemorySettings(
+        per_device_train_batch_size=settings.per_device_train_batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        max_seq_length=settings.max_seq_length,
+        use_4bit=settings.use_4bit,
+        gradient_checkpointing=settings.gradient_checkpointing,
+        provider=settings.provider,
+    )
+
+
+def proposal_to_pb(proposal: Proposal) -> hardware_pb2.MemoryProposal:
+    return hardware_pb2.MemoryProposal(
+        settings=settings_to_pb(proposal.settings),
+        total_bytes=proposal.total_bytes,
+        description=proposal.description,
+        changed=list(proposal.changed),
     )
 
 
@@ -83,6 +110,10 @@ def memory_answer_to_pb(answer: MemoryAnswer) -> hardware_pb2.EstimateMemoryResp
         available_bytes=answer.available_bytes,
         device=answer.device,
         message=answer.message,
+        max_batch_size=answer.max_batch_size,
+        proposals=[proposal_to_pb(p) for p in answer.proposals],
+        settings=settings_to_pb(settings_of(answer.job, answer.gradient_accumulation_steps)),
+        provider=answer.job.provider,
     )
 
 

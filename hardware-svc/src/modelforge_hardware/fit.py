@@ -52,11 +52,23 @@ def choose_target(gpus: Sequence[GpuReading], system: SystemReading, gpu_index: 
     return Target(f"cuda:{gpu.index}", gpu.name, gpu.free_memory_bytes, gpu)
 
 
+def fits(estimate: MemoryEstimate, target: Target) -> bool:
+    """Whether what the job adds fits the target's free memory (a GPU's free memory already excludes
+    what the driver holds on the card, which the estimate's total counts as nvidia-smi does)."""
+    return estimate.breakdown.needed_bytes <= target.available_bytes
+
+
+def largest_parts(estimate: MemoryEstimate, count: int = 3) -> str:
+    return ", ".join(f"{part.name} {part.bytes / GIB:.2f} GiB" for part in estimate.breakdown.largest(count))
+
+
 def judge(estimate: MemoryEstimate, target: Target) -> Fit:
     total = estimate.breakdown.total_bytes
     room = f"{target.available_bytes / GIB:.1f} GiB {'free' if target.on_gpu else 'available'}"
     where = f"{target.device} ({target.label})"
-    if total <= target.available_bytes:
-        return Fit(True, f"Estimated peak {total / GIB:.1f} GiB fits in the {room} on {where}.")
-    advice = "use 4-bit (qlora), a smaller batch size or max_seq_length, gradient checkpointing, or a smaller model"
-    return Fit(False, f"Estimated peak {total / GIB:.1f} GiB does not fit in the {room} on {where}: {advice}.")
+    peak = f"Estimated peak {total / GIB:.1f} GiB"
+    if estimate.breakdown.preexisting_bytes:
+        peak += f" as nvidia-smi counts it ({estimate.breakdown.needed_bytes / GIB:.1f} GiB for the job)"
+    if fits(estimate, target):
+        return Fit(True, f"{peak} fits in the {room} on {where}.")
+    return Fit(False, f"{peak} does not fit in the {room} on {where}. Largest parts: {largest_parts(estimate)}.")

@@ -85,6 +85,13 @@ class Block:
     eager_attention_heads: int = 0
     # False for a vision tower: weights only, no activations in text fine-tuning.
     sees_text: bool = True
+    # Llama-style decoder layers only (0 elsewhere): the widths the per-tensor activation model of
+    # estimator.py reads. mlp_width is the active intermediate width (experts a token visits).
+    attention_width: int = 0
+    kv_width: int = 0
+    mlp_width: int = 0
+    heads: int = 0
+    gated_mlp: bool = False
 
     @property
     def params_per_block(self) -> int:
@@ -101,6 +108,11 @@ class Block:
             for linear in self.linears
             if linear.lora_target
         )
+
+    @property
+    def lora_modules(self) -> int:
+        """Linear layers a LoRA adapter wraps (each keeps its rank-r intermediate for backward)."""
+        return sum(linear.copies for linear in self.linears if linear.lora_target)
 
 
 @dataclass(frozen=True)
@@ -234,6 +246,11 @@ def _decoder_block(config: dict[str, Any], model_type: str, hidden: int, layers:
         residual_elems=4 * hidden,
         inner_elems=attention_elems + mlp_elems,
         lora_input_elems=lora_inputs,
+        attention_width=q_dim,
+        kv_width=kv_dim,
+        mlp_width=active_width,
+        heads=heads,
+        gated_mlp=gated,
     )
     return block, generic
 

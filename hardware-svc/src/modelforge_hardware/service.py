@@ -10,12 +10,14 @@ from typing import Any, TypeVar
 
 from modelforge_common.catalog import STRATEGIES, STRATEGIES_BY_TASK, TASKS
 from modelforge_common.errors import FieldViolation, InvalidArgument
-from modelforge_hardware.estimator import PRECISION_BYTES, MemoryEstimate, TrainingJob, estimate
+from modelforge_hardware.estimator import PRECISION_BYTES, PROVIDERS, MemoryEstimate, TrainingJob, estimate
 from modelforge_hardware.fit import MOST_FREE_GPU, Target, choose_target, judge
 from modelforge_hardware.model_shape import ConfigError, ModelShape, infer_task, shape_from_config
 from modelforge_hardware.model_source import ModelDescription, ModelSource, hub_unreachable
 from modelforge_hardware.probe import GpuProbe, GpuReading, SystemProbe, SystemReading, torch_version
 from modelforge_hardware.profiles import best_gpu, classify
+from modelforge_hardware.proposals import MAX_BATCH_SIZE as MAX_PROPOSED_BATCH
+from modelforge_hardware.proposals import Proposal, max_batch_size, propose
 from modelforge_hardware.recommendations import Recommendation, Recommendations, TrainingDefaults
 
 T = TypeVar("T")
@@ -25,6 +27,10 @@ FULL_FINE_TUNING = -1
 MAX_LORA_R = 4096
 MAX_BATCH_SIZE = 4096
 MAX_SEQ_LENGTH = 1 << 20
+MAX_ACCUMULATION = 1 << 16
+DEFAULT_PROVIDER = "huggingface"
+# trainer-svc's default lora_dropout (MODELFORGE_DEFAULT_LORA_DROPOUT), used when a request names none.
+DEFAULT_LORA_DROPOUT = 0.05
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,12 @@ class MemoryRequest:
     use_4bit: bool = False
     gradient_checkpointing: bool = False
     gpu_index: int = MOST_FREE_GPU
+    # "" = huggingface.
+    provider: str = ""
+    # None: the trainer's default (0.05).
+    lora_dropout: float | None = None
+    # 0 = 1; the proposals keep batch x accumulation.
+    gradient_accumulation_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,11 @@ class MemoryAnswer:
     # The settings the estimate used, after defaults.
     job: TrainingJob
     task: str
+    # The largest per-device batch that fits with the other settings unchanged (0: not even 1).
+    max_batch_size: int = 0
+    # When it does not fit: the nearest settings that do, nearest first.
+    proposals: tuple[Proposal, ...] = ()
+    gradient_accumulation_steps: int = 1
 
 
 def _validate(request: MemoryRequest) -> list[FieldViolation]:
@@ -92,6 +109,14 @@ def _validate(request: MemoryRequest) -> list[FieldViolation]:
         violations.append(FieldViolation("batch_size", f"must be 1..{MAX_BATCH_SIZE} (0 for the default)"))
     if not 0 <= request.max_seq_length <= MAX_SEQ_LENGTH:
         violations.append(FieldViolation("max_seq_length", f"must be 1..{MAX_SEQ_LENGTH} (0 for the default)"))
+    if request.provider and request.provider not in PROVIDERS:
+        violations.append(FieldViolation("provider", f"must be one of {', '.join(PROVIDERS)}"))
+    if request.lora_dropout is not None and not 0 <= request.lora_dropout < 1:
+        violations.append(FieldViolation("lora_dropout", "must be at least 0 and below 1"))
+    if not 0 <= request.gradient_accumulation_steps <= MAX_ACCUMULATION:
+        violations.append(
+            FieldViolation("gradient_accumulation_steps", f"must be 1..{MAX_ACCUMULATION} (0 for 1)")
+        )
     if request.gpu_index < MOST_FREE_GPU:
         violations.append(FieldViolation("gpu_index", "must be -1 (most free memory) or a GPU index"))
     four_bit = request.use_4bit or request.strategy == "qlora"
@@ -133,8 +158,29 @@ def resolve_job(request: MemoryRequest, defaults: TrainingDefaults, target: Targ
         precision=precision,
         use_4bit=request.use_4bit or strategy == "qlora",
         gradient_checkpointing=request.gradient_checkpointing,
+        provider=request.provider or DEFAULT_PROVIDER,
+        lora_dropout=DEFAULT_LORA_DROPOUT if request.lora_dropout is None else request.lora_dropout,
         on_gpu=target.on_gpu,
     )
+
+
+def unsloth_available(shape: ModelShape, target: Target) -> bool:
+    """unsloth trains Llama-style causal LMs, on an NVIDIA GPU only."""
+    return target.on_gpu and shape.family == "decoder" and not shape.generic
+
+
+def proposals_sentence(proposals: tuple[Proposal, ...]) -> str:
+    """The proposals in words, each with its settings as start-request fields (name=value)."""
+    if not proposals:
+        return "No settings of this model fit: choose a smaller model or a larger device."
+    items = []
+    for number, proposal in enumerate(proposals, start=1):
+        fields = " ".join(
+            f"{name}={str(getattr(proposal.settings, name)).lower()}" for name in proposal.changed
+        )
+        total = proposal.total_bytes / (1 << 30)
+        items.append(f"({number}) {fields}: {proposal.description}, estimated {total:.1f} GiB")
+    return "Settings that fit: " + "; ".join(items) + "."
 
 
 class HardwareService:
@@ -208,16 +254,29 @@ class HardwareService:
         shape = _shape(config, task, request.model_name)
         _check_strategy_for_task(strategy, task)
         job = resolve_job(request, self._recommendation(task, hardware).defaults, target, strategy)
+        if job.unsloth and not target.on_gpu:
+            raise InvalidArgument(
+                "unsloth requires an NVIDIA GPU", [FieldViolation("provider", "unsloth requires an NVIDIA GPU")]
+            )
+        accumulation = request.gradient_accumulation_steps or 1
         result = estimate(shape, job)
         fit = judge(result, target)
+        proposals: tuple[Proposal, ...] = ()
+        message = fit.message
+        if not fit.fits:
+            proposals = tuple(propose(shape, job, target, accumulation, unsloth_available(shape, target)))
+            message += " " + proposals_sentence(proposals)
         return MemoryAnswer(
             estimate=result,
             fits=fit.fits,
             available_bytes=target.available_bytes,
             device=target.device,
-            message=fit.message,
+            message=message,
             job=job,
             task=task,
+            max_batch_size=max_batch_size(shape, job, target, limit=MAX_PROPOSED_BATCH),
+            proposals=proposals,
+            gradient_accumulation_steps=accumulation,
         )
 
     async def describe_model(self, model_name: str) -> ModelDescription:
