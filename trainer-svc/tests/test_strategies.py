@@ -69,7 +69,8 @@ def test_qlora_trains_a_4bit_base_on_the_cpu(tiny_causal_model: Path, chat_datas
     run = train(job_config("text-generation", "qlora", tiny_causal_model, chat_dataset), tmp_path)
     assert run.result.outcome == "completed"
     assert (run.result.config["quantization"], run.result.config["use_4bit"]) == ("nf4", True)
-    assert set(final_metrics(run)) == {"final_loss", "eval_loss", "perplexity"}
+    assert set(final_metrics(run)) == {"final_loss", "eval_loss", "perplexity", "trained_tokens"}
+    assert final_metrics(run)["trained_tokens"] > 0
     assert steps(run) == [0, 1, 2, 3, 4]
 
 
@@ -77,7 +78,7 @@ def test_dpo_learns_from_preference_pairs(tiny_causal_model: Path, tmp_path: Pat
     dataset = write_jsonl(preference_rows(20, seed=4), tmp_path / "pairs.jsonl")
     run = train(job_config("text-generation", "dpo", tiny_causal_model, dataset), tmp_path / "job")
     metrics = final_metrics(run)
-    assert {"final_loss", "eval_loss", "reward_accuracy", "reward_margin"} <= set(metrics)
+    assert {"final_loss", "eval_loss", "reward_accuracy", "reward_margin", "trained_tokens"} <= set(metrics)
     assert run.result.config["reference"] == "adapter off"
     assert (Path(run.result.output_dir) / "adapter_config.json").is_file()
 

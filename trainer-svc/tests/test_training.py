@@ -162,7 +162,7 @@ async def test_kill_9_then_a_job_trains_registers_and_its_adapter_stops_at_eos(
 
     (model,) = stack.registry.registered
     assert final.model_id == model.model_id
-    assert set(model.metrics) == {"final_loss", "eval_loss", "perplexity"}
+    assert set(model.metrics) == {"final_loss", "eval_loss", "perplexity", "trained_tokens"}
     assert all(math.isfinite(v) for v in model.metrics.values())
     assert model.metrics["perplexity"] == pytest.approx(math.exp(model.metrics["eval_loss"]))
     assert (model.name, model.task, model.strategy, model.provider, model.adapter_type, model.job_id) == (

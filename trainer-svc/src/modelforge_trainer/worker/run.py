@@ -69,6 +69,10 @@ def run_job(job: WorkerJob, events: EventWriter, stop: StopFlag) -> WorkerResult
     metrics = strategy.evaluate(trainer, context)
     final_loss = callback.last_loss if callback.last_loss is not None else float(train_output.training_loss)
     metrics = {"final_loss": final_loss, **metrics}
+    # trl's running count of the tokens trained on, at the last logging step (OpenAI's trained_tokens).
+    trained_tokens = callback.last_logs.get("num_tokens")
+    if isinstance(trained_tokens, int | float) and not isinstance(trained_tokens, bool) and trained_tokens > 0:
+        metrics["trained_tokens"] = float(trained_tokens)
     events.metrics(metrics, "Evaluation finished")
 
     output_dir = Path(job.output_dir)
