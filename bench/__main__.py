@@ -26,7 +26,7 @@ from bench.common import (
 
 # Run order: training first (its jobs register the models the later benchmarks read and generate with);
 # training_small after generation, which generates with the latest model.
-BENCHMARKS = ("training", "events", "gateway", "generation", "training_small", "gpu_qlora")
+BENCHMARKS = ("training", "events", "gateway", "load", "generation", "training_small", "gpu_qlora")
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
 # Hand-written explanations of the misses, from profiles (dated inside); appended to every RESULTS.md.
 ANALYSIS = Path(__file__).resolve().parent / "ANALYSIS.md"
