@@ -447,3 +447,11 @@ async def test_v1_takes_the_same_bearer_keys_and_refuses_in_openai_shape(openai_
         assert api.status_code == 401 and "detail" in api.json()
         allowed = await http.get("/v1/models", headers={"Authorization": "Bearer sk-test"})
         assert allowed.status_code == 200
+
+
+async def test_v1_files_share_the_upload_cap(openai_services: FakeServices) -> None:
+    openai_services.reset()
+    async with running_client(settings_for(openai_services, max_upload_bytes=1000)) as (_, http):
+        too_big = await upload(http, jsonl([chat_row(i) for i in range(40)]))
+        assert "larger than the limit" in assert_openai_error(too_big, 413, "file")["message"]
+        assert openai_services.registry.datasets == {}

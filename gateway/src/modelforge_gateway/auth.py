@@ -158,7 +158,10 @@ class BodyLimitMiddleware:
         return f"Dataset is larger than the limit of {mib} MiB ({self.limit_bytes} bytes)"
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(error_body(413, self._detail(), str(scope.get(REQUEST_ID_SCOPE_KEY, "")))).encode()
+        if is_openai_path(scope["path"]):
+            body = json.dumps(openai_error_body(413, self._detail(), "file")).encode()
+        else:
+            body = json.dumps(error_body(413, self._detail(), str(scope.get(REQUEST_ID_SCOPE_KEY, "")))).encode()
         headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

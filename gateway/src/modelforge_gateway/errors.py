@@ -53,7 +53,7 @@ GRPC_TO_HTTP: Mapping[grpc.StatusCode, int] = MappingProxyType(
 )
 
 # Paths whose RESOURCE_EXHAUSTED means "the request body is too large".
-UPLOAD_PATHS = frozenset({"/api/upload_dataset"})
+UPLOAD_PATHS = frozenset({"/api/upload_dataset", "/v1/files"})
 
 _VALUE_ERROR_PREFIX = "Value error, "
 

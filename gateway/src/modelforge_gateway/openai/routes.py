@@ -108,10 +108,27 @@ async def retrieve_file(file_id: IdPath, registry: RegistryStub, rpc: Rpc) -> di
 
 @router.get("/files/{file_id}/content")
 async def file_content(file_id: IdPath, registry: RegistryStub, rpc: Rpc) -> Response:
+    """The rows as uploaded, streamed line by line as the registry sends the stored file."""
     dataset = await _file_dataset(registry, rpc, file_id)
     call = registry.ReadDataset(registry_pb2.ReadDatasetRequest(name=dataset.filename), **rpc.read)
-    stored = b"".join([reply.chunk async for reply in call])
-    return Response(b"".join(original_lines(stored)), media_type="application/jsonl")
+    first = await call.read()  # here, so a refusal still gets its status code
+
+    async def lines() -> AsyncIterator[bytes]:
+        pending = b""
+        reply = first
+        try:
+            while reply is not grpc.aio.EOF:
+                assert isinstance(reply, registry_pb2.ReadDatasetResponse)
+                *complete, pending = (pending + reply.chunk).split(b"\n")
+                if complete:
+                    yield b"".join(original_lines(b"\n".join(complete)))
+                reply = await call.read()
+            if pending.strip():
+                yield b"".join(original_lines(pending))
+        finally:
+            call.cancel()
+
+    return StreamingResponse(lines(), media_type="application/jsonl")
 
 
 @router.delete("/files/{file_id}")
