@@ -17,10 +17,10 @@ from modelforge_common.errors import FailedPrecondition, NotFound
 from modelforge_trainer.config import Hyperparameters, TrainingRequest
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.jobs import EventKind, JobRegistry, JobStatus
-from modelforge_trainer.ports import JobRecord
+from modelforge_trainer.ports import JobRecord, ModelRecord
 from modelforge_trainer.publisher import RecordingSink
 from modelforge_trainer.recorder import RecordingStoreSink
-from modelforge_trainer.runner import JobPaths, JobRunner
+from modelforge_trainer.runner import JobPaths, JobRunner, write_registration
 from modelforge_trainer.service import DurableJobs, TrainerService
 from modelforge_trainer.testing import FakeDatasets, FakeRegistrar
 
@@ -213,3 +213,67 @@ async def test_other_replicas_jobs_are_read_and_cancelled_through_the_record(dur
     assert total == 1 and listed[0].job_id == queued.job_id
     stopped_events = [e for e in durable.sink.events if e.job_id == queued.job_id and e.kind is EventKind.STATUS]
     assert [e.status for e in stopped_events] == [JobStatus.QUEUED, JobStatus.STOPPED]
+
+
+async def test_the_seed_start_takes_the_jobs_path_and_conflicts_with_a_job_in_progress_anywhere(
+    durable: Durable, model_dir: Path
+) -> None:
+    started = await durable.service.start(request(model_dir))
+    record = durable.store.records[started.job_id]
+    assert (started.status, record.status, durable.queue.queued) == (JobStatus.QUEUED, "queued", [started.job_id])
+    assert durable.service.free_slots() == 1  # it runs wherever the queue delivers it, here too
+
+    with pytest.raises(FailedPrecondition, match=f"already running: {started.job_id}"):
+        await durable.service.start(request(model_dir))
+    # Any replica's job in progress counts, in whatever state of record it is.
+    await durable.store.update_job(started.job_id, {"status": "registering", "replica": "replica-b"})
+    with pytest.raises(FailedPrecondition, match=started.job_id):
+        await durable.service.start(request(model_dir))
+    looked_up = await durable.service.lookup("")  # status without a job id: the job in progress anywhere
+    assert looked_up is not None and (looked_up.job_id, looked_up.status) == (started.job_id, JobStatus.REGISTERING)
+
+    await durable.store.update_job(started.job_id, {"status": "completed"})
+    again = await durable.service.start(request(model_dir))
+    delivery = FakeDelivery(again.job_id)
+    async with asyncio.timeout(60):
+        await durable.service.take_delivery(delivery)
+    assert durable.store.records[again.job_id].status == "completed" and delivery.acks == 1
+    assert len(durable.queue.queued) == 2 == len({*durable.queue.queued})
+
+
+async def test_stopping_a_job_whose_replica_is_gone_says_what_happened(durable: Durable, model_dir: Path) -> None:
+    orphaned, _ = await durable.service.submit(request(model_dir))
+    await durable.store.update_job(orphaned.job_id, {"status": "running", "replica": "replica-dead"})
+
+    answered = await durable.service.stop("", wait_s=1)  # the job in progress, wherever it runs
+
+    assert durable.queue.stop_requests == [orphaned.job_id]  # asked first; no replica answered
+    assert answered.status is JobStatus.STOPPED and "replica running it was gone" in answered.message
+    assert durable.store.records[orphaned.job_id].status == "stopped"
+    stopped = [e for e in durable.sink.events if e.job_id == orphaned.job_id and e.status is JobStatus.STOPPED]
+    assert len(stopped) == 1 and stopped[0].seq == answered.last_seq
+    with pytest.raises(FailedPrecondition, match="No training job is running"):
+        await durable.service.stop("", wait_s=1)
+
+
+async def test_a_redelivered_job_left_registering_is_registered_by_the_next_replica(
+    durable: Durable, model_dir: Path
+) -> None:
+    job, _ = await durable.service.submit(request(model_dir))
+    await durable.store.update_job(job.job_id, {"status": "registering", "attempts": 1, "replica": "replica-dead"})
+    # What the dead replica left: its trained model's record (runner.write_registration).
+    record = ModelRecord(
+        name="left", base_model=str(model_dir), task="text-generation", strategy="sft", provider="huggingface",
+        path=str(durable.service.paths.model_dir(job.job_id)), config={}, training_params={},
+        metrics={"final_loss": 0.25}, job_id=job.job_id,
+    )
+    durable.service.paths.job_dir(job.job_id).mkdir(parents=True)
+    write_registration(record, durable.service.paths.registration_file(job.job_id))
+
+    delivery = FakeDelivery(job.job_id, redelivered=True)
+    async with asyncio.timeout(60):
+        await durable.service.take_delivery(delivery)
+
+    stored = durable.store.records[job.job_id]
+    assert (stored.status, stored.model_id, stored.attempts, delivery.acks) == ("completed", "model_1", 1, 1)
+    assert [r.name for r in durable.registrar.records] == ["left"]
