@@ -170,11 +170,17 @@ class TrainerService:
             return job
 
     async def _ensure_nothing_in_progress(self) -> None:
-        assert self.durable is not None
         self.jobs.ensure_capacity()
-        records, _ = await self.durable.store.list_jobs(IN_PROGRESS, 1, 0)
+        records = await self._in_progress_of_record()
         if records:
             raise FailedPrecondition(f"A training job is already running: {records[0].job_id}")
+
+    async def _in_progress_of_record(self) -> list[JobRecord]:
+        """Jobs the registry has in progress, newest first, less those this replica saw end (their
+        final record may still be on its way)."""
+        assert self.durable is not None
+        records, _ = await self.durable.store.list_jobs(IN_PROGRESS, 0, 0)
+        return [record for record in records if (local := self.jobs.find(record.job_id)) is None or local.active]
 
     async def submit(self, request: TrainingRequest, *, idempotency_key: str = "", owner: str = "") -> tuple[Job, bool]:
         """Validates and queues a job (the jobs API): it starts when a slot is free, oldest first.
@@ -404,20 +410,21 @@ class TrainerService:
         local = self.jobs.active()
         if local:
             return local[-1]
-        for statuses in (IN_PROGRESS, ()):
-            records, _ = await self.durable.store.list_jobs(statuses, 1, 0)
-            if records:
-                record = records[0]
-                if self._reset_at is not None and (record.queued_at or self._reset_at) <= self._reset_at:
-                    return None
-                return self._known(record)
-        return None
+        records = await self._in_progress_of_record()
+        if not records:
+            records, _ = await self.durable.store.list_jobs((), 1, 0)
+        if not records:
+            return None
+        record = records[0]
+        if self._reset_at is not None and (record.queued_at or self._reset_at) <= self._reset_at:
+            return None
+        return self._known(record)
 
     async def stop(self, job_id: str, wait_s: float) -> Job:
         """Stops the named (or the running) job; waits up to wait_s for it to end and returns it as
         it is then (still running when the stop did not finish in time)."""
         if self.durable is not None and not job_id and not self.jobs.active():
-            records, _ = await self.durable.store.list_jobs(IN_PROGRESS, 1, 0)
+            records = await self._in_progress_of_record()
             if not records:
                 raise FailedPrecondition("No training job is running")
             job_id = records[0].job_id
