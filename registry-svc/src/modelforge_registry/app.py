@@ -11,6 +11,7 @@ from grpc_health.v1 import health
 
 from modelforge.v1 import registry_pb2, registry_pb2_grpc
 from modelforge_common.grpc_server import build_server, service_name
+from modelforge_common.metrics import gauge_callback
 from modelforge_registry.datasets import DatasetStore
 from modelforge_registry.files import DataDir
 from modelforge_registry.jobs import JobStore
@@ -54,8 +55,15 @@ def open_registry(
     )
     registry.models.recover(orphan_grace_s)
     registry.datasets.recover(orphan_grace_s)
+    register_metrics(registry)
     log.info("registry open: data dir %s, database %s", files.root, database.engine.url.render_as_string())
     return registry
+
+
+def register_metrics(registry: Registry) -> None:
+    """Gauges read from the database at each scrape of /metrics (the newest registry opened wins)."""
+    gauge_callback("modelforge_registry_models", "Registered models", registry.models.count)
+    gauge_callback("modelforge_registry_datasets", "Uploaded datasets", registry.datasets.count)
 
 
 def build_registry_server(

@@ -15,17 +15,27 @@ import re
 import tempfile
 import time
 from collections.abc import AsyncIterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from modelforge_common.dataset_rows import DatasetReport, RowIssue, validate_lines
-from modelforge_common.errors import Aborted, FieldViolation, InvalidArgument, NotFound, ResourceExhausted
-from modelforge_registry.domain import DatasetInfo
-from modelforge_registry.files import DataDir, is_file
+from modelforge_common.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+from modelforge_registry.domain import TERMINAL_JOB_STATUSES, DatasetInfo
+from modelforge_registry.files import DataDir, is_file, remove
 from modelforge_registry.store import Database, DatasetRecord, as_utc, utc_now
+from modelforge_registry.store.orm import JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +121,40 @@ class PartFile:
         self.path.unlink(missing_ok=True)
 
 
+DAMAGED_ROW = "the stored row is damaged (text that is not Unicode or missing values): delete it and upload again"
+
+
+def _printable(text: str) -> str:
+    """`text` with anything UTF-8 cannot hold (unpaired surrogates) written as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _check_storable(info: DatasetInfo) -> None:
+    """Raises ValueError when the dataset's text could not travel in a reply (unpaired surrogates)."""
+    for text in (info.filename, str(info.path), info.sha256, *info.fields, *info.formats):
+        text.encode("utf-8")
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Makes a new name in `directory` durable (the file's own bytes were fsynced before)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def _datasets_named_by(request: object) -> set[str]:
+    """The dataset names and paths a stored job request refers to."""
+    if not isinstance(request, dict):
+        return set()
+    config = request.get("config")
+    found = {request.get("dataset"), config.get("dataset_path") if isinstance(config, dict) else None}
+    return {value for value in found if isinstance(value, str) and value}
+
+
 class _NameTaken(Exception):
     """A file of that name exists (rolls the row back)."""
 
@@ -170,6 +214,7 @@ class DatasetStore:
             if candidate in taken:
                 continue
             target = self.data_dir.datasets / candidate
+            claimed = False
             try:
                 with self.db.transaction() as session:
                     self.db.serialize(session, "datasets.store")
@@ -185,12 +230,22 @@ class DatasetStore:
                     )
                     session.add(record)
                     session.flush()
-                    # Inside the transaction: the row commits only once the file is in place.
+                    # Inside the transaction: the row commits only once the file is durably in place.
                     if not _claim(part.path, target):
                         raise _NameTaken(candidate)
+                    claimed = True
+                    _fsync_directory(target.parent)
                     info = self._info(record)
+                    _check_storable(info)
             except (IntegrityError, _NameTaken):
+                if claimed:
+                    target.unlink(missing_ok=True)
                 continue
+            except BaseException:
+                # The row did not commit: the file it named must not stay.
+                if claimed:
+                    target.unlink(missing_ok=True)
+                raise
             if candidate != name:
                 log.info("dataset %s exists; stored the upload as %s", name, candidate)
             log.info("stored dataset %s (%d examples, %d bytes)", candidate, info.num_examples, info.size_bytes)
@@ -200,10 +255,92 @@ class DatasetStore:
     # -- read ---------------------------------------------------------------------------------
 
     def list(self) -> list[DatasetInfo]:
-        """Uploaded datasets, newest first."""
+        """Uploaded datasets, newest first. A damaged row (one an older version stored, or edited by
+        hand) is listed flagged invalid with its text made printable, never failing the listing."""
         query = select(DatasetRecord).order_by(DatasetRecord.uploaded_at.desc(), DatasetRecord.id.desc())
         with self.db.transaction() as session:
-            return [self._info(record) for record in session.scalars(query)]
+            return [self._listable(record) for record in session.scalars(query)]
+
+    def count(self) -> int:
+        """Uploaded datasets (for the datasets gauge)."""
+        with self.db.transaction() as session:
+            return int(session.scalar(select(func.count()).select_from(DatasetRecord)) or 0)
+
+    def _listable(self, record: DatasetRecord) -> DatasetInfo:
+        try:
+            info = self._info(record)
+            _check_storable(info)
+            return info
+        except Exception as exc:  # noqa: BLE001 - one bad row must not break the listing
+            log.warning("dataset row %s is damaged: %s", _printable(str(record.filename)), _printable(str(exc)))
+            return self._damaged(record)
+
+    def _damaged(self, record: DatasetRecord) -> DatasetInfo:
+        def number(value: object) -> int:
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        fields = record.fields if isinstance(record.fields, list) else []
+        formats = record.formats if isinstance(record.formats, list) else []
+        try:
+            path = self.data_dir.absolute(_printable(str(record.path)))
+        except Exception:  # noqa: BLE001 - shown as the datasets folder when even the path is unusable
+            path = self.data_dir.datasets
+        return DatasetInfo(
+            filename=_printable(str(record.filename)),
+            path=path,
+            size_bytes=number(record.size_bytes),
+            num_examples=number(record.num_examples),
+            sha256=_printable(str(record.sha256)),
+            fields=tuple(_printable(str(name)) for name in fields),
+            formats=tuple(_printable(str(name)) for name in formats),
+            uploaded_at=as_utc(record.uploaded_at) if isinstance(record.uploaded_at, datetime) else None,
+            valid=False,
+            issues=(RowIssue(0, "", DAMAGED_ROW),),
+        )
+
+    # -- delete -------------------------------------------------------------------------------
+
+    def delete(self, name: str) -> DatasetInfo:
+        """Removes an uploaded dataset, by its exact filename: the row, then its file (moved to the
+        trash in one rename inside the transaction, put back if the row cannot be deleted).
+        FailedPrecondition while a job that has not finished uses it."""
+        if not name.strip() or "\x00" in name:
+            raise InvalidArgument("A dataset name is required", [FieldViolation("name", "must be a dataset filename")])
+        trashed: Path | None = None
+        path: Path | None = None
+        try:
+            with self.db.transaction() as session:
+                self.db.serialize(session, "datasets.store")
+                record = session.scalar(select(DatasetRecord).where(DatasetRecord.filename == name))
+                if record is None:
+                    raise NotFound(f"Dataset {name} not found")
+                users = self._unfinished_jobs_using(session, record)
+                if users:
+                    raise FailedPrecondition(
+                        f"Dataset {name} is used by unfinished job(s) {', '.join(users)}: "
+                        "delete it once they have finished or been stopped",
+                        [FieldViolation("name", "is used by a queued or running job")],
+                    )
+                info = self._listable(record)
+                path = self.data_dir.inside(self.data_dir.absolute(str(record.path)))
+                session.delete(record)
+                session.flush()
+                if path is not None and path.is_relative_to(self.data_dir.datasets):
+                    trashed = self.data_dir.move_to_trash(path, f"dataset-{name}")
+        except BaseException:
+            if trashed is not None and path is not None:
+                os.replace(trashed, path)  # the row stays: so does its file
+            raise
+        if trashed is not None:
+            remove(trashed)
+        log.info("deleted dataset %s", name)
+        return info
+
+    def _unfinished_jobs_using(self, session: Session, record: DatasetRecord) -> list[str]:
+        absolute = str(self.data_dir.absolute(str(record.path)))
+        names = {record.filename, str(record.path), absolute}
+        unfinished = session.scalars(select(JobRecord).where(JobRecord.status.not_in(TERMINAL_JOB_STATUSES)))
+        return sorted(job.job_id for job in unfinished if _datasets_named_by(job.request) & names)
 
     def get(self, name: str) -> DatasetInfo:
         """An uploaded filename, or a path inside the data dir (relative to it or absolute). A file

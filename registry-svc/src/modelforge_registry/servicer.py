@@ -99,6 +99,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             while chunk := await asyncio.to_thread(handle.read, READ_CHUNK_BYTES):
                 yield registry_pb2.ReadDatasetResponse(chunk=chunk)
 
+    async def DeleteDataset(  # noqa: N802
+        self, request: registry_pb2.DeleteDatasetRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.DeleteDatasetResponse:
+        dataset = await asyncio.to_thread(self.datasets.delete, request.name)
+        return registry_pb2.DeleteDatasetResponse(dataset=convert.dataset_pb(dataset))
+
     async def GetSession(  # noqa: N802
         self, request: registry_pb2.GetSessionRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.GetSessionResponse:
