@@ -115,8 +115,11 @@ async def test_estimate_memory_of_a_local_model(make_service, serve_hardware, ti
     b = reply.breakdown
     assert b.total_bytes == sum(
         (b.weights_bytes, b.adapters_bytes, b.optimizer_bytes, b.gradients_bytes, b.activations_bytes,
-         b.overhead_bytes)
+         b.logits_bytes, b.overhead_bytes)
     )
+    assert sum(part.bytes for part in b.parts) == b.total_bytes
+    assert reply.provider == "huggingface" and reply.settings.max_seq_length == 512
+    assert reply.max_batch_size > 1 and not reply.proposals
     assert b.adapters_bytes > 0 and b.weights_bytes > 0
     assert reply.fits
     assert reply.device == "cuda:1"  # the H100 with most free memory
@@ -127,15 +130,24 @@ async def test_estimate_memory_of_a_local_model(make_service, serve_hardware, ti
 async def test_8b_estimate_does_not_fit_the_3070(make_service, serve_hardware, tmp_path: Path) -> None:
     model = write_model_folder(tmp_path / "llama-8b", LLAMA_8B)
     async with serve_hardware(make_service("rtx3070")) as running:
-        # Zero fields take the mid_range defaults (batch 2, sequence 2048, r 64, bf16).
+        # Zero fields take the mid_range defaults (batch 2, sequence 2048, bf16).
         reply = await running.stub.EstimateMemory(
-            hardware_pb2.EstimateMemoryRequest(model_name=str(model), strategy="qlora", gradient_checkpointing=True),
+            hardware_pb2.EstimateMemoryRequest(
+                model_name=str(model), strategy="qlora", gradient_checkpointing=True, lora_r=16, lora_dropout=0
+            ),
             timeout=DEADLINE_S,
         )
     assert not reply.fits
     assert reply.device == "cuda:0"
     assert reply.breakdown.total_bytes > reply.available_bytes
-    assert "does not fit" in reply.message
+    assert "does not fit" in reply.message and "Largest parts: " in reply.message
+    assert reply.proposals and "Settings that fit: (1) " in reply.message
+    first = reply.proposals[0]
+    assert first.total_bytes - reply.breakdown.preexisting_bytes <= reply.available_bytes
+    assert list(first.changed) and first.settings.per_device_train_batch_size >= 1
+    # The huggingface provider's fp32 embeddings and head alone leave no room on 8 GiB: unsloth does.
+    assert first.settings.provider == "unsloth" and "provider=unsloth" in reply.message
+    assert reply.max_batch_size == 0
 
 
 async def test_70b_qlora_is_refused_on_a_24_gib_cpu_machine(make_service, serve_hardware, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -92,3 +93,51 @@ async def test_8b_defaults_on_the_h100(make_service, tmp_path: Path) -> None:
     )
     assert answer.fits
     assert (answer.job.batch_size, answer.job.lora_r) == (4, 64)  # high_end defaults
+
+
+async def test_provider_and_dropout_reach_the_estimate(make_service, tmp_path: Path) -> None:
+    folder = write_model_folder(tmp_path / "llama-8b", LLAMA_8B)
+    service = make_service("h100x2")
+    request = MemoryRequest(model_name=str(folder), strategy="qlora", lora_r=16, gradient_checkpointing=True)
+
+    default = await service.estimate_memory(request)
+    unsloth = await service.estimate_memory(dataclasses.replace(request, provider="unsloth"))
+    no_dropout = await service.estimate_memory(dataclasses.replace(request, lora_dropout=0.0))
+
+    assert (default.job.provider, default.job.lora_dropout) == ("huggingface", 0.05)
+    assert unsloth.job.provider == "unsloth"
+    assert unsloth.estimate.breakdown.total_bytes < default.estimate.breakdown.total_bytes
+    assert no_dropout.estimate.breakdown.total_bytes < default.estimate.breakdown.total_bytes
+    assert default.max_batch_size > default.job.batch_size  # 80 GiB holds far more than the default 4
+
+
+async def test_bad_provider_dropout_and_accumulation_name_their_fields(make_service, tiny_model_dir: Path) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        await make_service().estimate_memory(
+            MemoryRequest(
+                model_name=str(tiny_model_dir), provider="deepspeed", lora_dropout=1.5, gradient_accumulation_steps=-2
+            )
+        )
+    assert {v.field for v in raised.value.violations} == {"provider", "lora_dropout", "gradient_accumulation_steps"}
+
+
+async def test_unsloth_is_refused_without_a_gpu(make_service, tiny_model_dir: Path) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        await make_service("none").estimate_memory(MemoryRequest(model_name=str(tiny_model_dir), provider="unsloth"))
+    assert [v.field for v in raised.value.violations] == ["provider"]
+
+
+async def test_oversize_job_gets_proposals_keeping_the_effective_batch(make_service, tmp_path: Path) -> None:
+    folder = write_model_folder(tmp_path / "llama-8b", LLAMA_8B)
+    answer = await make_service("h100x2").estimate_memory(
+        MemoryRequest(
+            model_name=str(folder), strategy="sft", lora_r=16, batch_size=64, max_seq_length=4096,
+            gradient_accumulation_steps=2, gpu_index=0, gradient_checkpointing=True,
+        )
+    )
+    assert not answer.fits
+    first = answer.proposals[0]
+    assert first.changed == ("per_device_train_batch_size", "gradient_accumulation_steps")
+    assert first.settings.per_device_train_batch_size == answer.max_batch_size
+    assert first.settings.per_device_train_batch_size * first.settings.gradient_accumulation_steps >= 128
+    assert "Settings that fit: (1) per_device_train_batch_size=" in answer.message
