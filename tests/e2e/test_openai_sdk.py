@@ -91,6 +91,7 @@ def test_the_openai_sdk_fine_tunes_lists_chats_and_deletes(
     sft_done = wait_for(client, sft.id, FINISHED)
     assert sft_done.status == "succeeded", sft_done.error
     assert sft_done.fine_tuned_model and sft_done.finished_at >= sft_done.created_at
+    assert sft_done.trained_tokens and sft_done.trained_tokens > 0
     assert sft_done.hyperparameters.n_epochs == 1 and sft_done.hyperparameters.batch_size == 4
     assert sft_done.hyperparameters.learning_rate_multiplier == pytest.approx(5)
     dpo_done = wait_for(client, dpo.id, FINISHED)
