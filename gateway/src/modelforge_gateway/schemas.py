@@ -479,6 +479,13 @@ class DatasetsResponse(BaseModel):
     datasets: list[DatasetSummary]
 
 
+class DeleteDatasetResponse(BaseModel):
+    success: bool = True
+    status: Literal["deleted"] = "deleted"
+    message: str
+    filename: str
+
+
 # --- models -------------------------------------------------------------------------------------
 
 

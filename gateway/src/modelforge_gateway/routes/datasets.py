@@ -1,17 +1,23 @@
-"""Dataset upload (streamed to registry-svc in chunks) and listing."""
+"""Dataset upload (streamed to registry-svc in chunks), listing and deletion."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import PurePath
 
-from fastapi import APIRouter, UploadFile
+from fastapi import APIRouter, Path, UploadFile
 
 from modelforge.v1 import registry_pb2
 from modelforge_gateway.convert import dataset_summary, issue_text
 from modelforge_gateway.deps import RegistryStub, Rpc, SettingsDep
 from modelforge_gateway.errors import ApiError, invalid
-from modelforge_gateway.schemas import DatasetsResponse, DatasetSummary, DatasetValidation, UploadDatasetResponse
+from modelforge_gateway.schemas import (
+    DatasetsResponse,
+    DatasetSummary,
+    DatasetValidation,
+    DeleteDatasetResponse,
+    UploadDatasetResponse,
+)
 
 router = APIRouter(tags=["datasets"])
 
@@ -50,6 +56,21 @@ async def upload_dataset(
         num_examples=dataset.num_examples,
         validation=DatasetValidation(valid=dataset.valid, errors=[issue_text(i) for i in dataset.issues]),
     )
+
+
+# What the registry stores an upload as (sanitized, .jsonl): anything else cannot name a dataset.
+DatasetNamePath = Path(
+    min_length=7, max_length=200, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*\.jsonl$", description="An uploaded filename"
+)
+
+
+@router.delete("/api/datasets/{name}", response_model=DeleteDatasetResponse)
+async def delete_dataset(registry: RegistryStub, rpc: Rpc, name: str = DatasetNamePath) -> DeleteDatasetResponse:
+    """Deletes an uploaded dataset (its row and file). 404 for an unknown name; 409 while a queued or
+    running job uses it."""
+    reply = await registry.DeleteDataset(registry_pb2.DeleteDatasetRequest(name=name), **rpc.write)
+    filename = reply.dataset.filename or name
+    return DeleteDatasetResponse(message=f"Dataset {filename} deleted successfully", filename=filename)
 
 
 @router.get("/api/datasets", response_model=DatasetsResponse)
