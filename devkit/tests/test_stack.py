@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -240,3 +241,22 @@ def test_main_refuses_an_unknown_command(tmp_path: Path) -> None:
     err = io.StringIO()
     assert main(["sideways"], env=private_env(tmp_path, tmp_path / "d"), out=io.StringIO(), err=err) == 2
     assert "usage" in err.getvalue()
+
+
+@pytest.mark.integration
+def test_up_refuses_a_port_another_process_holds_and_leaves_nothing_running(tmp_path: Path) -> None:
+    env = private_env(tmp_path, tmp_path / "data")
+    stack = Stack.from_environment(env)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(env["MODELFORGE_REGISTRY_ADDR"].rsplit(":", 1)[1])))
+        squatter.listen()
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            assert main(["up"], env=env, out=out, err=err) == 1
+        finally:
+            stack.stop()
+    assert "registry" in err.getvalue() and "already in use" in err.getvalue(), err.getvalue()
+    # The nats-server this `up` had started is stopped again.
+    assert "nats" in [path.stem for path in stack.run_dir.glob("*.log")]
+    assert not stack.nats_reachable() and stack.running() == {}
+    assert recorded_stacks(env) == []
