@@ -408,7 +408,22 @@ def training_defaults(defaults: hardware_pb2.TrainingDefaults) -> dict[str, Any]
     }
 
 
-_BREAKDOWN_PARTS = ("weights", "adapters", "optimizer", "gradients", "activations", "overhead", "total")
+_BREAKDOWN_PARTS = ("weights", "adapters", "optimizer", "gradients", "activations", "overhead", "logits", "total")
+
+
+def _memory_settings(settings: hardware_pb2.MemorySettings) -> dict[str, Any]:
+    return {
+        "per_device_train_batch_size": settings.per_device_train_batch_size,
+        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
+        "max_seq_length": settings.max_seq_length,
+        "use_4bit": settings.use_4bit,
+        "gradient_checkpointing": settings.gradient_checkpointing,
+        "provider": settings.provider,
+    }
+
+
+def _memory_part(part: hardware_pb2.MemoryPart) -> dict[str, Any]:
+    return {"name": part.name, "bytes": int(part.bytes), "gb": gib(part.bytes, 3), "detail": part.detail}
 
 
 def memory_estimate(model_name: str, reply: hardware_pb2.EstimateMemoryResponse) -> dict[str, Any]:
@@ -418,6 +433,8 @@ def memory_estimate(model_name: str, reply: hardware_pb2.EstimateMemoryResponse)
         value = int(getattr(reply.breakdown, f"{part}_bytes"))
         breakdown[f"{part}_bytes"] = value
         breakdown[f"{part}_gb"] = gib(value, 3)
+    parts = [_memory_part(part) for part in reply.breakdown.parts]
+    breakdown["parts"] = parts
     return {
         "model_name": model_name,
         "fits": reply.fits,
@@ -428,6 +445,20 @@ def memory_estimate(model_name: str, reply: hardware_pb2.EstimateMemoryResponse)
         "available_bytes": int(reply.available_bytes),
         "available_gb": gib(reply.available_bytes, 3),
         "breakdown": breakdown,
+        "provider": reply.provider or "huggingface",
+        "max_batch_size": reply.max_batch_size,
+        "largest_parts": parts[:3],
+        "proposals": [
+            {
+                "settings": _memory_settings(proposal.settings),
+                "changed": list(proposal.changed),
+                "description": proposal.description,
+                "total_bytes": int(proposal.total_bytes),
+                "total_gb": gib(proposal.total_bytes, 3),
+            }
+            for proposal in reply.proposals
+        ],
+        "settings": _memory_settings(reply.settings) if reply.HasField("settings") else None,
     }
 
 

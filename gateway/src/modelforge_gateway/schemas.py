@@ -393,6 +393,12 @@ class MemoryEstimateRequest(_Body):
     use_4bit: bool | None = None
     gradient_checkpointing: bool = True
     gpu_index: int = Field(-1, ge=-1, le=1024)
+    # Each provider holds different tensors at the peak; unsloth needs an NVIDIA GPU.
+    provider: ProviderName = "huggingface"
+    # None: the trainer's default (0.05); peft keeps a dropped-out copy of each wrapped layer's input when > 0.
+    lora_dropout: float | None = Field(None, ge=0, lt=1)
+    # Kept by proposals that lower the per-device batch (the effective batch stays the same).
+    gradient_accumulation_steps: int = Field(1, ge=1, le=65536)
 
     @property
     def effective_batch_size(self) -> int:
@@ -409,6 +415,33 @@ class MemoryEstimateRequest(_Body):
         return self.use_4bit if self.use_4bit is not None else self.strategy == "qlora"
 
 
+class MemoryPartResponse(BaseModel):
+    name: str
+    bytes: int
+    gb: float
+    detail: str
+
+
+class MemorySettingsResponse(BaseModel):
+    """Start-request fields (POST /api/start_training names them the same)."""
+
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    max_seq_length: int
+    use_4bit: bool
+    gradient_checkpointing: bool
+    provider: str
+
+
+class MemoryProposalResponse(BaseModel):
+    settings: MemorySettingsResponse
+    # The start-request fields that differ from the request's.
+    changed: list[str]
+    description: str
+    total_bytes: int
+    total_gb: float
+
+
 class MemoryBreakdownResponse(BaseModel):
     weights_bytes: int
     weights_gb: float
@@ -422,8 +455,12 @@ class MemoryBreakdownResponse(BaseModel):
     activations_gb: float
     overhead_bytes: int
     overhead_gb: float
+    logits_bytes: int = 0
+    logits_gb: float = 0.0
     total_bytes: int
     total_gb: float
+    # The same total in finer named parts (allocator slack, CUDA context, driver reserve...), largest first.
+    parts: list[MemoryPartResponse] = []
 
 
 class MemoryEstimateResponse(BaseModel):
@@ -436,6 +473,14 @@ class MemoryEstimateResponse(BaseModel):
     available_bytes: int
     available_gb: float
     breakdown: MemoryBreakdownResponse
+    provider: str = "huggingface"
+    # The largest per-device batch that fits with the other settings unchanged (0: not even 1).
+    max_batch_size: int = 0
+    # The three largest parts of the estimate.
+    largest_parts: list[MemoryPartResponse] = []
+    # When it does not fit: the nearest settings that do, nearest first.
+    proposals: list[MemoryProposalResponse] = []
+    settings: MemorySettingsResponse | None = None
 
 
 # --- system -------------------------------------------------------------------------------------

@@ -217,7 +217,11 @@ async def estimate_memory(body: MemoryEstimateRequest, hardware: HardwareStub, r
         use_4bit=body.effective_use_4bit,
         gradient_checkpointing=body.gradient_checkpointing,
         gpu_index=body.gpu_index,
+        provider=body.provider,
+        gradient_accumulation_steps=body.gradient_accumulation_steps,
     )
+    if body.lora_dropout is not None:
+        request.lora_dropout = body.lora_dropout
     # config.json may come from the Hub, hence the longer deadline.
     reply = await hardware.EstimateMemory(request, **rpc.hub)
     return MemoryEstimateResponse(**convert.memory_estimate(body.model_name, reply))
