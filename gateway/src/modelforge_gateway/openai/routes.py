@@ -29,7 +29,9 @@ from modelforge_gateway.routes.datasets import upload_filename
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+# Left out of /openapi.json: the contract of these routes is OpenAI's own API reference (its bodies,
+# its error shape), which the gateway's document, written for /api, would misdescribe.
+router = APIRouter(prefix="/v1", tags=["openai"], include_in_schema=False)
 
 Limit = Annotated[int, Query(ge=1, le=100)]
 After = Annotated[str | None, Query(max_length=300)]
