@@ -246,6 +246,24 @@ async def test_memory_refusal_names_the_estimate(model_dir: Path, chat_dataset: 
     assert (query.precision, query.batch_size, query.lora_r) == ("fp32", 2, 16)
 
 
+async def test_memory_refusal_passes_the_provider_and_carries_the_proposals(
+    model_dir: Path, chat_dataset: Path, tmp_path: Path
+) -> None:
+    proposals = "Largest parts: weights 7.27 GiB. Settings that fit: (1) provider=unsloth: the unsloth provider."
+    estimator = FakeEstimator(
+        MemoryEstimate(fits=False, total_bytes=9 * 1024**3, available_bytes=7 * 1024**3, device="cuda:0",
+                       message=proposals)
+    )
+    with pytest.raises(InvalidArgument) as caught:
+        await validate(
+            request(model_dir, gradient_accumulation_steps=3, lora_dropout=0.0),
+            FakeDatasets({"chat.jsonl": chat_dataset}), tmp_path, estimator=estimator,
+        )
+    assert proposals in caught.value.message and "force" in caught.value.message
+    query = estimator.queries[0]
+    assert (query.provider, query.lora_dropout, query.gradient_accumulation_steps) == ("huggingface", 0.0, 3)
+
+
 async def test_force_starts_despite_the_estimate(model_dir: Path, chat_dataset: Path, tmp_path: Path) -> None:
     estimator = FakeEstimator(MemoryEstimate(fits=False, total_bytes=2, available_bytes=1, device="cpu"))
     config = await validate(

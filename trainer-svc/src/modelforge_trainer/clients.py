@@ -133,6 +133,9 @@ class HardwareClient:
             use_4bit=query.use_4bit,
             gradient_checkpointing=query.gradient_checkpointing,
             gpu_index=-1,
+            provider=query.provider,
+            lora_dropout=query.lora_dropout,
+            gradient_accumulation_steps=query.gradient_accumulation_steps,
         )
         try:
             reply = await self._stub.EstimateMemory(request, timeout=self._timeout_s)

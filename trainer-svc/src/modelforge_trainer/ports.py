@@ -27,6 +27,11 @@ class MemoryQuery:
     precision: str  # bf16 | fp16 | fp32
     use_4bit: bool
     gradient_checkpointing: bool
+    # huggingface | unsloth: each holds different tensors at the peak.
+    provider: str = "huggingface"
+    lora_dropout: float = 0.05
+    # Kept by the hardware service's proposals of a smaller per-device batch.
+    gradient_accumulation_steps: int = 1
 
 
 @dataclass(frozen=True)

@@ -265,6 +265,9 @@ async def check_memory(
         precision=training_precision(config, device),
         use_4bit=config.use_4bit,
         gradient_checkpointing=device.cuda,
+        provider=config.provider,
+        lora_dropout=config.lora_dropout,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
     )
     try:
         estimate = await estimator.estimate_memory(query)
@@ -275,11 +278,14 @@ async def check_memory(
         if not estimate.fits:
             log.warning("starting a job the estimate says will not fit (force): %s", estimate.message)
         return
+    # The hardware service's message names the largest parts and the nearest settings that fit.
+    advice = estimate.message.strip() or (
+        "Lower the batch size, sequence length or LoRA rank, or use 4-bit quantization."
+    )
     raise InvalidArgument(
         f"Not enough memory: the job is estimated to need {_format_bytes(estimate.total_bytes)} "
         f"({estimate.total_bytes} bytes) but {estimate.device} has {_format_bytes(estimate.available_bytes)} "
-        f"({estimate.available_bytes} bytes) available. Lower the batch size, sequence length or LoRA rank, "
-        "use 4-bit quantization, or set force to start anyway"
+        f"({estimate.available_bytes} bytes) available. {advice} Or set force to start anyway"
     )
 
 
