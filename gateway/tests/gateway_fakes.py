@@ -206,6 +206,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
     def reset(self) -> None:
         self.models: dict[int, registry_pb2.Model] = {1: make_model(1), 2: make_model(2, task="summarization")}
         self.datasets: dict[str, registry_pb2.Dataset] = {}
+        self.datasets_in_use: set[str] = set()  # DeleteDataset answers FAILED_PRECONDITION for these
         self.sessions: dict[str, registry_pb2.Session] = {}
         self.upload_messages: list[int] = []  # bytes per chunk message, for the streaming test
         self.registered: list[registry_pb2.Model] = []
@@ -269,7 +270,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
                     raise ResourceExhausted("Dataset exceeds the registry's size limit")
         if not filename.endswith(".jsonl"):
             raise InvalidArgument("Dataset must be a .jsonl file", [FieldViolation("file", "must end in .jsonl")])
-        report = validate_lines(content.decode("utf-8", errors="replace").splitlines())
+        report = validate_lines(bytes(content))
         if not report.valid:
             violations = [FieldViolation(_issue_field(i.line, i.field), i.message) for i in report.issues]
             raise InvalidArgument(f"Dataset validation failed: {report.summary()}", violations)
@@ -291,6 +292,13 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
         if request.name not in self.datasets:
             raise NotFound(f"no dataset {request.name}")
         return registry_pb2.GetDatasetResponse(dataset=self.datasets[request.name])
+
+    async def DeleteDataset(self, request: Any, context: Any) -> Any:
+        if request.name not in self.datasets:
+            raise NotFound(f"Dataset {request.name} not found")
+        if request.name in self.datasets_in_use:
+            raise FailedPrecondition(f"Dataset {request.name} is used by unfinished job(s) train_1")
+        return registry_pb2.DeleteDatasetResponse(dataset=self.datasets.pop(request.name))
 
     async def GetSession(self, request: Any, context: Any) -> Any:
         if request.session_id not in self.sessions:
