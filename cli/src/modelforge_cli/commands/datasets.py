@@ -1,10 +1,11 @@
-"""`modelforge datasets upload | list | show`."""
+"""`modelforge datasets upload | list | show | delete`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.markup import escape
@@ -70,6 +71,25 @@ def list_datasets(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         stdout().print("no datasets uploaded yet: modelforge datasets upload FILE")
         return
     stdout().print(table(datasets, COLUMNS))
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The uploaded filename.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete an uploaded dataset and its file (refused while a queued or running job uses it)."""
+    if not yes:
+        typer.confirm(f"delete dataset {name} and its file?", abort=True)
+    with api(ctx) as client:
+        answer = client.delete(f"/api/datasets/{quote(name, safe='')}")
+    if as_json:
+        print_json(answer)
+        return
+    message = answer.get("message") if isinstance(answer, dict) else None
+    stdout().print(message or f"deleted dataset {name}", markup=False)
 
 
 @app.command()
