@@ -130,6 +130,8 @@ class FakeGateway:
         self.has_stream = True
         self.datasets: list[dict[str, Any]] = []
         self.started: list[dict[str, Any]] = []
+        # Bodies posted to /api/finetune/estimate_memory, in order.
+        self.estimates: list[dict[str, Any]] = []
         self.authorization: list[str | None] = []
         self.stream_pieces = ["Machine", " learning", " is", " fun."]
         # Bodies posted to the playground (generate and stream), in order.
@@ -319,7 +321,8 @@ def build_app(state: FakeGateway) -> FastAPI:
         parts["total"] = sum(parts.values())
         breakdown = {f"{name}_bytes": value for name, value in parts.items()}
         breakdown.update({f"{name}_gb": round(value / GIB, 3) for name, value in parts.items()})
-        return {
+        state.estimates.append(body)
+        answer: dict[str, Any] = {
             "model_name": body["model_name"],
             "fits": True,
             "device": "cpu",
@@ -330,6 +333,24 @@ def build_app(state: FakeGateway) -> FastAPI:
             "available_gb": 24.0,
             "breakdown": breakdown,
         }
+        if body["model_name"] == "tiny-oversize":  # a job that does not fit: largest parts and proposals
+            answer.update({
+                "fits": False,
+                "available_bytes": 3 * GIB,
+                "available_gb": 3.0,
+                "max_batch_size": 1,
+                "largest_parts": [{"name": "weights", "bytes": 2 * GIB, "gb": 2.0, "detail": "bf16"},
+                                  {"name": "activations", "bytes": GIB, "gb": 1.0, "detail": "ckpt"}],
+                "proposals": [{
+                    "settings": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 8,
+                                 "max_seq_length": 1024, "use_4bit": False, "gradient_checkpointing": True,
+                                 "provider": "huggingface"},
+                    "changed": ["per_device_train_batch_size", "gradient_accumulation_steps"],
+                    "description": "per_device_train_batch_size 1 with gradient_accumulation_steps 8",
+                    "total_bytes": 3 * GIB - GIB // 4, "total_gb": 2.75,
+                }],
+            })
+        return answer
 
     @api.get("/api/models")
     async def models() -> dict[str, Any]:

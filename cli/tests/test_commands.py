@@ -110,6 +110,24 @@ def test_estimate_prints_the_breakdown_in_gib(cli: Any) -> None:
     assert "fits | available 24.00 GiB | device cpu" in result.stdout
 
 
+def test_estimate_of_an_oversize_job_prints_the_largest_parts_and_the_settings_that_fit(
+    cli: Any, gateway: Any
+) -> None:
+    result = cli(
+        "estimate", "--model", "tiny-oversize", "--strategy", "sft", "--batch-size", "8", "--provider", "huggingface",
+        "--gradient-accumulation-steps", "1", "--lora-dropout", "0", "--gradient-checkpointing",
+    )
+    assert result.exit_code == 0, result.output
+    assert "does not fit" in result.stdout
+    assert "Largest parts: weights 2.00 GiB, activations 1.00 GiB" in result.stdout
+    assert "Largest per-device batch that fits: 1" in result.stdout
+    assert "Settings that fit:\n  (1) per_device_train_batch_size=1 gradient_accumulation_steps=8" in result.stdout
+    assert "=8: per_device_train_batch_size 1 with gradient_accumulation_steps 8 (2.75 GiB)" in result.stdout
+    sent = gateway.estimates[-1]
+    assert (sent["provider"], sent["gradient_accumulation_steps"], sent["lora_dropout"]) == ("huggingface", 1, 0.0)
+    assert sent["gradient_checkpointing"] is True
+
+
 def test_estimate_error_is_one_line(cli: Any) -> None:
     result = cli("estimate", "--model", "meta-llama/gated", "--strategy", "sft")
     assert result.exit_code == 1

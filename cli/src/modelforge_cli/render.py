@@ -87,11 +87,43 @@ def estimate_table(answer: dict[str, Any]) -> Table:
     result.add_column("component")
     result.add_column("GiB", justify="right")
     for part in MEMORY_PARTS:
+        if part == "total" and memory_gib(breakdown, "logits"):
+            result.add_row("logits", gib(memory_gib(breakdown, "logits")))  # newer gateways count it apart
         value = memory_gib(breakdown, part)
         if value is None:
             value = memory_gib(answer, part)  # e.g. a total given beside the breakdown
         result.add_row(part, gib(value), style="bold" if part == "total" else None)
     return result
+
+
+def _setting(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def estimate_advice(answer: dict[str, Any]) -> str:
+    """The largest parts, the largest per-device batch that fits, and the settings that fit (each as
+    the start-request fields to change: name=value)."""
+    lines = []
+    largest = [p for p in answer.get("largest_parts") or [] if isinstance(p, dict)]
+    if largest:
+        named = ", ".join(
+            f"{escape(cell(p.get('name')))} {gib(memory_gib({'part_bytes': p.get('bytes')}, 'part'))} GiB"
+            for p in largest
+        )
+        lines.append(f"Largest parts: {named}")
+    if isinstance(answer.get("max_batch_size"), int):
+        lines.append(f"Largest per-device batch that fits: {answer['max_batch_size']}")
+    proposals = [p for p in answer.get("proposals") or [] if isinstance(p, dict)]
+    if proposals:
+        lines.append("Settings that fit:")
+        for number, proposal in enumerate(proposals, start=1):
+            settings = proposal.get("settings") if isinstance(proposal.get("settings"), dict) else {}
+            fields = " ".join(f"{name}={_setting(settings.get(name))}" for name in proposal.get("changed") or [])
+            total = gib(memory_gib(proposal, "total"))
+            lines.append(f"  ({number}) {escape(fields)}: {escape(cell(proposal.get('description')))} ({total} GiB)")
+    elif answer.get("fits") is False:
+        lines.append("No settings of this model fit this machine.")
+    return "\n".join(lines)
 
 
 def estimate_summary(answer: dict[str, Any]) -> str:

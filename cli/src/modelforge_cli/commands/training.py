@@ -12,13 +12,18 @@ from rich.markup import escape
 from modelforge_cli.client import CliError
 from modelforge_cli.commands._common import JsonFlag, api, follow_job
 from modelforge_cli.config import load_run_file
-from modelforge_cli.render import estimate_summary, estimate_table, print_json, stdout
+from modelforge_cli.render import estimate_advice, estimate_summary, estimate_table, print_json, stdout
 
 
 class Precision(StrEnum):
     bf16 = "bf16"
     fp16 = "fp16"
     fp32 = "fp32"
+
+
+class Provider(StrEnum):
+    huggingface = "huggingface"
+    unsloth = "unsloth"
 
 
 def estimate(
@@ -31,9 +36,18 @@ def estimate(
     max_seq_length: Annotated[int | None, typer.Option(min=1)] = None,
     precision: Annotated[Precision | None, typer.Option(case_sensitive=False)] = None,
     use_4bit: Annotated[bool | None, typer.Option("--use-4bit/--no-4bit", show_default=False)] = None,
+    provider: Annotated[Provider | None, typer.Option(case_sensitive=False, help="huggingface or unsloth.")] = None,
+    gradient_accumulation_steps: Annotated[
+        int | None, typer.Option(min=1, help="Kept by proposals of a smaller per-device batch.")
+    ] = None,
+    lora_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.999)] = None,
+    gradient_checkpointing: Annotated[
+        bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", show_default=False)
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Predicted peak training memory (GiB) and whether it fits this machine."""
+    """Predicted peak training memory (GiB), whether it fits this machine, and if not the nearest
+    settings that do."""
     body: dict[str, Any] = {"model_name": model, "strategy": strategy, "task": task}
     optional = {
         "lora_r": lora_r,
@@ -41,6 +55,10 @@ def estimate(
         "max_seq_length": max_seq_length,
         "precision": precision.value if precision else None,
         "use_4bit": use_4bit,
+        "provider": provider.value if provider else None,
+        "gradient_accumulation_steps": gradient_accumulation_steps,
+        "lora_dropout": lora_dropout,
+        "gradient_checkpointing": gradient_checkpointing,
     }
     body.update({key: value for key, value in optional.items() if value is not None})
     with api(ctx) as client:
@@ -52,6 +70,9 @@ def estimate(
     out = stdout()
     out.print(estimate_table(answer))
     out.print(estimate_summary(answer))
+    advice = estimate_advice(answer)
+    if advice:
+        out.print(advice)
 
 
 # flag name -> start_training body field; flags given on the command line override the run file
