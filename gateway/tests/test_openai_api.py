@@ -203,9 +203,14 @@ async def test_a_dpo_job_needs_a_preference_file(client: httpx.AsyncClient, fake
 
     job = (await client.post("/v1/fine_tuning/jobs", json={"model": "m", "training_file": prefs_id, "method": dpo}))
     assert job.status_code == 200, job.text
-    assert fakes.trainer.queued[job.json()["id"]].config.strategy == "dpo"
+    config = fakes.trainer.queued[job.json()["id"]].config
+    assert config.strategy == "dpo" and not config.HasField("dpo_beta")
     assert job.json()["method"]["type"] == "dpo"
     assert job.json()["method"]["dpo"]["hyperparameters"]["beta"] == 0.1
+    dpo["dpo"]["hyperparameters"]["beta"] = 0.3
+    tuned = (await client.post("/v1/fine_tuning/jobs", json={"model": "m", "training_file": prefs_id, "method": dpo}))
+    assert fakes.trainer.queued[tuned.json()["id"]].config.dpo_beta == pytest.approx(0.3)
+    assert tuned.json()["method"]["dpo"]["hyperparameters"]["beta"] == pytest.approx(0.3)
     assert job.json()["user_provided_suffix"] is None
 
 
@@ -216,7 +221,7 @@ async def test_a_dpo_job_needs_a_preference_file(client: httpx.AsyncClient, fake
         ({"integrations": [{"type": "wandb", "wandb": {"project": "p"}}]}, "integrations"),
         ({"validation_file": "file-x"}, "validation_file"),
         ({"method": {"type": "reinforcement"}}, "method.type"),
-        ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.5}}}}, "method.dpo.hyperparameters.beta"),
+        ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}}, "method.dpo.hyperparameters.beta"),
         ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
         ({"hyperparameters": {"n_epochs": "lots"}}, "hyperparameters.n_epochs"),
         ({"suffix": "a b"}, "suffix"),

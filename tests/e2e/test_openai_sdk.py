@@ -86,7 +86,7 @@ def test_the_openai_sdk_fine_tunes_lists_chats_and_deletes(
     assert (sft.status, sft.seed, sft.user_provided_suffix) in {("queued", 11, "fox"), ("running", 11, "fox")}
     dpo = client.fine_tuning.jobs.create(
         model=model, training_file=prefs.id,
-        method={"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 1, "batch_size": 4, "beta": "auto"}}},
+        method={"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 1, "batch_size": 4, "beta": 0.2}}},
     )
     sft_done = wait_for(client, sft.id, FINISHED)
     assert sft_done.status == "succeeded", sft_done.error
@@ -96,7 +96,7 @@ def test_the_openai_sdk_fine_tunes_lists_chats_and_deletes(
     assert sft_done.hyperparameters.learning_rate_multiplier == pytest.approx(5)
     dpo_done = wait_for(client, dpo.id, FINISHED)
     assert dpo_done.status == "succeeded", dpo_done.error
-    assert dpo_done.method.type == "dpo" and dpo_done.method.dpo.hyperparameters.beta == 0.1
+    assert dpo_done.method.type == "dpo" and dpo_done.method.dpo.hyperparameters.beta == pytest.approx(0.2)
 
     # Events, newest first, paged by the SDK until the oldest.
     events = list(client.fine_tuning.jobs.list_events(sft.id, limit=3))

@@ -76,10 +76,11 @@ def test_qlora_trains_a_4bit_base_on_the_cpu(tiny_causal_model: Path, chat_datas
 
 def test_dpo_learns_from_preference_pairs(tiny_causal_model: Path, tmp_path: Path) -> None:
     dataset = write_jsonl(preference_rows(20, seed=4), tmp_path / "pairs.jsonl")
-    run = train(job_config("text-generation", "dpo", tiny_causal_model, dataset), tmp_path / "job")
+    config = job_config("text-generation", "dpo", tiny_causal_model, dataset, dpo_beta=0.25)
+    run = train(config, tmp_path / "job")
     metrics = final_metrics(run)
     assert {"final_loss", "eval_loss", "reward_accuracy", "reward_margin", "trained_tokens"} <= set(metrics)
-    assert run.result.config["reference"] == "adapter off"
+    assert (run.result.config["reference"], run.result.config["dpo_beta"]) == ("adapter off", 0.25)
     assert (Path(run.result.output_dir) / "adapter_config.json").is_file()
 
 

@@ -70,6 +70,7 @@ class TrainingRequest:
     compute_specs: str | None = None
     force: bool = False
     resume_from_job: str | None = None
+    dpo_beta: float | None = None
 
 
 @dataclass
@@ -105,6 +106,7 @@ class ResolvedConfig:
     compute_specs: str = ""
     resume_from_job: str = ""
     local_model: bool = False
+    dpo_beta: float | None = None  # None: the DPO strategy's default
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,5 +166,6 @@ def resolve(
         compute_specs=request.compute_specs or "",
         resume_from_job=request.resume_from_job or "",
         local_model=local_model,
+        dpo_beta=request.dpo_beta,
         **{name: pick(name) for name in HYPERPARAMETER_NAMES},
     )

@@ -34,6 +34,7 @@ _OPTIONAL_FIELDS = (
     "name",
     "compute_specs",
     "resume_from_job",
+    "dpo_beta",
 )
 
 
@@ -62,7 +63,7 @@ def resolved_to_pb(config: ResolvedConfig, force: bool = False) -> common_pb2.Tr
     )
     for name in _OPTIONAL_FIELDS:
         value = getattr(config, name)
-        if name in ("name", "compute_specs", "resume_from_job") and not value:
+        if (name in ("name", "compute_specs", "resume_from_job") and not value) or value is None:
             continue
         setattr(message, name, value)
     return message

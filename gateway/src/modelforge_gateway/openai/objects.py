@@ -42,7 +42,7 @@ JOB_STATUS: Mapping[int, str] = {
 }
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 DPO_STRATEGIES = frozenset({"dpo"})
-# The beta every DPO job trains with (trainer-svc strategies/dpo.py BETA); other values are refused.
+# The beta a DPO job trains with when none is asked for (trainer-svc strategies/dpo.py BETA).
 DPO_BETA = 0.1
 
 
@@ -95,7 +95,8 @@ def hyperparameters(config: common_pb2.TrainingConfig) -> dict[str, Any]:
 def method(config: common_pb2.TrainingConfig) -> dict[str, Any]:
     params = hyperparameters(config)
     if config.strategy in DPO_STRATEGIES:
-        return {"type": "dpo", "dpo": {"hyperparameters": {**params, "beta": DPO_BETA}}}
+        beta = config.dpo_beta if config.HasField("dpo_beta") else DPO_BETA
+        return {"type": "dpo", "dpo": {"hyperparameters": {**params, "beta": beta}}}
     return {"type": "supervised", "supervised": {"hyperparameters": params}}
 
 

@@ -203,12 +203,6 @@ def _hyperparameters(body: CreateFineTuningJob) -> tuple[str, Any]:
         if other is not None:
             wrong = "supervised" if kind == "dpo" else "dpo"
             raise OpenAIError(400, f"method.{wrong} does not go with method.type '{kind}'", f"method.{wrong}")
-    beta = getattr(params, "beta", None)
-    if beta not in (None, "auto") and beta != objects.DPO_BETA:
-        raise OpenAIError(
-            400, f"beta: ModelForge's DPO trains with beta {objects.DPO_BETA}; send 'auto' or {objects.DPO_BETA}",
-            "method.dpo.hyperparameters.beta",
-        )
     return ("dpo" if kind == "dpo" else "sft"), params
 
 
@@ -230,6 +224,8 @@ def _training_config(body: CreateFineTuningJob, strategy: str, params: Any, data
             config.per_device_train_batch_size = int(params.batch_size)
         if params.learning_rate_multiplier not in (None, "auto"):
             config.learning_rate = objects.BASE_LEARNING_RATE * float(params.learning_rate_multiplier)
+        if getattr(params, "beta", None) not in (None, "auto"):
+            config.dpo_beta = float(params.beta)
     return config
 
 

@@ -20,8 +20,9 @@ def build_trainer(context: StrategyContext) -> Any:
     template = has_chat_template(loaded.tokenizer)
     train = Dataset.from_list(preference.prepare(context.train_rows, template))
     evaluation = Dataset.from_list(preference.prepare(context.eval_rows, template))
-    args = DPOConfig(**training_arguments(context), max_length=context.config.max_seq_length, beta=BETA)
-    context.details.update(loaded.details, chat_template=template, dpo_beta=BETA, reference="adapter off")
+    beta = BETA if context.config.dpo_beta is None else context.config.dpo_beta
+    args = DPOConfig(**training_arguments(context), max_length=context.config.max_seq_length, beta=beta)
+    context.details.update(loaded.details, chat_template=template, dpo_beta=beta, reference="adapter off")
     context.tokenizer = loaded.tokenizer
     return DPOTrainer(
         model=loaded.model,
