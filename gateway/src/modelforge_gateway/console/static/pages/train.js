@@ -1,5 +1,6 @@
 // New training: a form whose memory estimate (POST /api/finetune/estimate_memory) is shown before
-// the start, with the reason spelled out when the job would not fit.
+// the start, with the reason spelled out when the job would not fit: the largest parts, the largest
+// batch that fits, and the nearest settings that fit, each with a button that applies it to the form.
 
 import { get, itemsOf, post } from "../api.js";
 import { formatNumber } from "../chart.js";
@@ -8,7 +9,9 @@ import { alertBox, clearMessage, field, h, select, showMessage, table, withBusy 
 const TASKS = ["text-generation", "summarization", "extractive-question-answering"];
 const BREAKDOWN = ["weights", "adapters", "optimizer", "gradients", "activations", "overhead", "total"];
 // Inputs whose change makes the shown estimate stale.
-const ESTIMATE_INPUTS = ["task", "model_name", "strategy", "per_device_train_batch_size", "max_seq_length", "lora_r"];
+const ESTIMATE_INPUTS = ["task", "model_name", "strategy", "provider", "per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length", "lora_r", "use_4bit"];
+// Settings a proposal may change, as the start request names them.
+const PROPOSAL_FIELDS = ["per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length", "use_4bit", "provider"];
 
 function numberInput(name, attributes = {}) {
   return h("input", { type: "number", name, inputmode: "decimal", ...attributes });
@@ -40,6 +43,8 @@ export async function render(main, datasetParam) {
     provider: select("provider", info.providers || ["huggingface"], "huggingface"),
     num_train_epochs: numberInput("num_train_epochs", { min: "0", step: "any", value: defaults.num_train_epochs ?? 1 }),
     per_device_train_batch_size: numberInput("per_device_train_batch_size", { min: "1", step: "1", value: defaults.per_device_train_batch_size ?? 2 }),
+    gradient_accumulation_steps: numberInput("gradient_accumulation_steps", { min: "1", step: "1", value: defaults.gradient_accumulation_steps ?? 1 }),
+    use_4bit: h("input", { type: "checkbox", name: "use_4bit" }),
     learning_rate: numberInput("learning_rate", { min: "0", step: "any", value: defaults.learning_rate ?? 2e-4 }),
     max_seq_length: numberInput("max_seq_length", { min: "8", step: "1", value: defaults.max_seq_length ?? 512 }),
     max_steps: numberInput("max_steps", { min: "1", step: "1", placeholder: "whole epochs" }),
@@ -69,6 +74,8 @@ export async function render(main, datasetParam) {
       h("legend", {}, "Settings"),
       field("Epochs", controls.num_train_epochs),
       field("Batch size per device", controls.per_device_train_batch_size),
+      field("Gradient accumulation steps", controls.gradient_accumulation_steps, "Batch size x accumulation is the effective batch."),
+      field("4-bit weights (QLoRA)", controls.use_4bit),
       field("Learning rate", controls.learning_rate),
       field("Max sequence length", controls.max_seq_length),
       field("Max steps", controls.max_steps),
@@ -81,24 +88,68 @@ export async function render(main, datasetParam) {
 
   let estimate = null; // {key, answer}: the estimate shown, for the inputs it was made for
 
-  const value = (name) => controls[name].value.trim();
+  const value = (name) => (controls[name].type === "checkbox" ? (controls[name].checked ? "true" : "") : controls[name].value.trim());
   const estimateKey = () => JSON.stringify(ESTIMATE_INPUTS.map(value));
 
   function body() {
     const fields = { task: value("task"), model_name: value("model_name"), dataset: value("dataset"), strategy: value("strategy"), provider: value("provider") };
-    for (const name of ["num_train_epochs", "per_device_train_batch_size", "learning_rate", "max_seq_length", "max_steps", "lora_r"]) {
+    for (const name of ["num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "max_seq_length", "max_steps", "lora_r"]) {
       if (value(name) !== "") fields[name] = Number(value(name));
     }
+    // Unticked leaves 4-bit to the strategy (qlora implies it).
+    if (controls.use_4bit.checked) fields.use_4bit = true;
     if (value("name")) fields.name = value("name");
     if (force.checked) fields.force = true;
     return fields;
+  }
+
+  // A proposal's settings into the form; the estimate then runs again for them.
+  function applyProposal(settings) {
+    for (const name of PROPOSAL_FIELDS) {
+      if (!(name in settings)) continue;
+      const control = controls[name];
+      if (control.type === "checkbox") control.checked = Boolean(settings[name]);
+      else {
+        if (control.tagName === "SELECT" && ![...control.options].some((o) => o.value === String(settings[name]))) {
+          control.append(h("option", { value: String(settings[name]) }, String(settings[name])));
+        }
+        control.value = String(settings[name]);
+      }
+    }
+    return withBusy(estimateButton, box, runEstimate);
+  }
+
+  function proposalsView(answer) {
+    const proposals = answer.proposals || [];
+    if (!proposals.length) return answer.fits ? null : h("p", { class: "muted" }, "No settings of this model fit this device.");
+    return h(
+      "div",
+      { class: "proposals" },
+      h("h3", {}, "Settings that fit"),
+      h(
+        "ol",
+        {},
+        ...proposals.map((proposal) =>
+          h(
+            "li",
+            { class: "proposal" },
+            `${proposal.description}: about ${formatNumber(proposal.total_gb)} GiB. `,
+            h("button", { type: "button", class: "secondary apply-proposal", onclick: () => applyProposal(proposal.settings) }, "Apply"),
+          ),
+        ),
+      ),
+    );
   }
 
   function showEstimate(answer) {
     const breakdown = answer.breakdown || {};
     // From bytes where given: the rounded *_gb fields read 0 for small models.
     const gib = (part) => (typeof breakdown[`${part}_bytes`] === "number" ? breakdown[`${part}_bytes`] / 2 ** 30 : breakdown[`${part}_gb`]);
-    const rows = BREAKDOWN.map((part) => ({ part, gib: formatNumber(gib(part)) }));
+    // The named parts (CUDA context, allocator slack, logits...) where the gateway gives them.
+    const rows = Array.isArray(breakdown.parts) && breakdown.parts.length
+      ? [...breakdown.parts.map((p) => ({ part: p.name, gib: formatNumber(p.bytes / 2 ** 30) })), { part: "total", gib: formatNumber(gib("total")) }]
+      : BREAKDOWN.map((part) => ({ part, gib: formatNumber(gib(part)) }));
+    const largest = (answer.largest_parts || []).map((p) => `${p.name} ${formatNumber(p.bytes / 2 ** 30)} GiB`).join(", ");
     const verdict = answer.fits
       ? h("p", { class: "message success verdict" }, `Fits: ${formatNumber(answer.total_gb)} GiB needed, ${formatNumber(answer.available_gb)} GiB available on ${answer.device}.`)
       : h(
@@ -106,10 +157,11 @@ export async function render(main, datasetParam) {
           { class: "message warning verdict", role: "alert" },
           h("strong", {}, "Will not fit. "),
           `Training needs about ${formatNumber(answer.total_gb)} GiB but ${answer.device} has ${formatNumber(answer.available_gb)} GiB available, so the start will be refused. `,
-          "Try the qlora strategy, a smaller batch size or sequence length, or a smaller model; or tick the box to start anyway.",
-          answer.message ? h("p", {}, answer.message) : null,
+          largest ? `Largest parts: ${largest}. ` : "",
+          "Apply one of the settings below, choose a smaller model, or tick the box to start anyway.",
         );
-    estimateView.replaceChildren(h("h2", { id: "est-h" }, "Memory estimate"), verdict, table(rows, [["part", "Part"], ["gib", "GiB"]]));
+    const batch = typeof answer.max_batch_size === "number" ? h("p", { class: "muted max-batch" }, `Largest batch size per device that fits: ${answer.max_batch_size}.`) : null;
+    estimateView.replaceChildren(h("h2", { id: "est-h" }, "Memory estimate"), verdict, batch, proposalsView(answer), table(rows, [["part", "Part"], ["gib", "GiB"]]));
   }
 
   async function runEstimate() {
@@ -119,6 +171,9 @@ export async function render(main, datasetParam) {
         model_name: value("model_name"),
         strategy: value("strategy"),
         task: value("task"),
+        provider: value("provider") || undefined,
+        use_4bit: controls.use_4bit.checked || undefined,
+        gradient_accumulation_steps: Number(value("gradient_accumulation_steps")) || undefined,
         per_device_train_batch_size: Number(value("per_device_train_batch_size")) || undefined,
         max_seq_length: Number(value("max_seq_length")) || undefined,
         lora_r: Number(value("lora_r")) || undefined,
