@@ -6,6 +6,7 @@ sequence, and a job out of attempts or still running elsewhere is not run again.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 import pytest
 
 from modelforge_common.errors import FailedPrecondition, NotFound
+from modelforge_common.logging import request_id_var
+from modelforge_common.tracing import deadline_var
 from modelforge_trainer.config import Hyperparameters, TrainingRequest
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.jobs import EventKind, JobRegistry, JobStatus
@@ -277,3 +280,37 @@ async def test_a_redelivered_job_left_registering_is_registered_by_the_next_repl
     stored = durable.store.records[job.job_id]
     assert (stored.status, stored.model_id, stored.attempts, delivery.acks) == ("completed", "model_1", 1, 1)
     assert [r.name for r in durable.registrar.records] == ["left"]
+
+
+class WitnessRegistrar(FakeRegistrar):
+    """Records the request id and call deadline in effect when the model is registered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, float | None]] = []
+
+    async def register_model(self, record: ModelRecord) -> str:
+        self.seen.append((request_id_var.get(), deadline_var.get()))
+        return await super().register_model(record)
+
+
+async def test_a_job_calls_the_registry_with_its_request_id_and_without_the_submitting_calls_deadline(
+    durable: Durable, model_dir: Path
+) -> None:
+    witness = WitnessRegistrar()
+    durable.service.runner.registrar = witness
+
+    async def submit_in_a_call() -> str:
+        # As inside SubmitTrainingJob: the caller's request id and a deadline that passes long
+        # before the job ends.
+        request_id_var.set("req-14")
+        deadline_var.set(time.monotonic() + 0.01)
+        job, _ = await durable.service.submit(request(model_dir))
+        return job.job_id
+
+    job_id = await asyncio.create_task(submit_in_a_call())
+    async with asyncio.timeout(60):
+        await durable.service.take_delivery(FakeDelivery(job_id))  # the queue consumer: no call context
+
+    assert durable.store.records[job_id].status == "completed"
+    assert witness.seen == [("req-14", None)]

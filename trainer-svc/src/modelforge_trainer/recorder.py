@@ -63,7 +63,8 @@ class RecordingStoreSink:
         self._wakeup.set()
         if self._task is None:
             with contextlib.suppress(RuntimeError):  # no running loop: nothing to write with
-                self._task = start_detached(self._run(), name="job-recorder")
+                # One writer for every job: it carries no single call's request id.
+                self._task = start_detached(self._run(), name="job-recorder", request_id="")
 
     def _changes_of(self, event: JobEvent) -> dict[str, Any] | None:
         changes: dict[str, Any] = {"last_seq": event.seq, "progress": event.progress}
