@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from modelforge_common.errors import ModelForgeError
 from modelforge_common.logging import request_id_var
 from modelforge_common.metrics import MetricsInterceptor, metrics_port_for, start_metrics_server
-from modelforge_common.tracing import TracingServerInterceptor
+from modelforge_common.tracing import TracingServerInterceptor, configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +164,14 @@ async def serve(
     """Starts serving and blocks until SIGTERM/SIGINT, then fails health, drains and cleans up.
 
     GET /metrics is served beside the gRPC port on `metrics_port` (None: MODELFORGE_METRICS_PORT,
-    else the gRPC port + 1000; 0: off)."""
+    else the gRPC port + 1000; 0: off), and traces are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    names = list(names)
+    # OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set; the service named after its first servicer.
+    configure_tracing(_short_name(names[0]) if names else "modelforge")
     host, grpc_port = _bound.get(server, ("127.0.0.1", 0))
     port = metrics_port if metrics_port is not None else metrics_port_for(grpc_port)
     if port > 0:
@@ -185,6 +188,11 @@ async def serve(
         except Exception:
             log.exception("cleanup hook failed")
     log.info("stopped")
+
+
+def _short_name(full_name: str) -> str:
+    """"registry-svc" from "modelforge.v1.RegistryService"."""
+    return full_name.rsplit(".", 1)[-1].removesuffix("Service").lower() + "-svc"
 
 
 def service_name(descriptor_module: Any, service: str) -> str:
