@@ -258,7 +258,9 @@ class JobRunner:
     async def shutdown(self, jobs: list[Job], grace_s: float) -> None:
         """Stops every running worker (they save checkpoints) and waits for them."""
         for job in jobs:
-            if job.active and job.stop_reason is None:
+            # A job registering its model has no worker to stop: a replica that takes it over
+            # after this one is gone finishes the registration.
+            if job.active and job.stop_reason is None and job.status is not JobStatus.REGISTERING:
                 self.sink.publish(job.mark_stopping("because trainer-svc shut down"))
             self._signal_stop(job.job_id)
         if self._tasks:
