@@ -301,7 +301,9 @@ def test_the_document_declares_enums_non_blank_strings_ranges_and_the_upload_nam
     assert 'filename="dataset.jsonl"' in disposition["schema"]["example"]
     [header] = [p for p in document["paths"]["/api/jobs/{job_id}/events/stream"]["get"]["parameters"]
                 if p["in"] == "header"]
-    assert header["schema"]["anyOf"][0]["pattern"] == "^[0-9]{0,15}$"
+    assert header["schema"]["pattern"] == "^[0-9]{0,15}$"
+    generate = components["GenerateRequest"]
+    assert [branch["required"] for branch in generate["anyOf"]] == [["prompt"], ["question"], ["messages"]]
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,26 @@ ERROR_BODY_SCHEMA: dict[str, Any] = {
     },
 }
 
+# The OpenAI-compatible API under /v1 answers errors in OpenAI's shape (openai/errors.py).
+OPENAI_ERROR_BODY_SCHEMA: dict[str, Any] = {
+    "title": "OpenAIErrorBody",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "code": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            },
+        }
+    },
+}
+OPENAI_PREFIX = "/v1/"
+
 # Any route: bad input, a missing API key, a conflict or unknown id a service reports, rate
 # limits, and a service that is down or too slow.
 COMMON_ERRORS = {
@@ -56,9 +76,14 @@ def honest_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    schema.setdefault("components", {}).setdefault("schemas", {})["ErrorBody"] = ERROR_BODY_SCHEMA
-    ref = {"$ref": "#/components/schemas/ErrorBody"}
+    component_schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    component_schemas["ErrorBody"] = ERROR_BODY_SCHEMA
+    ours = {"$ref": "#/components/schemas/ErrorBody"}
+    openai = {"$ref": "#/components/schemas/OpenAIErrorBody"}
     for path, item in schema.get("paths", {}).items():
+        ref = openai if path.startswith(OPENAI_PREFIX) else ours
+        if ref is openai:
+            component_schemas["OpenAIErrorBody"] = OPENAI_ERROR_BODY_SCHEMA
         for operation in item.values():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
@@ -72,6 +97,7 @@ def honest_openapi(app: FastAPI) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     _declare_upload_file(schema)
+    _declare_links(schema)
     app.openapi_schema = schema
     return schema
 
@@ -104,3 +130,49 @@ def _declare_upload_file(schema: dict[str, Any]) -> None:
         "A JSONL file whose name ends in .jsonl: one JSON object per line, at least 10 valid rows "
         "in a format the task accepts (see the README)"
     )
+
+
+def _links(operations: dict[str, str], parameter: str, source: str) -> dict[str, Any]:
+    return {
+        name: {"operationId": operation_id, "parameters": {parameter: f"$response.body#/{source}"}}
+        for name, operation_id in operations.items()
+    }
+
+
+_JOB_LINKS = _links(
+    {
+        "GetJob": "jobs-get_job",
+        "CancelJob": "jobs-cancel_job",
+        "JobEvents": "jobs-job_events",
+        "JobEventStream": "jobs-job_event_stream",
+    },
+    "job_id",
+    "job_id",
+)
+_MODEL_LINKS = _links(
+    {
+        "GetModel": "models-get_model",
+        "GetModelLineage": "models-get_model_lineage",
+        "MergeModel": "hub-merge",
+        "DeleteModel": "models-delete_model",
+    },
+    "model_id",
+    "model_id",
+)
+# (path, method, status) -> the operations its answer's ids lead to (OpenAPI links: clients and
+# stateful testing follow them from a created job or model to what reads, stops or deletes it).
+LINKS: dict[tuple[str, str, str], dict[str, Any]] = {
+    ("/api/jobs", "post", "201"): _JOB_LINKS,
+    ("/api/jobs", "post", "200"): _JOB_LINKS,
+    ("/api/start_training", "post", "200"): _JOB_LINKS,
+    ("/api/finetune/start_training", "post", "200"): _JOB_LINKS,
+    ("/api/models/{model_id}/merge", "post", "201"): _MODEL_LINKS,
+}
+
+
+def _declare_links(schema: dict[str, Any]) -> None:
+    paths = schema.get("paths", {})
+    for (path, method, status), links in LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is not None:
+            response["links"] = links

@@ -92,6 +92,7 @@ NonBlank = Annotated[
 
 # Bounds keep every value inside its protobuf field (an int32 overflow would otherwise be a 500).
 INT32_MAX = 2**31 - 1
+JSON_SAFE_INT = 2**53 - 1
 
 
 class _Body(BaseModel):
@@ -604,7 +605,26 @@ class GenerateRequest(_Body):
     """rest-api.md generate; /api/playground/new's max_length is accepted as max_new_tokens.
     `messages` (a conversation) may be sent instead of `prompt`."""
 
-    model_id: Annotated[int, Field(ge=0, le=2**63 - 1)] | Annotated[str, Field(min_length=1, max_length=300)]
+    # The OpenAPI document says what _needs_input checks: a non-blank prompt, question or conversation.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["prompt"], "properties": {"prompt": {"pattern": r"\S"}}},
+                {"required": ["question"], "properties": {"question": {"pattern": r"\S"}}},
+                {
+                    "required": ["messages"],
+                    "properties": {
+                        "messages": {"minItems": 1, "items": {"properties": {"content": {"pattern": r"\S"}}}}
+                    },
+                },
+            ]
+        },
+    )
+
+    # Integer bounds stay within 2**53: a JSON number above it is not exact in most clients (nor in
+    # a schema validator), so the document's bound would not be the one enforced.
+    model_id: Annotated[int, Field(ge=0, le=JSON_SAFE_INT)] | Annotated[str, Field(min_length=1, max_length=300)]
     # Extractive question answering reads these instead of (or besides) the prompt; declared
     # before `prompt` so its check can see them, as are the chat messages.
     context: str = ""
@@ -620,7 +640,7 @@ class GenerateRequest(_Body):
     repetition_penalty: float | None = Field(None, gt=0, le=10)
     # Generation ends before any of these strings (not returned).
     stop: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=16)
-    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    seed: int | None = Field(None, ge=-JSON_SAFE_INT, le=JSON_SAFE_INT)
 
     @field_validator("prompt")
     @classmethod

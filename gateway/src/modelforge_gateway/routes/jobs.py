@@ -137,10 +137,8 @@ LAST_EVENT_ID = r"^[0-9]{0,15}$"
 _LAST_EVENT_ID = re.compile(LAST_EVENT_ID)
 
 
-def last_event_seq(header: str | None) -> int:
+def last_event_seq(header: str) -> int:
     """The seq in a reconnecting EventSource's Last-Event-ID header (0 when absent or empty)."""
-    if header is None:
-        return 0
     if not _LAST_EVENT_ID.fullmatch(header):
         raise invalid(["header", "last-event-id"], "must be a sequence number (up to 15 ASCII digits)")
     return int(header) if header else 0
@@ -169,7 +167,7 @@ async def job_event_stream(
     feed: EventFeedDep,
     settings: SettingsDep,
     since: Annotated[int | None, Query(ge=0, le=2**53)] = None,
-    last_event_id: Annotated[str | None, Header(pattern=LAST_EVENT_ID)] = None,
+    last_event_id: Annotated[str, Header(pattern=LAST_EVENT_ID)] = "",
 ) -> StreamingResponse:
     """Server-Sent Events for clients that cannot use WebSocket: the current status, every stored
     event after `since` (or the `Last-Event-ID` header a reconnecting EventSource sends), then live

@@ -20,6 +20,7 @@ from modelforge_gateway.errors import ApiError, invalid, rpc_messages
 from modelforge_gateway.rendered import RenderedBodies
 from modelforge_gateway.schemas import (
     DeleteModelResponse,
+    JobStatusWord,
     ModelDetails,
     ModelLineageResponse,
     ModelsResponse,
@@ -56,20 +57,21 @@ async def _list(
     return [ModelSummary(**model_summary(m)) for m in reply.models]
 
 
-def filter_query(description: str) -> Any:
+def filter_query(description: str, max_length: int) -> Any:
+    """An exact-match filter as the registry's column holds it: at most its length, no NUL."""
     # One Query object per parameter: FastAPI keeps per-parameter state on it.
-    return Query(None, min_length=1, max_length=512, description=description)
+    return Query(None, min_length=1, max_length=max_length, pattern=r"^[^\x00]*$", description=description)
 
 
 @router.get("/api/models", response_model=ModelsResponse)
 async def list_models(
     registry: RegistryStub,
     rpc: Rpc,
-    task: str | None = filter_query("Task the model was trained for"),
-    base_model: str | None = filter_query("Base model id or path"),
-    strategy: str | None = filter_query("Training strategy"),
-    provider: str | None = filter_query("Training provider"),
-    status: str | None = Query(None, description="Final status of the job that produced the model"),
+    task: str | None = filter_query("Task the model was trained for", 64),
+    base_model: str | None = filter_query("Base model id or path", 512),
+    strategy: str | None = filter_query("Training strategy", 64),
+    provider: str | None = filter_query("Training provider", 64),
+    status: JobStatusWord | None = Query(None, description="Final status of the job that produced the model"),
     limit: int | None = Query(None, ge=1, le=1000, description="Page size (default: every match)"),
     offset: int = Query(0, ge=0, le=2**31 - 1),
 ) -> ModelsResponse:
