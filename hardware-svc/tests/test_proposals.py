@@ -87,14 +87,21 @@ def test_levers_are_offered_nearest_first() -> None:
     assert not fits(estimate(LLAMA_1B_SHAPE, oversize), target)
 
     proposals = propose(LLAMA_1B_SHAPE, oversize, target, accumulation=1, unsloth_available=True)
-    changed = [set(p.changed) for p in proposals]
+    kinds = []
+    for proposal in proposals:
+        changed = set(proposal.changed)
+        for lever in ("gradient_checkpointing", "use_4bit", "provider", "max_seq_length"):
+            if lever in changed:
+                kinds.append(lever)
+                break
+        else:
+            kinds.append("per_device_train_batch_size")
 
-    assert any("use_4bit" in c for c in changed)
-    assert any("provider" in c for c in changed)
+    # A smaller batch (same training), checkpointing, unsloth, then a shorter length (truncates rows).
+    assert kinds == ["per_device_train_batch_size", "gradient_checkpointing", "provider", "max_seq_length"]
     assert next(p for p in proposals if "provider" in p.changed).settings.provider == "unsloth"
-    order = [next(i for i, c in enumerate(changed) if lever in c) for lever in ("gradient_checkpointing",
-                                                                               "use_4bit", "provider")]
-    assert order == sorted(order)
+    # 4-bit alone is no help here: the huggingface path's fp32 residual stream grows the activations.
+    assert not any("use_4bit" in p.changed for p in proposals)
 
 
 def test_unsloth_is_offered_only_where_available() -> None:

@@ -132,9 +132,9 @@ def propose(
         levers.append(replace(job, gradient_checkpointing=True))
     lora = not job.full_fine_tuning
     if lora and not job.four_bit and not shape.prequantized_4bit:
-        levers.append(replace(job, use_4bit=True, gradient_checkpointing=True))
+        levers.append(replace(job, use_4bit=True))
     if lora and unsloth_available and not job.unsloth:
-        levers.append(replace(job, provider="unsloth", gradient_checkpointing=True))
+        levers.append(replace(job, provider="unsloth"))
 
     found: list[tuple[TrainingJob, int]] = []
     for lever in levers:
