@@ -71,6 +71,7 @@ class TrainingRequest:
     force: bool = False
     resume_from_job: str | None = None
     dpo_beta: float | None = None
+    eval_dataset: str | None = None
 
 
 @dataclass
@@ -107,6 +108,8 @@ class ResolvedConfig:
     resume_from_job: str = ""
     local_model: bool = False
     dpo_beta: float | None = None  # None: the DPO strategy's default
+    eval_dataset: str = ""  # what the user named; "" holds out eval_split of the dataset instead
+    eval_dataset_path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,6 +148,7 @@ def resolve(
     model_name: str,
     local_model: bool,
     dataset_path: str,
+    eval_dataset_path: str = "",
 ) -> ResolvedConfig:
     """Fills unset fields from the defaults. Callers validate the request first."""
 
@@ -167,5 +171,7 @@ def resolve(
         resume_from_job=request.resume_from_job or "",
         local_model=local_model,
         dpo_beta=request.dpo_beta,
+        eval_dataset=request.eval_dataset or "",
+        eval_dataset_path=eval_dataset_path,
         **{name: pick(name) for name in HYPERPARAMETER_NAMES},
     )

@@ -35,6 +35,7 @@ _OPTIONAL_FIELDS = (
     "compute_specs",
     "resume_from_job",
     "dpo_beta",
+    "eval_dataset",
 )
 
 
@@ -63,7 +64,7 @@ def resolved_to_pb(config: ResolvedConfig, force: bool = False) -> common_pb2.Tr
     )
     for name in _OPTIONAL_FIELDS:
         value = getattr(config, name)
-        if (name in ("name", "compute_specs", "resume_from_job") and not value) or value is None:
+        if (name in ("name", "compute_specs", "resume_from_job", "eval_dataset") and not value) or value is None:
             continue
         setattr(message, name, value)
     return message

@@ -187,10 +187,10 @@ def resolve_model_name(model_name: str, data_dir: Path, problems: Problems) -> t
     return name, False
 
 
-def dataset_violations(report: DatasetReport) -> list[FieldViolation]:
+def dataset_violations(report: DatasetReport, field: str = "dataset") -> list[FieldViolation]:
     found = []
     for issue in report.issues:
-        parts = ["dataset"]
+        parts = [field]
         if issue.line:
             parts.append(f"line {issue.line}")
         if issue.field:
@@ -204,26 +204,29 @@ def _read_report(path: str, task: str, strategy: str) -> DatasetReport:
         return validate_lines(handle, task=task, strategy=strategy)
 
 
-async def check_dataset(name: str, task: str, strategy: str, datasets: DatasetLookup, problems: Problems) -> str:
-    """Resolves the dataset through the registry and checks every row; returns its absolute path."""
+async def check_dataset(
+    name: str, task: str, strategy: str, datasets: DatasetLookup, problems: Problems, field: str = "dataset"
+) -> str:
+    """Resolves the dataset through the registry and checks every row; returns its absolute path.
+    `field` names the request field in the problems (dataset, or eval_dataset)."""
     if not name.strip():
-        problems.add("dataset", "dataset is required: an uploaded dataset's filename or a path inside the data dir")
+        problems.add(field, f"{field} is required: an uploaded dataset's filename or a path inside the data dir")
         return ""
     try:
         info = await datasets.get_dataset(name)
     except NotFound:
-        problems.add("dataset", f"Dataset validation failed: File not found: {name}")
+        problems.add(field, f"Dataset validation failed: File not found: {name}")
         return ""
     except InvalidArgument as exc:
-        problems.add("dataset", f"Dataset validation failed: {exc.message}")
+        problems.add(field, f"Dataset validation failed: {exc.message}")
         return ""
     try:
         report = await asyncio.to_thread(_read_report, info.path, task, strategy)
     except FileNotFoundError:
-        problems.add("dataset", f"Dataset validation failed: File not found: {info.path}")
+        problems.add(field, f"Dataset validation failed: File not found: {info.path}")
         return ""
     if not report.valid:
-        problems.add_group(f"Dataset validation failed: {report.summary()}", dataset_violations(report))
+        problems.add_group(f"Dataset validation failed: {report.summary()}", dataset_violations(report, field))
     return info.path
 
 
@@ -303,13 +306,23 @@ async def validate_request(
     combination_ok = _check_combination(request, device, problems)
     _check_hyperparameters(request, problems)
     model_name, local = resolve_model_name(request.model_name, data_dir, problems)
-    dataset_path = ""
+    dataset_path = eval_dataset_path = ""
     if combination_ok:
-        dataset_path = await check_dataset(
-            request.dataset, request.task, request.strategy or DEFAULT_STRATEGY, datasets, problems
-        )
+        strategy = request.strategy or DEFAULT_STRATEGY
+        dataset_path = await check_dataset(request.dataset, request.task, strategy, datasets, problems)
+        if request.eval_dataset is not None:
+            eval_dataset_path = await check_dataset(
+                request.eval_dataset, request.task, strategy, datasets, problems, field="eval_dataset"
+            )
     problems.raise_if_any()
-    config = resolve(request, defaults, model_name=model_name, local_model=local, dataset_path=dataset_path)
+    config = resolve(
+        request,
+        defaults,
+        model_name=model_name,
+        local_model=local,
+        dataset_path=dataset_path,
+        eval_dataset_path=eval_dataset_path,
+    )
     check_strategy_settings(config)
     if config.max_steps <= 0:
         config.max_steps = -1

@@ -44,7 +44,11 @@ def run_job(job: WorkerJob, events: EventWriter, stop: StopFlag) -> WorkerResult
         f"({config.provider}, {runtime.device}, {runtime.precision})"
     )
     rows = load_rows(config.dataset_path)
-    train_rows, eval_rows = split_rows(rows, config.eval_split, config.seed)
+    if config.eval_dataset_path:
+        # Evaluation has a file of its own (OpenAI's validation_file): every dataset row is trained on.
+        train_rows, eval_rows = rows, load_rows(config.eval_dataset_path)
+    else:
+        train_rows, eval_rows = split_rows(rows, config.eval_split, config.seed)
     events.log(f"{len(train_rows)} training and {len(eval_rows)} held-out evaluation examples")
 
     callback = ProgressCallback(events, stop)
