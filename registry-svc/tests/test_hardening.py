@@ -175,12 +175,18 @@ def test_model_listings_are_summaries_and_details_carry_the_rest(
     sent = lineage()
     registered = registry.models.register(
         NewModel(path=str(model_folder("a")), lineage=sent, config={"lora_r": 8}, job_id="train_1",
+                 base_model="org/Tiny", task="text-generation", strategy="sft", provider="huggingface",
                  training_params={"num_epochs": 1}, metrics={"final_loss": 0.5})
     )
     summary = registry.models.search(ModelFilter()).models[0]
     assert (summary.lineage, summary.config, summary.file_sha256) == (None, {}, {})
     assert (summary.model_id, summary.training_params, summary.metrics) == (
         registered.model_id, {"num_epochs": 1}, {"final_loss": 0.5})
+    # Every field GET /api/models shows is in the summary.
+    listed = convert.model_pb(summary)
+    shown = ("id", "model_id", "name", "base_model", "task", "strategy", "provider", "created_at", "size_mb", "path")
+    for name in shown:
+        assert listed.HasField(name) if name == "created_at" else getattr(listed, name), name
     full = registry.models.search(ModelFilter(full=True)).models[0]
     assert full.lineage == sent and full.config == {"lora_r": 8} and full.file_sha256
     assert registry.models.get(registered.model_id).lineage == sent
