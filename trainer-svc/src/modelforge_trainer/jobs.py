@@ -287,19 +287,6 @@ class JobRegistry:
         self._current = job_id
         return job
 
-    def adopt(self, job: Job) -> Job:
-        """Takes in a job created elsewhere (its id already stored) as the current one."""
-        self.ensure_capacity()
-        self._jobs[job.job_id] = job
-        self._current = job.job_id
-        return job
-
-    def discard(self, job_id: str) -> None:
-        """Forgets a job that never started (its record could not be written)."""
-        self._jobs.pop(job_id, None)
-        if self._current == job_id:
-            self._current = None
-
     def add(self, job: Job) -> None:
         """Adds a job read back from disk (history across restarts)."""
         self._jobs[job.job_id] = job
