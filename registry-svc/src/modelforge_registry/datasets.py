@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -153,6 +153,20 @@ def _datasets_named_by(request: object) -> set[str]:
     config = request.get("config")
     found = {request.get("dataset"), config.get("dataset_path") if isinstance(config, dict) else None}
     return {value for value in found if isinstance(value, str) and value}
+
+
+class _HashingReader:
+    """A binary handle's readline (what the shared line splitter reads, each line capped) that hashes
+    every byte it hands out."""
+
+    def __init__(self, handle: BinaryIO, digest: Any) -> None:
+        self.handle = handle
+        self.digest = digest
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self.handle.readline(limit)
+        self.digest.update(line)
+        return line
 
 
 class _NameTaken(Exception):
@@ -388,13 +402,7 @@ class DatasetStore:
     def _inspect(self, path: Path) -> DatasetInfo:
         digest = hashlib.sha256()
         with path.open("rb") as handle:
-
-            def lines() -> Iterator[bytes]:
-                for line in handle:
-                    digest.update(line)
-                    yield line
-
-            report = validate_lines(lines())
+            report = validate_lines(_HashingReader(handle, digest))
         return DatasetInfo(
             filename=path.name,
             path=path,
