@@ -1,0 +1,84 @@
+"""Schemathesis hooks for the real-stack fuzz (loaded through SCHEMATHESIS_HOOKS).
+
+What an OpenAPI document cannot say is which model folders and datasets exist on this server, what
+this machine's hardware allows, and what bytes make a valid dataset. A schema-valid (positive)
+request is refused for those reasons with a truthful 400, so before such a request is sent the
+fields that depend on them are pinned to values that exist here; everything else stays as
+generated. Negative requests are never touched. Training a pinned request stays small (one step,
+small batches) so the fuzz never runs a long or memory-hungry job on a shared machine.
+
+Two kinds of failure are dropped: a 503 naming the Hugging Face Hub (these machines have no route
+to the Hub, HF_HUB_OFFLINE=1, and "the Hub cannot be reached" is the truthful answer there), and
+a response slower than schemathesis's default 10 s limit (timing belongs in bench/).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import schemathesis
+from schemathesis.core.failures import Failure, ResponseTimeExceeded, ServerError
+
+FUZZ_MODEL = "MODELFORGE_FUZZ_MODEL"  # a local causal LM folder
+FUZZ_DATASET = "MODELFORGE_FUZZ_DATASET"  # an uploaded prompt/completion dataset's filename
+
+TRAINING_STARTS = frozenset({"/api/start_training", "/api/jobs", "/api/finetune/start_training"})
+MODEL_NAMED = frozenset({"/api/finetune/estimate_memory", "/api/finetune/validate_custom_model",
+                         "/api/finetune/set_custom_model"})
+GENERATION = frozenset({"/api/playground/generate", "/api/playground/new", "/api/playground/stream"})
+UPLOAD = "/api/upload_dataset"
+
+# One pinned run: what this machine and the stored data support, and small enough to finish fast.
+PINNED_TRAINING: dict[str, Any] = {
+    "task": "text-generation",
+    "strategy": "sft",
+    "provider": "huggingface",
+    "max_steps": 1,
+    "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 1,
+    "max_seq_length": 64,
+    "use_4bit": False,
+    "bf16": False,
+}
+# Settings whose valid values depend on what exists here (a checkpoint, this exact file).
+DROPPED_TRAINING = ("resume_from_job", "dataset_sha256")
+
+VALID_ROWS = b"".join(
+    b'{"prompt": "What is %d plus %d?", "completion": "%d."}\n' % (i, i, 2 * i) for i in range(12)
+)
+
+
+def _positive(case: Any) -> bool:
+    meta = getattr(case, "meta", None)
+    return meta is not None and meta.generation.mode.is_positive
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    if not _positive(case):
+        return
+    path = case.operation.path
+    body = case.body
+    if path in TRAINING_STARTS and isinstance(body, dict):
+        for name in DROPPED_TRAINING:
+            body.pop(name, None)
+        body.update(PINNED_TRAINING, model_name=os.environ[FUZZ_MODEL], dataset=os.environ[FUZZ_DATASET])
+    elif path in MODEL_NAMED and isinstance(body, dict):
+        if path.endswith("estimate_memory"):
+            body.update(model_name=os.environ[FUZZ_MODEL], task="text-generation")
+        else:
+            body["repo_name"] = os.environ[FUZZ_MODEL]
+    elif path == UPLOAD and isinstance(body, dict):
+        body["file"] = VALID_ROWS.decode()
+
+
+@schemathesis.hook
+def filter_failure(context: Any, failure: Failure, case: Any, response: Any) -> bool:
+    """False drops the failure: a 503 that says the Hub cannot be reached, and a slow answer (a
+    merge loads a whole model on a busy CPU; speed goals belong in bench/, not in tests)."""
+    if isinstance(failure, ResponseTimeExceeded):
+        return False
+    if isinstance(failure, ServerError) and response.status_code == 503:
+        return "Hugging Face Hub" not in response.text
+    return True
