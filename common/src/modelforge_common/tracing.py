@@ -16,6 +16,10 @@ What exists:
   being served.
 - `start_span(name, request_id=...)`: a context manager for a span of one's own (the gateway's
   request span, a training worker's step): a no-op when tracing is off.
+
+A task created while serving a call copies its context: the request id and trace (wanted) and the
+call's deadline (`deadline_var`; set it to None in a task that outlives the call, or every call the
+task makes later times out at once).
 """
 
 from __future__ import annotations
