@@ -226,6 +226,7 @@ def test_up_starts_only_what_is_missing_and_down_stops_it_from_any_data_dir(tmp_
 
         # `down` from another data dir (and run dir) still stops this stack: the state dir records it.
         elsewhere = {**env, "MODELFORGE_DATA_DIR": str(tmp_path / "elsewhere")}
+        assert f"also running (run dir {stack.run_dir}): gateway, trainer" in launcher("status", elsewhere).stdout
         stopped = launcher("down", elsewhere).stdout
         for name in after:
             assert name in stopped, stopped

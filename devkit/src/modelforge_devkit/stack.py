@@ -524,6 +524,11 @@ def main(argv: list[str], env: Mapping[str, str] | None = None, out: TextIO | No
         alive = stack.running()
         for name in (*stack.names, *sorted(set(alive) - set(stack.names))):
             out.write(f"{name:10s} {'pid ' + str(alive[name]) if name in alive else 'stopped'}\n")
+        # Stacks started with another data dir: `down` stops them too.
+        for other in recorded_stacks(stack.env):
+            running = other.running()
+            if other.run_dir != stack.run_dir and running:
+                out.write(f"also running (run dir {other.run_dir}): {', '.join(sorted(running, key=_stop_rank))}\n")
         return 0
     err.write("usage: python -m modelforge_devkit.stack up|down|status\n")
     return 2
