@@ -179,13 +179,14 @@ async def test_a_supervised_job_is_queued_with_the_requested_settings(
     assert (config.num_train_epochs, config.learning_rate, config.seed) == (2, pytest.approx(1e-4), 7)
     assert not config.HasField("per_device_train_batch_size")
     assert config.name.startswith("tiny-llama:ft-fox:")
+    assert not config.HasField("eval_dataset")
     assert fakes.trainer.by_idempotency_key == {"abc": job["id"]}
 
     assert job["object"] == "fine_tuning.job" and job["status"] == "queued"
     assert (job["training_file"], job["model"], job["seed"]) == (file_id, "/models/tiny-llama", 7)
     assert job["hyperparameters"] == {"n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": 0.5}
     assert job["method"] == {"type": "supervised", "supervised": {"hyperparameters": job["hyperparameters"]}}
-    assert job["user_provided_suffix"] == "fox"
+    assert job["user_provided_suffix"] == "fox" and job["validation_file"] is None
     assert (job["fine_tuned_model"], job["finished_at"], job["error"], job["trained_tokens"]) == (None,) * 4
     assert job["created_at"] == CREATED.seconds and job["result_files"] == []
     assert job["organization_id"] and job["integrations"] == []
@@ -219,7 +220,7 @@ async def test_a_dpo_job_needs_a_preference_file(client: httpx.AsyncClient, fake
     [
         ({"training_file": "file-0123456789abcdef01234567"}, "training_file"),
         ({"integrations": [{"type": "wandb", "wandb": {"project": "p"}}]}, "integrations"),
-        ({"validation_file": "file-x"}, "validation_file"),
+        ({"validation_file": "file-0123456789abcdef01234567"}, "validation_file"),
         ({"method": {"type": "reinforcement"}}, "method.type"),
         ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}}, "method.dpo.hyperparameters.beta"),
         ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
@@ -460,3 +461,15 @@ async def test_v1_files_share_the_upload_cap(openai_services: FakeServices) -> N
         too_big = await upload(http, jsonl([chat_row(i) for i in range(40)]))
         assert "larger than the limit" in assert_openai_error(too_big, 413, "file")["message"]
         assert openai_services.registry.datasets == {}
+
+
+async def test_a_validation_file_becomes_the_jobs_eval_dataset(client: httpx.AsyncClient, fakes: FakeServices) -> None:
+    train_id = (await upload(client, jsonl([chat_row(i) for i in range(12)]), "train.jsonl")).json()["id"]
+    valid_id = (await upload(client, jsonl([chat_row(i) for i in range(10)]), "valid.jsonl")).json()["id"]
+    prefs_id = (await upload(client, jsonl([preference_row(i) for i in range(12)]))).json()["id"]
+    body = {"model": "m", "training_file": train_id, "validation_file": valid_id}
+    job = (await client.post("/v1/fine_tuning/jobs", json=body)).json()
+    assert fakes.trainer.queued[job["id"]].config.eval_dataset == f"{valid_id}.valid.jsonl"
+    assert job["validation_file"] == valid_id
+    mismatched = await client.post("/v1/fine_tuning/jobs", json={**body, "validation_file": prefs_id})
+    assert "method.type 'dpo'" in assert_openai_error(mismatched, 400, "validation_file")["message"]

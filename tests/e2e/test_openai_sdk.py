@@ -64,6 +64,7 @@ def test_the_openai_sdk_fine_tunes_lists_chats_and_deletes(
     # Files: a chat file and a preference file; a malformed one is refused naming its line.
     chat = client.files.create(file=("chat.jsonl", chat_file(16)), purpose="fine-tune")
     prefs = client.files.create(file=("prefs.jsonl", preference_file(12)), purpose="fine-tune")
+    valid = client.files.create(file=("valid.jsonl", chat_file(10)), purpose="fine-tune")
     assert (chat.object, chat.filename, chat.status) == ("file", "chat.jsonl", "processed")
     assert client.files.retrieve(prefs.id).filename == "prefs.jsonl"
     assert {f.id for f in client.files.list()} >= {chat.id, prefs.id}
@@ -79,7 +80,7 @@ def test_the_openai_sdk_fine_tunes_lists_chats_and_deletes(
     # A supervised job and a DPO job, followed to succeeded.
     model = str(tiny_causal_model)
     sft = client.fine_tuning.jobs.create(
-        model=model, training_file=chat.id, suffix="fox", seed=11,
+        model=model, training_file=chat.id, validation_file=valid.id, suffix="fox", seed=11,
         method={"type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 5}}},
     )
@@ -92,6 +93,7 @@ def test_the_openai_sdk_fine_tunes_lists_chats_and_deletes(
     assert sft_done.status == "succeeded", sft_done.error
     assert sft_done.fine_tuned_model and sft_done.finished_at >= sft_done.created_at
     assert sft_done.trained_tokens and sft_done.trained_tokens > 0
+    assert sft_done.validation_file == valid.id
     assert sft_done.hyperparameters.n_epochs == 1 and sft_done.hyperparameters.batch_size == 4
     assert sft_done.hyperparameters.learning_rate_multiplier == pytest.approx(5)
     dpo_done = wait_for(client, dpo.id, FINISHED)

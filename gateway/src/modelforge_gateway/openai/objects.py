@@ -6,6 +6,7 @@ Where OpenAI has data the platform keeps differently, it is derived:
 - `hyperparameters` are the values the job runs with (the trainer resolves every default), and
   `learning_rate_multiplier` is the learning rate over the trainer's default, BASE_LEARNING_RATE;
 - `user_provided_suffix` is kept in the registered model's name (SUFFIX_NAME);
+- `validation_file` is the job's evaluation dataset (TrainingConfig.eval_dataset);
 - events are the job's stored training events (the ones /ws/training sends), newest first;
 - the checkpoint of a finished job is its registered model, with the final training loss and the
   held-out loss as metrics (the trainer keeps intermediate checkpoints only until registration).
@@ -121,7 +122,7 @@ def job_object(job: common_pb2.TrainingJob, trained_tokens: int | None = None) -
         "status": status,
         "trained_tokens": trained_tokens if status == "succeeded" else None,
         "training_file": file_id_of(config.dataset),
-        "validation_file": None,
+        "validation_file": file_id_of(config.eval_dataset) if config.eval_dataset else None,
         "estimated_finish": None,
         "integrations": [],
         "metadata": None,

@@ -229,6 +229,22 @@ def _training_config(body: CreateFineTuningJob, strategy: str, params: Any, data
     return config
 
 
+async def _job_file(
+    registry: RegistryStub, rpc: CallOptions, file_id: str, param: str, strategy: str
+) -> registry_pb2.Dataset:
+    """The dataset of a job's training or validation file; its rows must suit the method."""
+    try:
+        dataset = await _file_dataset(registry, rpc, file_id, param)
+    except OpenAIError as exc:
+        raise OpenAIError(400, f"{param}: {exc.message}", exc.param, exc.code) from exc
+    is_preference = "preferred_output" in dataset.fields
+    if is_preference != (strategy == "dpo"):
+        wanted = "dpo" if is_preference else "supervised"
+        kind = PREFERENCE if is_preference else "chat"
+        raise OpenAIError(400, f"{param} {file_id} holds {kind} rows: use method.type '{wanted}'", param)
+    return dataset
+
+
 @router.post("/fine_tuning/jobs")
 async def create_job(
     body: CreateFineTuningJob,
@@ -245,25 +261,12 @@ async def create_job(
         raise OpenAIError(400, message, "integrations")
     if body.metadata:
         raise OpenAIError(400, "metadata is not supported: ModelForge does not store job metadata", "metadata")
-    if body.validation_file is not None:
-        raise OpenAIError(
-            400,
-            "validation_file is not supported: ModelForge holds out a seeded share of training_file for evaluation",
-            "validation_file",
-        )
     strategy, params = _hyperparameters(body)
-    try:
-        dataset = await _file_dataset(registry, rpc, body.training_file, "training_file")
-    except OpenAIError as exc:
-        raise OpenAIError(400, f"training_file: {exc.message}", exc.param, exc.code) from exc
-    is_preference = "preferred_output" in dataset.fields
-    if is_preference != (strategy == "dpo"):
-        wanted = "dpo" if is_preference else "supervised"
-        kind = PREFERENCE if is_preference else "chat"
-        raise OpenAIError(
-            400, f"training_file {body.training_file} holds {kind} rows: use method.type '{wanted}'", "training_file"
-        )
+    dataset = await _job_file(registry, rpc, body.training_file, "training_file", strategy)
     config = _training_config(body, strategy, params, dataset.filename)
+    if body.validation_file is not None:
+        evaluation = await _job_file(registry, rpc, body.validation_file, "validation_file", strategy)
+        config.eval_dataset = evaluation.filename
     request = trainer_pb2.SubmitTrainingJobRequest(config=config, idempotency_key=idempotency_key or "", owner=owner)
     reply = await trainer.SubmitTrainingJob(request, **rpc.write)
     return objects.job_object(reply.job)
