@@ -5,6 +5,8 @@ server into the call that server makes (with the caller's deadline)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import urllib.request
 from typing import Any
 
@@ -14,11 +16,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from modelforge.v1 import trainer_pb2, trainer_pb2_grpc
-from modelforge_common import metrics, tracing
+from modelforge_common import grpc_server, metrics, tracing
 from modelforge_common.errors import FailedPrecondition
 from modelforge_common.grpc_client import make_channel
 from modelforge_common.grpc_server import build_server, mark_serving, service_name
 from modelforge_common.logging import request_id_var
+from modelforge_common.testing import free_port
 
 TRAINER = "modelforge.v1.TrainerService"
 
@@ -170,3 +173,21 @@ async def test_trace_follows_the_request_id_from_client_through_server_to_the_ne
     assert hop_client.parent.span_id == server.context.span_id
     assert hop_server.parent.span_id == hop_client.context.span_id
     assert server.attributes["rpc.grpc.status_code"] == "OK"
+
+
+async def test_serve_puts_metrics_beside_the_grpc_port_until_stopped() -> None:
+    servicer = HoppingTrainer()
+    name = service_name(trainer_pb2, "TrainerService")
+    server, port, health = build_server(
+        [(trainer_pb2_grpc.add_TrainerServiceServicer_to_server, servicer, name)], "127.0.0.1:0"
+    )
+    metrics_port = free_port()
+    serving = asyncio.create_task(grpc_server.serve(server, health, [name], grace_s=0, metrics_port=metrics_port))
+    async with make_channel(f"127.0.0.1:{port}") as channel:
+        await trainer_pb2_grpc.TrainerServiceStub(channel).GetTrainingStatus(
+            trainer_pb2.GetTrainingStatusRequest(job_id="j"), timeout=10, wait_for_ready=True
+        )
+    body, _ = await asyncio.to_thread(scrape, metrics_port)
+    assert f'method="GetTrainingStatus",service="{TRAINER}"' in body
+    os.kill(os.getpid(), signal.SIGTERM)  # serve() drains on SIGTERM, as in a pod
+    await asyncio.wait_for(serving, timeout=30)
