@@ -207,8 +207,11 @@ class ModelCatalog:
             # A listing never reads these (the lineage holds the loss curve): leave them in the database.
             page = page.options(*(defer(column) for column in _DETAIL_COLUMNS))
         with self.db.transaction() as session:
-            total = session.scalar(select(func.count()).select_from(matching.subquery())) or 0
             models = tuple(self._info(record, full=filters.full) for record in session.scalars(page))
+            if filters.limit or filters.offset:
+                total = session.scalar(select(func.count()).select_from(matching.subquery())) or 0
+            else:
+                total = len(models)  # the whole listing: no second query
             return ModelPage(models=models, total=total)
 
     def count(self) -> int:
