@@ -74,6 +74,12 @@ def test_line_endings_crlf_bom_and_blank_lines() -> None:
     assert as_bytes[0][1].endswith(b"}") and as_bytes[1] == (2, b"")
 
 
+def test_a_byte_order_mark_before_a_blank_first_line_is_no_row() -> None:
+    data = b"\xef\xbb\xbf\n" + (PAIR + b"\n") * 10
+    report = validate_lines(io.BytesIO(data))
+    assert report.valid and report.num_examples == 10
+
+
 def test_unicode_line_separators_are_not_line_breaks() -> None:
     # str.splitlines() would split these; JSON strings may hold them, and every reader here agrees.
     row = {"prompt": "a\u2028b\u2029c\x85d", "completion": "c"}

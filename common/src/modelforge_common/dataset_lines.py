@@ -80,7 +80,13 @@ def _split_handle(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
 def split_lines(source: bytes | str | BinaryIO | Iterable[bytes | str]) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, the line's bytes without its ending) for a whole file's bytes, a binary
     handle (read line by line, each capped at MAX_LINE_BYTES), or an iterable of lines as a binary
-    handle yields them (a ``str`` is encoded as UTF-8, surrogates kept so the parser can name them)."""
+    handle yields them (a ``str`` is encoded as UTF-8, surrogates kept so the parser can name them).
+    A byte order mark opening the file is dropped."""
+    for number, raw in _split(source):
+        yield number, raw[len(_BOM) :] if number == 1 and raw.startswith(_BOM) else raw
+
+
+def _split(source: bytes | str | BinaryIO | Iterable[bytes | str]) -> Iterator[tuple[int, bytes]]:
     if isinstance(source, str):
         source = source.encode("utf-8", "surrogatepass")
     if isinstance(source, bytes):
