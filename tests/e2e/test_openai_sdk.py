@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
+from websockets.sync.client import connect
 
 from modelforge_devkit.sample_data import preference_rows, text_generation_rows
 from modelforge_devkit.stack import Stack
@@ -112,6 +113,15 @@ def test_the_openai_sdk_fine_tunes_lists_chats_and_deletes(
         assert api.get(f"/api/jobs/{sft.id}").json()["status"] == "completed"
         api_events = api.get(f"/api/jobs/{sft.id}/events").json()["events"]
         assert len(api_events) == len(events)
+    ws_url = stack.gateway_url.replace("http", "ws", 1) + f"/ws/training?job_id={sft.id}&since=0"
+    with connect(ws_url, open_timeout=30) as socket:
+        replayed: list[dict[str, Any]] = []
+        while len(replayed) < len(events) + 1:  # the current status, then every stored event
+            message = json.loads(socket.recv(timeout=30))
+            if message["type"] != "heartbeat":
+                replayed.append(message)
+    assert replayed[0]["status"] == "completed" and replayed[0]["job_id"] == sft.id
+    assert sorted(m["seq"] for m in replayed[1:]) == sorted(e["seq"] for e in api_events)
 
     # A running job cancelled.
     long_job = client.fine_tuning.jobs.create(
