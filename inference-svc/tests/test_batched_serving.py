@@ -203,3 +203,48 @@ async def test_messages_with_a_bad_role_name_the_message_index(refs: dict[str, M
     with pytest.raises(InvalidArgument) as exc:
         await service.generate(refs["full"], requested)
     assert [v.field for v in exc.value.violations] == ["messages[1].role", "messages[2].role"]
+
+
+async def test_batched_lora_matches_peft_and_holds_the_weights_once(adapter_refs: list[ModelRef]) -> None:
+    import torch
+
+    from modelforge_inference.backends.hf_models import BASE_ADAPTER
+
+    local = backend()
+    _base, one, two = adapter_refs
+    served_one, served_two = await local.served_model(one), await local.served_model(two)
+    host = served_one.host
+    assert host.batched_lora is not None
+    names = [served_one.adapter_name, BASE_ADAPTER, served_two.adapter_name, served_one.adapter_name]
+    ids = torch.tensor([[5, 9, 13, 17, 21]] * len(names))
+    with torch.inference_mode():
+        with host.batched_lora.rows(names, BASE_ADAPTER):
+            ours = host.model(input_ids=ids).logits
+        host.batched_lora.release()  # peft's own mixed-batch path
+        theirs = host.model(input_ids=ids, adapter_names=names).logits
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert not torch.allclose(ours[0], ours[1]) and not torch.allclose(ours[0], ours[2])
+    await local.close()
+
+
+def test_adapter_weights_become_views_into_the_stacks(causal_model: Path, lora_adapter: Path,
+                                                     second_adapter: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from modelforge_inference.backends.lora_batch import BatchedLora, supports
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(causal_model), str(lora_adapter),
+                                      adapter_name="a")
+    model.load_adapter(str(second_adapter), adapter_name="b")
+    assert supports(model, ["a", "b"])
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    batched = BatchedLora(model)
+    batched.rebuild(["a", "b"])
+    for name, parameter in model.named_parameters():
+        if "lora_" in name:
+            assert torch.equal(parameter, before[name])
+            assert parameter.untyped_storage().data_ptr() in {
+                stack.a.untyped_storage().data_ptr() for stack in batched._stacks.values()
+            } | {stack.b.untyped_storage().data_ptr() for stack in batched._stacks.values()}

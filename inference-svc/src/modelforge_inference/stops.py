@@ -58,6 +58,9 @@ class RequestOutput:
         self._emit = emit
         self._pieces: list[str] = []
         self.tokens = 0
+        # Nobody reads pieces and no stop string is watched: decode once at the end (a decode per
+        # token is most of a small model's per-row cost in a batch).
+        self._lazy = emit is None and not stops
 
     @property
     def stopped(self) -> bool:
@@ -72,6 +75,9 @@ class RequestOutput:
         if self.stopped:
             return
         self.tokens += len(token_ids)
+        if self._lazy:
+            self._decoder.ids.extend(token_ids)
+            return
         self._hand_on(self._filter.push(self._decoder.push(token_ids)))
 
     def finish(self) -> None:

@@ -73,6 +73,11 @@ def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch
     return logits.scatter(0, seen, scores)
 
 
+def _plain_greedy(request: BatchRequest) -> bool:
+    penalty = request.params.repetition_penalty
+    return request.params.greedy and (penalty is None or penalty == 1.0)
+
+
 def choose_token(logits: torch.Tensor, request: BatchRequest, device: str) -> int:
     """The next token of one row from its last-position logits (float32, shape [vocab])."""
     params = request.params
@@ -191,14 +196,16 @@ class ContinuousBatcher:
                  cache: DynamicCache, adapters: list[str]) -> torch.Tensor:
         kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._logits_to_keep else {}
         kwargs[self._cache_kwarg] = cache
-        out = self.host.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            **self.host.forward_kwargs(adapters),
-            **kwargs,
-        )
+        adapter_context, adapter_kwargs = self.host.adapter_setup(adapters)
+        with adapter_context:
+            out = self.host.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                **adapter_kwargs,
+                **kwargs,
+            )
         return out.logits[:, -1, :].float()
 
     def _drop_abandoned(self) -> None:
@@ -265,8 +272,10 @@ class ContinuousBatcher:
         """Picks each row's next token, hands it on, and cuts out the rows that ended."""
         device = self.host.device
         ended: list[int] = []
+        # Plain greedy rows (most of them) in one argmax over the batch.
+        argmax = logits.argmax(dim=-1).tolist()
         for i, row in enumerate(rows):
-            token = choose_token(logits[i], row, device)
+            token = argmax[i] if _plain_greedy(row) else choose_token(logits[i], row, device)
             row.generated.append(token)
             row.position += 1
             self._last_tokens[offset + i] = token

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from modelforge_inference.backends.hf_models import BaseHost, ServedModel, TextGeneration
 
 T = TypeVar("T")
+# Inputs up to this many characters are tokenized on the event loop (well under a millisecond).
+INLINE_ENCODE_CHARS = 4000
 _HF_MODULE = "modelforge_inference.backends.hf_models"
 ModelKey = tuple[str, str, str, str]
 BaseKey = tuple[str, str, int]
@@ -171,7 +173,12 @@ class LocalBackend:
             worker.add_done_callback(lambda done: run._settle(done.exception() or done.result()))
             return run, served, worker
         try:
-            input_ids = await asyncio.to_thread(hf.encode_request, served, ref.task, params)
+            if _input_chars(params) <= INLINE_ENCODE_CHARS:
+                # A short prompt is tokenized on the loop: a hop to a worker thread would wait for
+                # the GIL behind the batch that is decoding (milliseconds per hop on a small model).
+                input_ids = hf.encode_request(served, ref.task, params)
+            else:
+                input_ids = await asyncio.to_thread(hf.encode_request, served, ref.task, params)
         except BaseException:
             self._finished(served)
             raise
@@ -299,6 +306,10 @@ class LocalBackend:
         # Nothing to give back if torch was never loaded.
         if _HF_MODULE in sys.modules:
             sys.modules[_HF_MODULE].release_memory()
+
+
+def _input_chars(params: GenerationParams) -> int:
+    return len(params.prompt) + sum(len(m.content) for m in params.messages)
 
 
 def _stops() -> Any:
