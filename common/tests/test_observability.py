@@ -11,6 +11,7 @@ import urllib.request
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -191,3 +192,48 @@ async def test_serve_puts_metrics_beside_the_grpc_port_until_stopped() -> None:
     assert f'method="GetTrainingStatus",service="{TRAINER}"' in body
     os.kill(os.getpid(), signal.SIGTERM)  # serve() drains on SIGTERM, as in a pod
     await asyncio.wait_for(serving, timeout=30)
+
+
+async def test_an_http_request_span_is_the_parent_of_its_grpc_calls() -> None:
+    """REST -> gRPC: the request's SERVER span (named after its route template, with the request id)
+    is the parent of the CLIENT span of the call the route makes, and of the server's span."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    exporter = InMemorySpanExporter()
+    tracing.configure_tracing("test", exporter=exporter)
+    backend, port = await start_server(HoppingTrainer())
+    channel = make_channel(f"127.0.0.1:{port}")
+
+    async def status(request: Request) -> JSONResponse:
+        token = request_id_var.set(request.headers["x-request-id"])  # as the gateway's middleware does
+        try:
+            await trainer_pb2_grpc.TrainerServiceStub(channel).GetTrainingStatus(
+                trainer_pb2.GetTrainingStatusRequest(job_id=request.path_params["job_id"]), timeout=10
+            )
+        finally:
+            request_id_var.reset(token)
+        return JSONResponse({"ok": True})
+
+    app = Starlette(
+        routes=[Route("/api/jobs/{job_id}", status)], middleware=[Middleware(tracing.TracingASGIMiddleware)]
+    )
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+            response = await client.get("/api/jobs/train_7", headers={"x-request-id": "rest-req-42"})
+        assert response.status_code == 200
+    finally:
+        await channel.close()
+        await backend.stop(0)
+
+    spans = [s for s in exporter.get_finished_spans() if s.attributes.get("modelforge.request_id") == "rest-req-42"]
+    client_span = next(s for s in spans if s.kind == SpanKind.CLIENT)
+    server_span = next(s for s in spans if s.kind == SpanKind.SERVER and s.name == f"{TRAINER}/GetTrainingStatus")
+    http = next(s for s in spans if s.kind == SpanKind.SERVER and s.name == "GET /api/jobs/{job_id}")
+    assert http.attributes["http.response.status_code"] == 200
+    assert client_span.parent.span_id == http.context.span_id
+    assert server_span.parent.span_id == client_span.context.span_id
+    assert len({s.context.trace_id for s in (http, client_span, server_span)}) == 1

@@ -14,8 +14,13 @@ What exists:
   ``x-request-id`` (from `logging.request_id_var`, unless the caller set it), the current trace
   context, a CLIENT span (when tracing is on), and a timeout no later than the deadline of the call
   being served.
-- `start_span(name, request_id=...)`: a context manager for a span of one's own (the gateway's
-  request span, a training worker's step): a no-op when tracing is off.
+- `start_span(name, request_id=...)`: a context manager for a span of one's own (a training
+  worker's step): a no-op when tracing is off.
+- `TracingASGIMiddleware(app)`: a pure ASGI middleware for an HTTP server (the gateway): one SERVER
+  span per request (continuing a `traceparent` header), named after the route template once routing
+  found one, carrying the request id (`logging.request_id_var`, else the ``x-request-id`` request or
+  response header); the gRPC calls the request makes are its children. A pass-through when tracing
+  is off.
 
 A task created while serving a call copies its context: the request id and trace (wanted) and the
 call's deadline (`deadline_var`; set it to None in a task that outlives the call, or every call the
@@ -111,6 +116,73 @@ def _end_span(span: Span, code: grpc.StatusCode | None) -> None:
     if code is not None and code != grpc.StatusCode.OK:
         span.set_status(Status(StatusCode.ERROR, name))
     span.end()
+
+
+# --- HTTP (ASGI) side ----------------------------------------------------------------------------
+
+AsgiScope = dict[str, Any]
+AsgiReceive = Callable[[], Awaitable[dict[str, Any]]]
+AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _header(headers: Any, name: bytes) -> str:
+    for key, value in headers or ():
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+class TracingASGIMiddleware:
+    """One SERVER span per HTTP request or WebSocket, the parent of the gRPC calls it makes."""
+
+    def __init__(self, app: Callable[[AsgiScope, AsgiReceive, AsgiSend], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
+        if not _enabled or scope.get("type") not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {
+            key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope.get("headers") or ()
+        }
+        method = str(scope.get("method", "WEBSOCKET"))
+        span = tracer().start_span(
+            method,
+            context=propagate.extract(headers),
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": str(scope.get("path", ""))},
+        )
+        request_id = request_id_var.get() or headers.get(REQUEST_ID_METADATA, "")
+        status_code = 0
+
+        async def send_and_note(message: dict[str, Any]) -> None:
+            nonlocal request_id, status_code
+            if message.get("type") == "http.response.start":
+                status_code = int(message.get("status", 0))
+                request_id = request_id or _header(message.get("headers"), REQUEST_ID_METADATA.encode())
+            await send(message)
+
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            await self.app(scope, receive, send_and_note)
+        except BaseException:
+            status_code = status_code or 500
+            raise
+        finally:
+            otel_context.detach(token)
+            route = scope.get("route")
+            template = getattr(route, "path", "")
+            if template:
+                span.update_name(f"{method} {template}")
+                span.set_attribute("http.route", template)
+            request_id = request_id or request_id_var.get()
+            if request_id:
+                span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
+            if status_code:
+                span.set_attribute("http.response.status_code", status_code)
+                if status_code >= 500:
+                    span.set_status(Status(StatusCode.ERROR, str(status_code)))
+            span.end()
 
 
 # --- server side ---------------------------------------------------------------------------------
