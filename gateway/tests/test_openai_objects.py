@@ -19,7 +19,8 @@ def test_job_statuses_map_onto_openais_words() -> None:
 
 def test_hyperparameters_report_auto_only_when_unset() -> None:
     unset = common_pb2.TrainingConfig(strategy="sft")
-    assert objects.hyperparameters(unset) == dict.fromkeys(("n_epochs", "batch_size", "learning_rate_multiplier"), "auto")
+    names = ("n_epochs", "batch_size", "learning_rate_multiplier")
+    assert objects.hyperparameters(unset) == dict.fromkeys(names, "auto")
     resolved = common_pb2.TrainingConfig(
         strategy="dpo", num_train_epochs=3, per_device_train_batch_size=8, learning_rate=1e-4, dpo_beta=0.3
     )
