@@ -25,8 +25,9 @@ from bench.common import (
 )
 
 # Run order: training first (its jobs register the models the later benchmarks read and generate with);
-# training_small after generation, which generates with the latest model.
-BENCHMARKS = ("training", "events", "gateway", "load", "generation", "training_small", "gpu_qlora")
+# training_small after generation, which generates with the latest model. serving (issue 17) runs
+# inference-svc's local backend in this process on the bench's base model.
+BENCHMARKS = ("training", "events", "gateway", "load", "generation", "serving", "training_small", "gpu_qlora")
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
 # Hand-written explanations of the misses, from profiles (dated inside); appended to every RESULTS.md.
 ANALYSIS = Path(__file__).resolve().parent / "ANALYSIS.md"
