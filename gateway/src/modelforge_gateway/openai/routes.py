@@ -22,7 +22,14 @@ from modelforge_gateway.convert import model_ref
 from modelforge_gateway.deps import EventFeedDep, InferenceStub, Owner, RegistryStub, Rpc, SettingsDep, TrainerStub
 from modelforge_gateway.openai import objects
 from modelforge_gateway.openai.errors import OpenAIError, not_found, openai_error_body
-from modelforge_gateway.openai.files import PREFERENCE, check_file, new_file_id, original_lines, stored_name
+from modelforge_gateway.openai.files import (
+    PREFERENCE,
+    check_file,
+    new_file_id,
+    original_lines,
+    parse_stored_name,
+    stored_name,
+)
 from modelforge_gateway.openai.schemas import ChatCompletionBody, CompletionBody, CreateFineTuningJob, GenerationBody
 from modelforge_gateway.replay import JOB_ID, HistoryUnavailable, read_history
 from modelforge_gateway.routes.datasets import upload_filename
@@ -50,9 +57,12 @@ async def _file_datasets(registry: RegistryStub, rpc: CallOptions) -> list[regis
     return [d for d in reply.datasets if objects.file_object(d) is not None]
 
 
-async def _file_dataset(registry: RegistryStub, rpc: CallOptions, file_id: str, param: str | None = None) -> Any:
+async def _file_dataset(
+    registry: RegistryStub, rpc: CallOptions, file_id: str, param: str | None = None
+) -> registry_pb2.Dataset:
     for dataset in await _file_datasets(registry, rpc):
-        if dataset.filename.startswith(f"{file_id}."):
+        parsed = parse_stored_name(dataset.filename)
+        if parsed is not None and parsed[0] == file_id:
             return dataset
     raise not_found("file", file_id, param)
 
@@ -105,14 +115,17 @@ async def list_files(
 
 @router.get("/files/{file_id}")
 async def retrieve_file(file_id: IdPath, registry: RegistryStub, rpc: Rpc) -> dict[str, Any]:
-    return objects.file_object(await _file_dataset(registry, rpc, file_id)) or {}
+    found = objects.file_object(await _file_dataset(registry, rpc, file_id))
+    assert found is not None, "_file_dataset finds only datasets stored as files"
+    return found
 
 
 @router.get("/files/{file_id}/content")
 async def file_content(file_id: IdPath, registry: RegistryStub, rpc: Rpc) -> Response:
     """The rows as uploaded, streamed line by line as the registry sends the stored file."""
     dataset = await _file_dataset(registry, rpc, file_id)
-    call = registry.ReadDataset(registry_pb2.ReadDatasetRequest(name=dataset.filename), **rpc.read)
+    # The write deadline, as uploads have: a large file takes a while to stream.
+    call = registry.ReadDataset(registry_pb2.ReadDatasetRequest(name=dataset.filename), **rpc.write)
     first = await call.read()  # here, so a refusal still gets its status code
 
     async def lines() -> AsyncIterator[bytes]:
