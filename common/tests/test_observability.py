@@ -139,6 +139,13 @@ def test_callback_gauges_and_get_or_create() -> None:
         metrics.gauge("modelforge_test_things", "things")
 
 
+@pytest.fixture
+def tracing_on_for_this_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tracer provider is process-wide; tests after this one run with tracing off again.
+    monkeypatch.setattr(tracing, "_enabled", tracing.tracing_enabled())
+
+
+@pytest.mark.usefixtures("tracing_on_for_this_test")
 async def test_trace_follows_the_request_id_from_client_through_server_to_the_next_call() -> None:
     exporter = InMemorySpanExporter()
     assert tracing.configure_tracing("test", exporter=exporter)
@@ -194,6 +201,7 @@ async def test_serve_puts_metrics_beside_the_grpc_port_until_stopped() -> None:
     await asyncio.wait_for(serving, timeout=30)
 
 
+@pytest.mark.usefixtures("tracing_on_for_this_test")
 async def test_an_http_request_span_is_the_parent_of_its_grpc_calls() -> None:
     """REST -> gRPC: the request's SERVER span (named after its route template, with the request id)
     is the parent of the CLIENT span of the call the route makes, and of the server's span."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from modelforge_common.logging import configure_logging
+from modelforge_common.tracing import configure_tracing
 from modelforge_gateway.main import create_app
 from modelforge_gateway.settings import GatewaySettings
 
@@ -12,6 +13,7 @@ from modelforge_gateway.settings import GatewaySettings
 def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level, settings.log_json)
+    configure_tracing("gateway")  # on only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     uvicorn.run(
         create_app(settings),
         host=settings.bind_host,

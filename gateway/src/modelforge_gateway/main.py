@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
+from modelforge_common.tracing import TracingASGIMiddleware
 from modelforge_gateway import console, metrics
 from modelforge_gateway.auth import ApiKeyMiddleware, ApiKeys, BodyLimitMiddleware
 from modelforge_gateway.clients import Clients
@@ -60,7 +61,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.openapi = lambda: honest_openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     install_openai_error_handlers(app)  # /v1 answers errors in OpenAI's shape
-    # Middleware added later wraps the earlier: request id (outermost) -> metrics -> CORS -> API key -> body cap.
+    # Middleware added later wraps the earlier: request id (outermost) -> tracing -> metrics -> CORS -> API key
+    # -> body cap.
     app.add_middleware(
         BodyLimitMiddleware,
         # Multipart framing adds a little to the file itself.
@@ -80,6 +82,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
     # Counts every answer, refusals by the key check and the body cap included.
     app.add_middleware(MetricsMiddleware)
+    # A span per request with its request id, parent of its gRPC calls (a pass-through unless
+    # OTEL_EXPORTER_OTLP_ENDPOINT turned tracing on).
+    app.add_middleware(TracingASGIMiddleware)
     # Added last, so it is outermost: every answer (CORS preflights and errors included) gets an id.
     app.add_middleware(RequestContextMiddleware)
     for module in (system, datasets, training, jobs, finetune, models, hub, playground, ws):
