@@ -251,8 +251,12 @@ def _decoder_layer(block: Block, shape: ModelShape, job: TrainingJob) -> tuple[f
         kept = c * (4 * hidden + 2 * q + 2 * kv + 2 * width) + 4 * block.heads
         crossing = 3 * c * width + 3 * c * hidden
     else:
-        norms = 2 * 4 * hidden  # RMSNorm computes in fp32 and keeps that copy of its input
-        normed_inputs = 4 * c * hidden
+        norms = block.norms * 4 * hidden  # RMSNorm computes in fp32 and keeps that copy of its input
+        if block.qk_norm:
+            norms += 4 * (q + kv)
+        # The normalised inputs as the projections and their adapters keep them (five hidden-wide tensors
+        # counted by scripts/saved_activations.py).
+        normed_inputs = 5 * c * hidden
         attention = 3 * c * q + 2 * c * kv + 4 * block.heads  # q, k after RoPE, v, output, o_proj input, lse
         # Gated: gate, activation and up in the residual dtype, the down projection's input in the compute
         # dtype; plain: the activation's input and the second projection's input.
@@ -264,6 +268,13 @@ def _decoder_layer(block: Block, shape: ModelShape, job: TrainingJob) -> tuple[f
         if job.lora_dropout > 0:
             kept += (res + LORA_DROPOUT_MASK_BYTES) * block.lora_input_elems
     return kept, crossing
+
+
+def kept_per_token(shape: ModelShape, job: TrainingJob) -> float:
+    """Bytes autograd keeps per token in one layer of the model's first text block (what
+    scripts/saved_activations.py counts with torch's saved-tensor hooks)."""
+    block = next(block for block in shape.blocks if block.sees_text)
+    return _layer(block, shape, job, job.batch_size)[0]
 
 
 def _generic_layer(block: Block, shape: ModelShape, job: TrainingJob, sequences: int) -> tuple[float, float]:

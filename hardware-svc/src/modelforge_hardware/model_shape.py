@@ -25,6 +25,9 @@ GATED_MLP_TYPES = frozenset(
         "smollm3", "deepseek_v2", "deepseek_v3", "glm", "glm4", "helium", "arcee",
     }
 )
+# Decoders with norms after attention and MLP too, and decoders that normalise q and k per head.
+POST_NORM_TYPES = frozenset({"gemma2", "gemma3", "gemma3_text", "olmo2"})
+QK_NORM_TYPES = frozenset({"qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"})
 # Model types whose q/k/v projections carry biases even without an attention_bias key.
 QKV_BIAS_TYPES = frozenset({"qwen2", "qwen2_moe"})
 # Decoders whose class default is an untied lm_head (used when config.json does not say).
@@ -92,6 +95,10 @@ class Block:
     mlp_width: int = 0
     heads: int = 0
     gated_mlp: bool = False
+    # RMSNorms a layer runs on its hidden states (Gemma 2/3 add post-norms: 4), and whether q and k
+    # are normalised per head (Qwen3, Gemma 3, OLMo 2): each keeps an fp32 copy of its input.
+    norms: int = 2
+    qk_norm: bool = False
 
     @property
     def params_per_block(self) -> int:
@@ -251,6 +258,8 @@ def _decoder_block(config: dict[str, Any], model_type: str, hidden: int, layers:
         mlp_width=active_width,
         heads=heads,
         gated_mlp=gated,
+        norms=4 if model_type in POST_NORM_TYPES else 2,
+        qk_norm=model_type in QK_NORM_TYPES,
     )
     return block, generic
 
