@@ -66,7 +66,7 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         body.update(PINNED_TRAINING, model_name=os.environ[FUZZ_MODEL], dataset=os.environ[FUZZ_DATASET])
     elif path in MODEL_NAMED and isinstance(body, dict):
         if path.endswith("estimate_memory"):
-            body.update(model_name=os.environ[FUZZ_MODEL], task="text-generation")
+            body.update(model_name=os.environ[FUZZ_MODEL], task="text-generation", provider="huggingface")
         else:
             body["repo_name"] = os.environ[FUZZ_MODEL]
     elif path == UPLOAD and isinstance(body, dict):

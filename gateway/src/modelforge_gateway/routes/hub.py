@@ -29,11 +29,21 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["hub"])
 
 
+# A Hub repository id as the Hub accepts it: "name" or "namespace/name", letters and digits joined by
+# single "-", "_" or "." (no "--" or "..", none at either end); 96 characters in all (the Hub allows
+# 96 for the name alone).
+_HUB_NAME_PART = r"[A-Za-z0-9]+(?:[-_.][A-Za-z0-9]+)*"
+HUB_REPO_NAME = rf"^(?:{_HUB_NAME_PART}/)?{_HUB_NAME_PART}$"
+HUB_REPO_NAME_MAX_LENGTH = 96
+
+
 class HubPushRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_id: str = Field(min_length=1, max_length=300, description="Numeric id or model_id")
-    repo_name: str = Field(min_length=1, max_length=200, description='"name" or "namespace/name"')
+    repo_name: str = Field(
+        max_length=HUB_REPO_NAME_MAX_LENGTH, pattern=HUB_REPO_NAME, description='"name" or "namespace/name"'
+    )
     private: bool = False
     # Push the adapter merged into its base (standalone weights) instead of the adapter alone.
     merge: bool = False
