@@ -216,3 +216,39 @@ async def test_push_without_a_server_token_is_failed_precondition(
         await stub.PushToHub(request, timeout=60)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "MODELFORGE_HF_TOKEN" in (caught.value.details() or "")
+
+
+async def test_chat_messages_stop_seed_and_totals_over_grpc(
+    stub: inference_pb2_grpc.InferenceServiceStub, refs: dict[str, ModelRef]
+) -> None:
+    model = ref_pb(refs["lora"])
+    messages = [inference_pb2.ChatMessage(role="system", content="Be brief."),
+                inference_pb2.ChatMessage(role="user", content="What is machine learning?")]
+    params = inference_pb2.GenerationParams(messages=messages, max_new_tokens=12, temperature=0.0)
+    whole = await stub.Generate(inference_pb2.GenerateRequest(model=model, params=params), timeout=60)
+    assert whole.prompt_tokens > 10 and whole.finish_reason in ("stop", "length")
+    chunks = [c async for c in stub.GenerateStream(inference_pb2.GenerateStreamRequest(model=model, params=params))]
+    assert "".join(c.text for c in chunks) == whole.generated_text
+    assert (chunks[-1].prompt_tokens, chunks[-1].finish_reason) == (whole.prompt_tokens, whole.finish_reason)
+    assert len(whole.generated_text) > 3
+    stop = whole.generated_text[2:4]
+    params.stop.append(stop)
+    stopped = await stub.Generate(inference_pb2.GenerateRequest(model=model, params=params), timeout=60)
+    assert stopped.generated_text == whole.generated_text[: whole.generated_text.index(stop)]
+    assert stopped.finish_reason == "stop"
+    sampled = inference_pb2.GenerationParams(prompt="Hi", max_new_tokens=12, temperature=1.2, seed=5)
+    first, second = [
+        await stub.Generate(inference_pb2.GenerateRequest(model=model, params=sampled), timeout=60) for _ in range(2)
+    ]
+    assert first.generated_text == second.generated_text
+
+
+async def test_a_bad_chat_role_is_invalid_argument_naming_the_message(
+    stub: inference_pb2_grpc.InferenceServiceStub, refs: dict[str, ModelRef]
+) -> None:
+    params = inference_pb2.GenerationParams(messages=[inference_pb2.ChatMessage(role="user", content="Hi"),
+                                                      inference_pb2.ChatMessage(role="bot", content="x")])
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.Generate(inference_pb2.GenerateRequest(model=ref_pb(refs["full"]), params=params), timeout=60)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in violations_of(exc.value)] == ["messages[1].role"]
