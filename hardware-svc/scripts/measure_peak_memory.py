@@ -1,303 +1,347 @@
-"""Measures the peak memory of a few LoRA / QLoRA training steps on random-init Llama-shaped models
-and prints it next to hardware-svc's estimate (modelforge_hardware.estimator).
+"""Measures the GPU memory peak of LoRA / QLoRA / DPO training on random-init models in public shapes,
+the way hardware-svc's calibration runs were made, and appends one JSON line per run (the format of
+measurements/*.jsonl, with how it was made) for docs/estimate.md's table.
 
-Run on a GPU node (nothing is downloaded; a random-init model is written to a temp folder, then
-loaded the way the trainer loads a model, 4-bit through bitsandbytes for QLoRA):
+On a GPU node (nothing is downloaded: random weights in the shape of a public config.json, a small
+offline tokenizer from modelforge_devkit):
 
-    python hardware-svc/scripts/measure_peak_memory.py                     # 0.5b and 1b, qlora and lora
-    python hardware-svc/scripts/measure_peak_memory.py --shapes 1b,8b --seq-len 2048 --lora-r 16
-    python hardware-svc/scripts/measure_peak_memory.py --shapes tiny --modes lora --device cpu   # smoke test
+    python hardware-svc/scripts/measure_peak_memory.py --models qwen3-0.6b,gemma-3-1b --quant bf16,4bit
+    python hardware-svc/scripts/measure_peak_memory.py --models mistral-7b-v0.3 --providers huggingface,unsloth \\
+        --batch-size 2 --seq-len 2048 --out hardware-svc/measurements/h100-$(date +%F).jsonl
+    python hardware-svc/scripts/measure_peak_memory.py --plan --models llama-3.1-8b   # no GPU needed
 
-"Peak" is what nvidia-smi shows for the process (DESIGN.md section 6): torch's peak reserved memory
-over the training steps plus the CUDA context (NVML's per-process usage minus torch's reserved
-memory, read at the same moment). On the CPU it is the process's peak RSS. Each configuration runs
-in its own subprocess so peaks and contexts do not mix.
-
-The loop mirrors the huggingface provider: bf16 autocast, LoRA on all linear layers (dropout 0.05),
-peft's prepare_model_for_kbit_training for 4-bit (use --no-upcast to skip its fp32 upcast, as
-unsloth does), non-reentrant gradient checkpointing, 32-bit AdamW.
+How each run is made (the calibration runs' recipe, hardware-svc/docs/estimate.md):
+- the model: random-init weights in bf16 in the shape's config.json, saved to a temporary folder and
+  loaded back; LoRA r on the 7 projections, alpha 2r, dropout 0 (--lora-dropout to change);
+- huggingface provider: transformers + peft, 4-bit = NF4 with double quantisation and bf16 compute,
+  `prepare_model_for_kbit_training` before `get_peft_model`; unsloth provider:
+  `FastLanguageModel.from_pretrained(load_in_4bit=...)` then `get_peft_model(...,
+  use_gradient_checkpointing="unsloth")`;
+- trl `SFTTrainer` with every row exactly --seq-len random token ids (no padding or packing),
+  per-device batch --batch-size, no accumulation, `adamw_torch`, bf16, --steps steps; DPO: trl
+  `DPOTrainer`, prompt/chosen/rejected of seq/2 words each, `max_length` = seq, adapter-disabled reference;
+- each run in its own process, so peaks and contexts never mix. The parent samples NVML's used memory
+  of the device before the child starts (`nvml_base_used_gib`) and every 20 ms while it runs
+  (`nvml_peak_used_gib`: what nvidia-smi shows, context and driver reserve included); the child
+  reports torch's figures (`weights_alloc_gib` after loading and wrapping, `peak_alloc_gib`,
+  `peak_reserved_gib`), tokens/s and the trainable parameters.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import importlib.metadata
 import json
-import os
-import resource
+import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from modelforge_hardware.estimator import TrainingJob, estimate
-from modelforge_hardware.model_shape import shape_from_config
+from modelforge_hardware.calibration import MEASUREMENTS_DIR, MODEL_SHAPES, MeasuredRun
 
 GIB = 1 << 30
-
-# Llama-architecture shapes (config.json fields) of common sizes.
-SHAPES: dict[str, dict[str, Any]] = {
-    "tiny": {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "vocab_size": 32000, "tie_word_embeddings": False},
-    # Qwen2.5-0.5B's proportions: 0.49e9 parameters, 152k vocabulary.
-    "0.5b": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
-             "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True},
-    # Llama-3.2-1B: 1.24e9 parameters, 128k vocabulary.
-    "1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
-           "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": True},
-    "3b": {"hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 28, "num_attention_heads": 24,
-           "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": True},
-    "8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
-           "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": False},
-}
+NVML_INTERVAL_S = 0.02
+LIBRARIES = ("torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "unsloth", "unsloth_zoo")
+NO_GPU = "no CUDA device here: nothing measured (--plan lists the cases and their estimates without a GPU)\n"
 
 
 @dataclass(frozen=True)
 class Case:
-    shape: str
-    mode: str  # "qlora" | "lora"
+    model: str
+    provider: str  # huggingface | unsloth
+    strategy: str  # sft | dpo
+    quant: str  # bf16 | 4bit
     lora_r: int
     batch_size: int
-    seq_len: int
+    max_seq_length: int
     gradient_checkpointing: bool
-    upcast: bool
     steps: int
-    device: str
+    lora_dropout: float = 0.0
+
+    def as_run(self, **measured: Any) -> MeasuredRun:
+        return MeasuredRun.from_json({**asdict(self), "peak_reserved_gib": 0.0, **measured})
 
 
-@dataclass
-class Measurement:
-    case: Case
-    parameters: int
-    trainable: int
-    model_allocated_bytes: int  # weights (+ adapters) after preparation
-    peak_reserved_bytes: int  # torch allocator peak over the steps (CUDA); 0 on the CPU
-    context_bytes: int  # CUDA context; 0 on the CPU
-    peak_bytes: int  # what nvidia-smi (or the RSS on CPU) shows at peak
-    seconds_per_step: float
-    error: str = ""
+def cases_of(args: argparse.Namespace) -> list[Case]:
+    return [
+        Case(model, provider, strategy, quant, args.lora_r, args.batch_size, args.seq_len,
+             not args.no_gradient_checkpointing or strategy == "dpo", args.steps, args.lora_dropout)
+        for model in args.models.split(",")
+        for provider in args.providers.split(",")
+        for strategy in args.strategies.split(",")
+        for quant in args.quant.split(",")
+        if not (provider == "unsloth" and strategy == "dpo")  # the calibration recipe ran DPO on huggingface
+    ]
 
 
-def llama_config(shape: str) -> dict[str, Any]:
-    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
-            "max_position_embeddings": 8192, **SHAPES[shape]}
+def estimate_gib(case: Case) -> float:
+    return case.as_run().estimate().breakdown.total_bytes / GIB
 
 
-def estimate_for(case: Case) -> Any:
-    job = TrainingJob(
-        strategy="qlora" if case.mode == "qlora" else "sft",
-        lora_r=case.lora_r,
-        batch_size=case.batch_size,
-        seq_len=case.seq_len,
-        precision="bf16" if case.device == "cuda" else "fp32",
-        use_4bit=case.mode == "qlora",
-        gradient_checkpointing=case.gradient_checkpointing,
-        upcast_non_quantized=case.upcast,
-        on_gpu=case.device == "cuda",
-    )
-    return estimate(shape_from_config(llama_config(case.shape)), job)
+# --- the child: one training run --------------------------------------------------------------------------
 
 
-def _nvml_gpu_usage() -> tuple[int, int]:
-    """(this process's GPU memory as nvidia-smi lists it or 0 when it is not listed, e.g. in a PID
-    namespace; the device's used memory)."""
-    import pynvml
+def _tokenizer_folder(folder: Path) -> None:
+    """A small offline tokenizer beside the weights (ids above its vocabulary are fine for random data)."""
+    from modelforge_devkit.tiny_models import build_tiny_model
 
-    pynvml.nvmlInit()
-    try:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(int(visible) if visible.isdigit() else 0)
-        used = int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
-        for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-            if process.pid == os.getpid() and process.usedGpuMemory:
-                return int(process.usedGpuMemory), used
-        return 0, used
-    finally:
-        pynvml.nvmlShutdown()
+    tiny = build_tiny_model(folder / "tiny", "causal")
+    for item in tiny.iterdir():
+        if item.name.startswith(("tokenizer", "special_tokens")):
+            (folder / item.name).write_bytes(item.read_bytes())
 
 
-def run_case(case: Case) -> Measurement:
-    """One configuration, in this process (called in a fresh subprocess)."""
+def _load(case: Case, folder: Path) -> tuple[Any, Any]:
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig
 
-    cuda = case.device == "cuda"
-    # Device memory in use before this process creates its CUDA context.
-    baseline_used = _nvml_gpu_usage()[1] if cuda else 0
-    config = LlamaConfig(**SHAPES[case.shape])
-    with tempfile.TemporaryDirectory(prefix="mf-measure-") as folder:
-        # Random weights saved as an ordinary model folder, so loading takes the trainer's path.
-        with torch.device("cuda" if cuda else "cpu"):
-            AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(folder)
-        if cuda:
-            torch.cuda.empty_cache()
-        load: dict[str, Any] = {"dtype": torch.bfloat16 if cuda else torch.float32}
-        if cuda:
-            load["device_map"] = {"": 0}
-        if case.mode == "qlora":
-            load["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16,
-            )
-        model = AutoModelForCausalLM.from_pretrained(folder, **load)
-    if case.mode == "qlora" and case.upcast:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    if case.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    model.config.use_cache = False
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    four_bit = case.quant == "4bit"
+    if case.provider == "unsloth":
+        from unsloth import FastLanguageModel
+
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=str(folder), max_seq_length=case.max_seq_length, dtype=torch.bfloat16,
+            load_in_4bit=four_bit, local_files_only=True,
+        )
+        model = FastLanguageModel.get_peft_model(
+            model, r=case.lora_r, lora_alpha=2 * case.lora_r, lora_dropout=case.lora_dropout,
+            target_modules=targets, bias="none",
+            use_gradient_checkpointing="unsloth" if case.gradient_checkpointing else False,
+            max_seq_length=case.max_seq_length,
+        )
+        return model, tokenizer
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    load: dict[str, Any] = {"dtype": torch.bfloat16, "device_map": {"": 0}, "local_files_only": True}
+    if four_bit:
+        load["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    model = AutoModelForCausalLM.from_pretrained(str(folder), **load)
+    if four_bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=case.gradient_checkpointing)
     model = get_peft_model(
         model,
-        LoraConfig(r=case.lora_r, lora_alpha=2 * case.lora_r, lora_dropout=0.05, target_modules="all-linear",
-                   task_type="CAUSAL_LM"),
+        LoraConfig(r=case.lora_r, lora_alpha=2 * case.lora_r, lora_dropout=case.lora_dropout,
+                   target_modules=targets, task_type="CAUSAL_LM"),
     )
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=2e-4)
-    model.train()
-    if cuda:
+    return model, AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+def run_case(case: Case) -> dict[str, Any]:
+    """One run, in this process (a fresh child of main())."""
+    if case.provider == "unsloth":
+        import unsloth  # noqa: F401 - must come before trl / transformers / peft (DESIGN.md section 6)
+    import torch
+    from datasets import Dataset
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = MODEL_SHAPES[case.model]
+    fields = {k: v for k, v in config.items() if k not in ("architectures", "model_type")}
+    with tempfile.TemporaryDirectory(prefix="mf-measure-") as tmp:
+        folder = Path(tmp)
+        torch.manual_seed(0)
+        shape = AutoConfig.for_model(config["model_type"], **fields)
+        shape.architectures = config["architectures"]
+        with torch.device("cuda"):
+            AutoModelForCausalLM.from_config(shape, dtype=torch.bfloat16).save_pretrained(folder)
+        _tokenizer_folder(folder)
+        torch.cuda.empty_cache()
+        model, tokenizer = _load(case, folder)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
         torch.cuda.synchronize()
-        model_allocated = torch.cuda.memory_allocated()
+        weights_alloc = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-    else:
-        model_allocated = 0
-    generator = torch.Generator().manual_seed(0)
-    started = time.perf_counter()
-    for _ in range(case.steps):
-        ids = torch.randint(0, config.vocab_size, (case.batch_size, case.seq_len), generator=generator)
-        ids = ids.to("cuda" if cuda else "cpu")
-        with torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=cuda):
-            loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    if cuda:
+        generator = torch.Generator().manual_seed(0)
+        rows = max(case.steps * case.batch_size, 16)
+        started = 0.0
+        if case.strategy == "dpo":
+            from trl import DPOConfig, DPOTrainer
+
+            def words(n: int) -> str:
+                return " ".join(f"w{int(i)}" for i in torch.randint(0, 300, (n,), generator=generator))
+
+            half = case.max_seq_length // 2
+            data = Dataset.from_list(
+                [{"prompt": words(half), "chosen": words(half), "rejected": words(half)} for _ in range(rows)]
+            )
+            args = DPOConfig(
+                output_dir=str(folder / "out"), per_device_train_batch_size=case.batch_size, max_steps=case.steps,
+                bf16=True, optim="adamw_torch", gradient_checkpointing=True, max_length=case.max_seq_length,
+                report_to="none", save_strategy="no", logging_steps=1,
+            )
+            trainer: Any = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        else:
+            from trl import SFTConfig, SFTTrainer
+
+            vocab = int(config["vocab_size"])
+            ids = torch.randint(0, vocab, (rows, case.max_seq_length), generator=generator).tolist()
+            data = Dataset.from_list([{"input_ids": row} for row in ids])
+            args = SFTConfig(
+                output_dir=str(folder / "out"), per_device_train_batch_size=case.batch_size, max_steps=case.steps,
+                bf16=True, optim="adamw_torch", packing=False, max_length=case.max_seq_length,
+                gradient_checkpointing=case.gradient_checkpointing and case.provider == "huggingface",
+                report_to="none", save_strategy="no", logging_steps=1,
+            )
+            trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        started = time.perf_counter()
+        trainer.train()
         torch.cuda.synchronize()
-    seconds = (time.perf_counter() - started) / case.steps
-    if cuda:
-        peak_reserved = torch.cuda.max_memory_reserved()
-        process_bytes, device_used = _nvml_gpu_usage()
-        if not process_bytes:  # not listed: attribute the device's growth since start to this process
-            process_bytes = device_used - baseline_used
-        context = max(0, process_bytes - torch.cuda.memory_reserved())
-        peak = peak_reserved + context
-    else:
-        peak_reserved = context = 0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    return Measurement(
-        case=case,
-        parameters=shape_from_config(llama_config(case.shape)).total_params,
-        trainable=sum(p.numel() for p in trainable),
-        model_allocated_bytes=model_allocated,
-        peak_reserved_bytes=peak_reserved,
-        context_bytes=context,
-        peak_bytes=peak,
-        seconds_per_step=seconds,
-    )
+        seconds = time.perf_counter() - started
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    sequences = case.batch_size * (2 if case.strategy == "dpo" else 1)
+    return {
+        "weights_alloc_gib": round(weights_alloc / GIB, 3),
+        "peak_alloc_gib": round(torch.cuda.max_memory_allocated() / GIB, 3),
+        "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / GIB, 3),
+        "tokens_per_s": round(case.steps * sequences * case.max_seq_length / seconds, 1),
+        "trainable_params": trainable,
+        "gpu": torch.cuda.get_device_name(0),
+    }
 
 
-def run_in_subprocess(case: Case, timeout_s: float) -> Measurement:
-    command = [sys.executable, __file__, "--run-one", json.dumps(asdict(case))]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return Measurement(case, 0, 0, 0, 0, 0, 0, 0.0, error=f"timed out after {timeout_s:.0f} s")
+# --- the parent: NVML around each child ---------------------------------------------------------------------
+
+
+class NvmlWatch:
+    """The device's used memory before a run and its peak while the run's process lives (20 ms samples)."""
+
+    def __init__(self, index: int = 0) -> None:
+        import pynvml
+
+        self._nvml = pynvml
+        pynvml.nvmlInit()
+        self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        self.base = self.used()
+        self.peak = self.base
+        self.driver = pynvml.nvmlSystemGetDriverVersion()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def used(self) -> int:
+        return int(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(NVML_INTERVAL_S):
+            self.peak = max(self.peak, self.used())
+
+    def __enter__(self) -> NvmlWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._nvml.nvmlShutdown()
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def measure(case: Case, timeout_s: float, command: str) -> dict[str, Any]:
+    with NvmlWatch() as watch:
+        done = subprocess.run(
+            [sys.executable, __file__, "--run-one", json.dumps(asdict(case))],
+            capture_output=True, text=True, timeout=timeout_s,
+        )
+    row: dict[str, Any] = asdict(case)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        reason = "out of memory" if "OutOfMemoryError" in done.stderr else " | ".join(tail)
-        return Measurement(case, 0, 0, 0, 0, 0, 0, 0.0, error=reason)
-    data = json.loads(done.stdout.strip().splitlines()[-1])
-    data["case"] = case
-    return Measurement(**data)
+        row["error"] = "out of memory" if "OutOfMemoryError" in done.stderr else " | ".join(tail)
+        return row
+    row.update(json.loads(done.stdout.strip().splitlines()[-1]))
+    row["nvml_base_used_gib"] = round(watch.base / GIB, 3)
+    row["nvml_peak_used_gib"] = round(watch.peak / GIB, 3)
+    row["how"] = {
+        "recipe": "hardware-svc/scripts/measure_peak_memory.py (random init in the public shape, trl, 20 ms NVML)",
+        "date": dt.date.today().isoformat(), "driver": watch.driver, "libraries": versions(), "command": command,
+    }
+    return row
 
 
-def table(measurements: list[Measurement]) -> str:
-    header = (
-        "| shape | mode | r | batch x seq | ckpt | upcast | params | trainable | measured peak GiB "
-        "| (reserved + context) | estimate GiB | estimate / measured | s/step |"
-    )
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for m in measurements:
-        c = m.case
-        predicted = estimate_for(c).breakdown.total_bytes
-        setup = f"| {c.shape} | {c.mode} | {c.lora_r} | {c.batch_size} x {c.seq_len} | {c.gradient_checkpointing} | "
-        setup += f"{c.upcast if c.mode == 'qlora' else '-'} "
-        if m.error:
-            lines.append(f"{setup}| - | - | failed: {m.error} | - | {predicted / GIB:.2f} | - | - |")
-            continue
-        parts = f"{m.peak_reserved_bytes / GIB:.2f} + {m.context_bytes / GIB:.2f}" if c.device == "cuda" else "RSS"
+def plan(cases: list[Case]) -> str:
+    lines = [
+        "| model | provider | strategy | quant | r | batch x seq | ckpt | estimate GiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cases:
         lines.append(
-            f"{setup}| {m.parameters / 1e9:.2f}e9 | {m.trainable / 1e6:.1f}M | {m.peak_bytes / GIB:.2f} | {parts} "
-            f"| {predicted / GIB:.2f} | {predicted / m.peak_bytes:.2f} | {m.seconds_per_step:.2f} |"
+            f"| {c.model} | {c.provider} | {c.strategy} | {c.quant} | {c.lora_r} | {c.batch_size} x {c.max_seq_length} "
+            f"| {c.gradient_checkpointing} | {estimate_gib(c):.2f} |"
         )
     return "\n".join(lines)
 
 
-def breakdowns(measurements: list[Measurement]) -> str:
-    lines = ["", "Estimate breakdowns (GiB): weights, adapters, optimizer, gradients, activations, overhead"]
-    for m in measurements:
-        b = estimate_for(m.case).breakdown
-        parts = (b.weights_bytes, b.adapters_bytes, b.optimizer_bytes, b.gradients_bytes, b.activations_bytes,
-                 b.overhead_bytes)
-        measured = f"; measured after load: {m.model_allocated_bytes / GIB:.2f}" if m.model_allocated_bytes else ""
-        c = m.case
-        lines.append(f"  {c.shape} {c.mode} r{c.lora_r} {c.batch_size}x{c.seq_len}: "
-                     + ", ".join(f"{p / GIB:.2f}" for p in parts) + measured)
-    return "\n".join(lines)
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", default="0.5b,1b", help=f"comma-separated, of {', '.join(SHAPES)}")
-    parser.add_argument("--modes", default="qlora,lora", help="qlora and/or lora")
+    parser.add_argument("--models", default="qwen3-0.6b,gemma-3-1b", help=f"comma-separated: {', '.join(MODEL_SHAPES)}")
+    parser.add_argument("--providers", default="huggingface,unsloth")
+    parser.add_argument("--strategies", default="sft", help="sft and/or dpo")
+    parser.add_argument("--quant", default="bf16,4bit", help="bf16 and/or 4bit")
     parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--lora-dropout", type=float, default=0.0)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=1024)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--no-gradient-checkpointing", action="store_true")
-    parser.add_argument("--no-upcast", action="store_true", help="skip prepare_model_for_kbit_training's upcast")
-    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds per configuration")
-    parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+    parser.add_argument("--out", type=Path, help="JSON lines to append to (default: measurements/<gpu>-<date>.jsonl)")
+    parser.add_argument("--plan", action="store_true", help="list the cases and their estimates; measure nothing")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.run_one:
-        measurement = run_case(Case(**json.loads(args.run_one)))
-        data = asdict(measurement)
-        data.pop("case")
-        sys.stdout.write(json.dumps(data) + "\n")
+        sys.stdout.write(json.dumps(run_case(Case(**json.loads(args.run_one)))) + "\n")
         return 0
-
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            sys.stderr.write("no CUDA device: run on a GPU node, or pass --device cpu for a smoke test\n")
-            return 2
-    unknown = [s for s in args.shapes.split(",") if s not in SHAPES]
+    unknown = [m for m in args.models.split(",") if m not in MODEL_SHAPES]
     if unknown:
-        parser.error(f"unknown shapes {unknown}")
-    cases = [
-        Case(shape, mode, args.lora_r, args.batch_size, args.seq_len, not args.no_gradient_checkpointing,
-             not args.no_upcast, args.steps, args.device)
-        for shape in args.shapes.split(",")
-        for mode in args.modes.split(",")
-        if not (mode == "qlora" and args.device == "cpu")  # bitsandbytes 4-bit training needs CUDA
-    ]
-    measurements = []
+        parser.error(f"unknown models {unknown}: choose from {', '.join(MODEL_SHAPES)}")
+    cases = cases_of(args)
+    if args.plan:
+        sys.stdout.write(plan(cases) + "\n")
+        return 0
+    if not cuda_available():
+        sys.stderr.write(NO_GPU)
+        return 2
+    out = args.out or MEASUREMENTS_DIR / f"gpu-{dt.date.today().isoformat()}.jsonl"
+    command = shlex.join([Path(sys.argv[0]).name, *argv])
+    failures = 0
     for case in cases:
-        sys.stderr.write(f"measuring {case.shape} {case.mode} ...\n")
-        sys.stderr.flush()
-        measurements.append(run_in_subprocess(case, args.timeout))
-    sys.stdout.write(table(measurements) + "\n" + breakdowns(measurements) + "\n")
-    if args.json:
-        args.json.write_text(json.dumps([asdict(m) for m in measurements], indent=2))
-    return 0 if all(not m.error for m in measurements) else 1
+        sys.stderr.write(f"measuring {case} (estimate {estimate_gib(case):.2f} GiB) ...\n")
+        row = measure(case, args.timeout, command)
+        if "error" in row:
+            failures += 1
+            sys.stderr.write(f"  failed: {row['error']}\n")
+            continue
+        with out.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        run = MeasuredRun.from_json(row)
+        sys.stderr.write(f"  measured {run.measured_gib:.2f} GiB, estimate / measured {run.ratio():.3f}\n")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
