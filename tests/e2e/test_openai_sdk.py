@@ -144,6 +144,7 @@ def test_the_openai_sdk_fine_tunes_lists_chats_and_deletes(
     model_ids = [m.id for m in client.models.list()]
     assert tuned in model_ids and dpo_done.fine_tuned_model in model_ids and model in model_ids
     assert client.models.retrieve(tuned).id == tuned
+    assert client.models.retrieve(model).owned_by == "system"  # the base, by its folder path
     messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Where do foxes live?"}]
     whole = client.chat.completions.create(model=tuned, messages=messages, max_tokens=8, temperature=0, seed=1)
     assert whole.choices[0].message.role == "assistant"
