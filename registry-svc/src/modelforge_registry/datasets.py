@@ -152,6 +152,8 @@ def _datasets_named_by(request: object) -> set[str]:
         return set()
     config = request.get("config")
     found = {request.get("dataset"), config.get("dataset_path") if isinstance(config, dict) else None}
+    # A job's separate evaluation dataset (TrainingConfig.eval_dataset) is in use as much as its dataset.
+    found |= {request.get("eval_dataset"), config.get("eval_dataset_path") if isinstance(config, dict) else None}
     return {value for value in found if isinstance(value, str) and value}
 
 
