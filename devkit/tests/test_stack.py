@@ -33,15 +33,17 @@ SECRETS = {
     "HUGGING_FACE_HUB_TOKEN": "hf_legacy_name_read_token",
     "MODELFORGE_HF_TOKEN": "hf_write_token_for_pushes",
     "MODELFORGE_DATABASE_URL": "postgresql+psycopg://registry:pw@127.0.0.1:5432/test",
+    "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer collector-token",
 }
 # Who may see which of SECRETS (the rule of the house: each process gets only the secrets it uses).
+OTLP = "OTEL_EXPORTER_OTLP_HEADERS"
 EXPECTED_SECRETS = {
-    "gateway": {"MODELFORGE_API_KEYS"},
-    "registry": {"MODELFORGE_DATABASE_URL"},
-    "hardware": {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"},
-    "trainer": {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"},
-    "trainer-2": {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"},
-    "inference": {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELFORGE_HF_TOKEN"},
+    "gateway": {"MODELFORGE_API_KEYS", OTLP},
+    "registry": {"MODELFORGE_DATABASE_URL", OTLP},
+    "hardware": {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", OTLP},
+    "trainer": {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", OTLP},
+    "trainer-2": {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", OTLP},
+    "inference": {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELFORGE_HF_TOKEN", OTLP},
     "nats": set(),
 }
 

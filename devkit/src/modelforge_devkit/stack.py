@@ -60,6 +60,9 @@ SECRET_CONSUMERS: dict[str, frozenset[str]] = {
     # May carry the PostgreSQL password; only the registry has a database.
     "MODELFORGE_DATABASE_URL": frozenset({"registry"}),
     "MODELFORGE_DATABASE_PASSWORD": frozenset({"registry"}),
+    # Credentials for the trace collector (OTLP headers): every service exports traces, nats-server does not.
+    "OTEL_EXPORTER_OTLP_HEADERS": frozenset(SERVICE_MODULES),
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS": frozenset(SERVICE_MODULES),
 }
 # `down` stops the gateway first (no new requests), NATS last (the services drain into it).
 STOP_ORDER = ("gateway", TRAINER, "inference", "hardware", "registry", NATS)
@@ -73,7 +76,7 @@ def role_of(name: str) -> str:
 def without_secrets(env: Mapping[str, str], name: str) -> dict[str, str]:
     """env minus the secrets process `name` does not read."""
     role = role_of(name)
-    return {key: value for key, value in env.items() if role in SECRET_CONSUMERS.get(key, frozenset({role}))}
+    return {key: value for key, value in env.items() if key not in SECRET_CONSUMERS or role in SECRET_CONSUMERS[key]}
 
 
 def state_dir(env: Mapping[str, str]) -> Path:
