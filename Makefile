@@ -12,7 +12,7 @@ PROTO_SRC := $(sort $(wildcard protos/modelforge/v1/*.proto))
 PROTO_STAMP := protos/gen/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install protos up down status demo test test-fast lint fmt bench clean images images-push
+.PHONY: help install protos up down status demo test test-fast lint fmt bench gpu-check clean images images-push
 
 help:
 	@echo "make install   create .venv with every service package, generated gRPC code, nats-server"
@@ -22,6 +22,7 @@ help:
 	@echo "make demo      build a tiny model + dataset, fine-tune it through the API, generate"
 	@echo "make test      lint, then the whole test suite"
 	@echo "make bench     side-by-side benchmarks (writes bench/RESULTS.md)"
+	@echo "make gpu-check on a GPU: QLoRA with both providers through the stack vs plain scripts (writes bench/GPU.md)"
 
 install: $(STAMP) $(PROTO_STAMP)
 	@# Headless Chromium for the browser test: Debian's package, installed when missing and running as
@@ -81,6 +82,12 @@ test-fast: install
 
 bench: install
 	$(PY) -m bench
+
+# On a GPU node: the platform's own stack trains QLoRA with both providers on a real-shape model;
+# bench/GPU.md gets the estimate vs nvidia-smi's peak and tokens/s vs plain trl and plain unsloth.
+# Without a GPU it says so and exits 0.
+gpu-check: install
+	$(PY) -m bench.gpu_check
 
 # Container images (needs a Docker engine; CI only checks the Dockerfiles statically).
 IMAGE_PREFIX ?= ghcr.io/modelforge
