@@ -248,3 +248,24 @@ def test_adapter_weights_become_views_into_the_stacks(causal_model: Path, lora_a
             assert parameter.untyped_storage().data_ptr() in {
                 stack.a.untyped_storage().data_ptr() for stack in batched._stacks.values()
             } | {stack.b.untyped_storage().data_ptr() for stack in batched._stacks.values()}
+
+
+async def test_an_adapter_evicted_while_generating_finishes_its_request_then_leaves(
+    adapter_refs: list[ModelRef],
+) -> None:
+    _base, one, two = adapter_refs
+    params = dataclasses.replace(GREEDY, max_new_tokens=40)
+    solo = backend()
+    expected = await solo.generate(one, params)
+    await solo.close()
+    local = backend(max_models=1)
+    running = local.generate_stream(one, params)
+    pieces = [(await anext(running)).text]
+    served_one = await local.served_model(one)
+    await local.generate(two, GREEDY)  # evicts `one` while it still streams
+    assert local.cache.loaded_keys() == [two.cache_key]
+    assert served_one.retired and served_one.adapter in served_one.host.adapters
+    pieces += [chunk.text async for chunk in running]
+    assert "".join(pieces) == expected.generated_text
+    assert served_one.adapter not in served_one.host.adapters
+    await local.close()

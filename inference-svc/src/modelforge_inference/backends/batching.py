@@ -23,6 +23,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from modelforge_common.errors import Unavailable
 from modelforge_inference.backends.hf_models import ServedModel, TextGeneration
 from modelforge_inference.domain import FINISH_LENGTH, FINISH_STOP, GenerationParams
 from modelforge_inference.stops import RequestOutput
@@ -30,8 +31,8 @@ from modelforge_inference.stops import RequestOutput
 log = logging.getLogger(__name__)
 
 
-class Abandoned(Exception):
-    """The request's caller went away; its row was dropped from the batch."""
+class Abandoned(Unavailable):
+    """The request's caller went away, or its model was unloaded: its row was dropped from the batch."""
 
 
 @dataclass(eq=False)
@@ -185,7 +186,7 @@ class ContinuousBatcher:
                         request.finish_reason = "error"
                         request.done(exc)
         for request in leftover:
-            request.done(Abandoned("the inference backend is closing"))
+            request.done(Abandoned("the model was unloaded while generating; try again"))
 
     def _reset(self) -> None:
         self._cache = None

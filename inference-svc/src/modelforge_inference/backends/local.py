@@ -236,7 +236,11 @@ class LocalBackend:
         if ref.task == EXTRACTIVE_QA:
             served = await self.served_model(ref)
             hf = _hf()
-            answer = await _in_thread(lambda _cancel: hf.answer_question(served, params.question, params.context))
+            served.active += 1
+            try:
+                answer = await _in_thread(lambda _cancel: hf.answer_question(served, params.question, params.context))
+            finally:
+                self._finished(served)
             return GenerationResult(
                 generated_text=answer.text,
                 tokens_generated=answer.tokens,
