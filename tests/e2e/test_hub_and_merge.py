@@ -140,3 +140,73 @@ def test_bad_push_requests_are_4xx_naming_the_field(
     assert response.status_code == status, response.text
     if field is not None:
         assert field in response.text
+
+
+def merged_folders(stack: Stack) -> set[str]:
+    return {p.name for p in (Path(stack.env["MODELFORGE_DATA_DIR"]) / "models").glob("*-merged-*")}
+
+
+def test_merging_twice_under_one_name_is_409_before_a_second_merge_and_leaves_no_copy(
+    client: httpx.Client, adapter_model: registry_pb2.Model, hub_stack: Stack
+) -> None:
+    before = merged_folders(hub_stack)
+    first = client.post(f"/api/models/{adapter_model.model_id}/merge", json={"name": "merge-twice"})
+    assert first.status_code == 201, first.text
+    after_first = merged_folders(hub_stack)
+    assert len(after_first - before) == 1
+
+    second = client.post(f"/api/models/{adapter_model.model_id}/merge", json={"name": "merge-twice"})
+    assert second.status_code == 409, second.text
+    assert second.json()["detail"] == "Model name 'merge-twice' is already taken"
+    # Refused before merging: no second folder, and the registered one is untouched.
+    assert merged_folders(hub_stack) == after_first
+    names = [m["name"] for m in client.get("/api/models").json()["models"]]
+    assert names.count("merge-twice") == 1
+
+    assert client.delete(f"/api/models/{first.json()['model_id']}").status_code == 200
+    assert merged_folders(hub_stack) == before
+
+
+def test_a_failed_merge_leaves_no_folder_behind(
+    client: httpx.Client, hub_stack: Stack, tiny_causal_model: Path
+) -> None:
+    """An adapter whose files changed since registration: inference refuses to merge it, and no
+    merged folder is left (the gateway has the registry discard what the merge may have written)."""
+    folder = Path(hub_stack.env["MODELFORGE_DATA_DIR"]) / "models" / "tampered-adapter"
+    build_adapter(tiny_causal_model, folder)
+    with grpc.insecure_channel(hub_stack.addr("registry")) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        record = registry_pb2.Model(
+            name="tampered", base_model=str(tiny_causal_model), task="text-generation", strategy="sft",
+            provider="huggingface", path=str(folder), adapter_type="lora", job_id="job-tampered",
+        )
+        model = stub.RegisterModel(registry_pb2.RegisterModelRequest(model=record), timeout=30).model
+    weights = folder / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    before = merged_folders(hub_stack)
+
+    response = client.post(f"/api/models/{model.model_id}/merge", json={"name": "never-registered"})
+    assert response.status_code == 409, response.text
+    assert merged_folders(hub_stack) == before
+    assert "never-registered" not in [m["name"] for m in client.get("/api/models").json()["models"]]
+
+
+def test_the_registry_discards_only_unregistered_model_folders(
+    hub_stack: Stack, adapter_model: registry_pb2.Model
+) -> None:
+    stray = Path(hub_stack.env["MODELFORGE_DATA_DIR"]) / "models" / "stray-merged-0000"
+    (stray / "sub").mkdir(parents=True)
+    (stray / "sub" / "model.safetensors").write_bytes(b"weights")
+    with grpc.insecure_channel(hub_stack.addr("registry")) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        discard = registry_pb2.DiscardModelFolderRequest
+        assert stub.DiscardModelFolder(discard(path="models/stray-merged-0000"), timeout=30).removed
+        assert not stray.exists()
+        assert not stub.DiscardModelFolder(discard(path="models/stray-merged-0000"), timeout=30).removed
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.DiscardModelFolder(discard(path=adapter_model.path), timeout=30)
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        with pytest.raises(grpc.RpcError) as outside:
+            stub.DiscardModelFolder(discard(path="/etc"), timeout=30)
+        assert outside.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert Path(adapter_model.path).is_dir()
