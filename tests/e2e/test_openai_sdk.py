@@ -126,7 +126,9 @@ def test_the_openai_sdk_fine_tunes_lists_chats_and_deletes(
     # A running job cancelled.
     long_job = client.fine_tuning.jobs.create(
         model=model, training_file=chat.id, hyperparameters={"n_epochs": 100, "batch_size": 1})
-    wait_for(client, long_job.id, ("running", *FINISHED))
+    assert wait_for(client, long_job.id, ("running", *FINISHED)).status == "running"
+    with pytest.raises(openai.ConflictError):
+        client.files.delete(chat.id)  # the running job trains on it
     client.fine_tuning.jobs.cancel(long_job.id)
     assert wait_for(client, long_job.id, FINISHED).status == "cancelled"
     with pytest.raises(openai.ConflictError):
