@@ -17,6 +17,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from modelforge_common.metrics import metrics_port_for
 from modelforge_common.settings import DEFAULT_PORTS
 from modelforge_devkit.stack import SERVICE_MODULES
 
@@ -244,7 +245,13 @@ def test_runtime_environment(dockerfiles, svc: str) -> None:
 
 @pytest.mark.parametrize("svc", FOLDERS)
 def test_exposed_port_is_the_services_port(dockerfiles, svc: str) -> None:
-    assert dockerfiles[svc].final.args_of("EXPOSE") == [str(DEFAULT_PORTS[svc])]
+    exposed = " ".join(dockerfiles[svc].final.args_of("EXPOSE")).split()
+    if svc == "gateway":  # /metrics is on its HTTP port
+        assert exposed == [str(DEFAULT_PORTS[svc])]
+        return
+    # The gRPC port, and optionally the /metrics port beside it (modelforge_common.metrics' default).
+    assert exposed[0] == str(DEFAULT_PORTS[svc])
+    assert exposed[1:] in ([], [str(metrics_port_for(DEFAULT_PORTS[svc], env={}))]), exposed
 
 
 def dockerignored(relative: str, patterns: list[str]) -> bool:
