@@ -8,8 +8,8 @@ paths, so a client cannot grow the label set).
 - modelforge_gateway_websocket_clients: WebSocket connections being served now
 - modelforge_gateway_events_fanned_out_total: training events handed to WebSocket/SSE subscribers
 
-The series live in prometheus_client's default registry (one per process, however many apps a test
-builds), beside the process and platform collectors it registers by itself.
+The series live in the process's registry of the shared kit (modelforge_common.metrics), beside
+its process and platform collectors.
 """
 
 from __future__ import annotations
@@ -18,23 +18,24 @@ import time
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUESTS = Counter(
-    "modelforge_gateway_requests_total",
+from modelforge_common.metrics import counter, gauge, histogram, render_latest
+
+REQUESTS = counter(
+    "modelforge_gateway_requests",
     "HTTP requests answered, by route template and status",
-    ["method", "route", "status"],
+    ("method", "route", "status"),
 )
-LATENCY = Histogram(
+LATENCY = histogram(
     "modelforge_gateway_request_duration_seconds",
     "Time from the request to the response head, by route template",
-    ["method", "route"],
+    ("method", "route"),
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-WEBSOCKET_CLIENTS = Gauge("modelforge_gateway_websocket_clients", "WebSocket connections being served")
-EVENTS_FANNED_OUT = Counter(
-    "modelforge_gateway_events_fanned_out_total", "Training events handed to WebSocket and SSE subscribers"
+WEBSOCKET_CLIENTS = gauge("modelforge_gateway_websocket_clients", "WebSocket connections being served")
+EVENTS_FANNED_OUT = counter(
+    "modelforge_gateway_events_fanned_out", "Training events handed to WebSocket and SSE subscribers"
 )
 
 # Paths no route matched: one label value, whatever was asked.
@@ -45,7 +46,8 @@ router = APIRouter(tags=["system"])
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = render_latest()
+    return Response(body, media_type=content_type)
 
 
 def route_template(scope: Scope) -> str:
