@@ -15,6 +15,7 @@ from test_openai_files import chat_row, jsonl, preference_row
 
 from modelforge.v1 import common_pb2, inference_pb2, registry_pb2
 from modelforge_common.errors import NotFound
+from modelforge_gateway.openai import objects
 
 
 class OpenAIRegistry(FakeRegistry):
@@ -473,3 +474,16 @@ async def test_a_validation_file_becomes_the_jobs_eval_dataset(client: httpx.Asy
     assert job["validation_file"] == valid_id
     mismatched = await client.post("/v1/fine_tuning/jobs", json={**body, "validation_file": prefs_id})
     assert "method.type 'dpo'" in assert_openai_error(mismatched, 400, "validation_file")["message"]
+
+
+async def test_an_unexpected_failure_is_a_500_in_openai_shape(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug, with a secret path /etc/shadow")
+
+    monkeypatch.setattr(objects, "model_object", broken)
+    response = await client.get("/v1/models")
+    error = assert_openai_error(response, 500)
+    assert error["message"].startswith("An internal error occurred (request id ")
+    assert "shadow" not in response.text and response.headers["x-should-retry"] == "false"

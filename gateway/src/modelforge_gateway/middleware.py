@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelforge_common.logging import request_id_var
 from modelforge_gateway.errors import REQUEST_ID_SCOPE_KEY, internal_error_body
+from modelforge_gateway.openai.errors import NO_RETRY, is_openai_path, openai_error_body
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,14 @@ class RequestContextMiddleware:
             log.exception("unhandled error in %s %s", scope.get("method", "WS"), scope.get("path"))
             if scope["type"] != "http" or response_started:
                 raise
-            response = JSONResponse(
-                internal_error_body(request_id), status_code=500, headers={REQUEST_ID_HEADER: request_id}
-            )
+            if is_openai_path(scope["path"]):
+                message = f"An internal error occurred (request id {request_id})"
+                headers = {REQUEST_ID_HEADER: request_id, **NO_RETRY}
+                response = JSONResponse(openai_error_body(500, message), status_code=500, headers=headers)
+            else:
+                response = JSONResponse(
+                    internal_error_body(request_id), status_code=500, headers={REQUEST_ID_HEADER: request_id}
+                )
             await response(scope, receive, send)
         finally:
             request_id_var.reset(token)
