@@ -503,13 +503,16 @@ def down(stack: Stack, out: TextIO) -> int:
     stacks = {stack.run_dir: stack}
     for recorded in recorded_stacks(stack.env):
         stacks.setdefault(recorded.run_dir, recorded)
-    stopped: list[str] = []
+    anything = False
     for each in stacks.values():
         names = each.stop()
         each.forget()
-        where = "" if each.run_dir == stack.run_dir else f" (run dir {each.run_dir})"
-        stopped += [f"{name}{where}" for name in names]
-    out.write(f"stopped: {', '.join(stopped) or 'nothing was running'}\n")
+        if names:
+            anything = True
+            where = "" if each.run_dir == stack.run_dir else f" (run dir {each.run_dir})"
+            out.write(f"stopped{where}: {', '.join(names)}\n")
+    if not anything:
+        out.write("stopped: nothing was running\n")
     return 0
 
 
