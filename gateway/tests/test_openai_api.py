@@ -11,6 +11,14 @@ from typing import Any
 import httpx
 import pytest
 from gateway_fakes import CREATED, FakeInference, FakeRegistry, FakeServices, running_client, settings_for
+from openai.types import Completion, CompletionChoice, CompletionUsage, FileObject, Model, ModelDeleted
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice as ChatChoice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
+from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
+from openai.types.fine_tuning.jobs.fine_tuning_job_checkpoint import Metrics as CheckpointMetrics
+from pydantic import BaseModel
 from test_openai_files import chat_row, jsonl, preference_row
 
 from modelforge.v1 import common_pb2, inference_pb2, registry_pb2
@@ -292,7 +300,8 @@ async def test_a_succeeded_job_names_its_model_and_checkpoint(client: httpx.Asyn
     assert checkpoint["object"] == "fine_tuning.job.checkpoint"
     assert (checkpoint["fine_tuned_model_checkpoint"], checkpoint["fine_tuning_job_id"]) == (model.model_id, job_id)
     assert checkpoint["step_number"] == 6
-    assert checkpoint["metrics"] == {"step": 6.0, "train_loss": 0.234, "valid_loss": 1.5, "full_valid_loss": 1.5}
+    metrics = {k: v for k, v in checkpoint["metrics"].items() if v is not None}
+    assert metrics == {"step": 6.0, "train_loss": 0.234, "valid_loss": 1.5, "full_valid_loss": 1.5}
 
 
 @pytest.mark.parametrize(
@@ -322,7 +331,7 @@ async def test_models_list_retrieve_delete(client: httpx.AsyncClient, fakes: Fak
 
     tuned = (await client.get("/v1/models/model_20240315_143021")).json()
     assert tuned == {"id": "model_20240315_143021", "object": "model", "created": CREATED.seconds,
-                     "owned_by": "modelforge"}
+                     "owned_by": "modelforge", "shutdown_date": None}
     base = (await client.get("/v1/models//data/models/tiny-llama")).json()
     assert base["id"] == "/data/models/tiny-llama" and base["owned_by"] == "system"
     assert_openai_error(await client.get("/v1/models/1"), 404, "model")
@@ -380,7 +389,7 @@ async def test_chat_completion_streamed_ends_with_usage_and_done(client: httpx.A
     chunks = [json.loads(d) for d in data[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert len({c["id"] for c in chunks}) == 1
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     assert text == "echo red fox"
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
@@ -487,3 +496,41 @@ async def test_an_unexpected_failure_is_a_500_in_openai_shape(
     error = assert_openai_error(response, 500)
     assert error["message"].startswith("An internal error occurred (request id ")
     assert "shadow" not in response.text and response.headers["x-should-retry"] == "false"
+
+
+def declared(model: type[BaseModel]) -> set[str]:
+    return set(model.model_fields)
+
+
+async def test_objects_carry_every_field_the_sdk_declares(client: httpx.AsyncClient, fakes: FakeServices) -> None:
+    """The openai package's own types, field by field (extra fields are allowed, missing ones are not)."""
+    file = (await upload(client, jsonl([chat_row(i) for i in range(12)]))).json()
+    assert declared(FileObject) == set(file)
+    job = (await client.post("/v1/fine_tuning/jobs", json={"model": "m", "training_file": file["id"]})).json()
+    assert declared(FineTuningJob) <= set(job)
+    stored = fakes.trainer.queued[job["id"]]
+    stored.status, stored.model_id = common_pb2.JOB_STATUS_COMPLETED, "model_20240315_143021"
+    [checkpoint] = (await client.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints")).json()["data"]
+    assert declared(FineTuningJobCheckpoint) == set(checkpoint)
+    assert declared(CheckpointMetrics) == set(checkpoint["metrics"])
+    event = objects.event_object({"type": "log", "job_id": job["id"], "seq": 1, "timestamp": None, "message": "m"})
+    assert declared(FineTuningJobEvent) == set(event)
+    model = (await client.get("/v1/models/model_20240315_143021")).json()
+    assert declared(Model) == set(model)
+
+    chat_body = {"model": "model_20240315_143021", "messages": [{"role": "user", "content": "hi there"}]}
+    chat = (await client.post("/v1/chat/completions", json=chat_body)).json()
+    assert declared(ChatCompletion) == set(chat)
+    assert declared(ChatChoice) == set(chat["choices"][0])
+    assert declared(ChatCompletionMessage) == set(chat["choices"][0]["message"])
+    assert declared(CompletionUsage) - {"completion_tokens_details", "prompt_tokens_details"} == set(chat["usage"])
+    streamed = await client.post("/v1/chat/completions", json={**chat_body, "stream": True})
+    for data in sse_data(streamed.text)[:-1]:
+        chunk = json.loads(data)
+        assert declared(ChatCompletionChunk) == set(chunk)
+        assert all(declared(ChunkChoice) == set(choice) for choice in chunk["choices"])
+    text = (await client.post("/v1/completions", json={"model": "model_20240315_143021", "prompt": "x"})).json()
+    assert declared(Completion) == set(text)
+    assert declared(CompletionChoice) == set(text["choices"][0])
+    deleted = (await client.delete("/v1/models/model_20240315_143021")).json()
+    assert declared(ModelDeleted) == set(deleted)

@@ -42,6 +42,10 @@ JOB_STATUS: Mapping[int, str] = {
     common_pb2.JOB_STATUS_STOPPED: "cancelled",
 }
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+CHECKPOINT_METRICS = (
+    "step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy", "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+)
 DPO_STRATEGIES = frozenset({"dpo"})
 # The beta a DPO job trains with when none is asked for (trainer-svc strategies/dpo.py BETA).
 DPO_BETA = 0.1
@@ -184,7 +188,8 @@ def event_object(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def checkpoint_object(job: common_pb2.TrainingJob, model: registry_pb2.Model) -> dict[str, Any]:
     step = int(job.current_step or job.total_steps)
-    metrics: dict[str, Any] = {"step": float(step)}
+    # Token accuracy is not measured here: declared, and null.
+    metrics: dict[str, Any] = dict.fromkeys(CHECKPOINT_METRICS) | {"step": float(step)}
     final_loss = model.metrics.get("final_loss", job.loss if job.HasField("loss") else None)
     if final_loss is not None:
         metrics["train_loss"] = float(final_loss)
@@ -220,7 +225,7 @@ def file_object(dataset: registry_pb2.Dataset) -> dict[str, Any] | None:
 
 
 def model_object(ident: str, created: int, owned_by: str = OWNER) -> dict[str, Any]:
-    return {"id": ident, "object": "model", "created": created, "owned_by": owned_by}
+    return {"id": ident, "object": "model", "created": created, "owned_by": owned_by, "shutdown_date": None}
 
 
 def page(items: list[dict[str, Any]], after: str | None, limit: int) -> dict[str, Any]:

@@ -523,28 +523,36 @@ async def chat_completions(
     params = _params(body, body.token_limit())
     params.messages.extend(inference_pb2.ChatMessage(role=role, content=text) for role, text in turns)
     ident, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
-    head = {"id": ident, "created": created, "model": model.model_id, "system_fingerprint": None}
+    head = {
+        "id": ident, "created": created, "model": model.model_id, "system_fingerprint": None,
+        "service_tier": None, "moderation": None,
+    }
     if body.stream:
+        chunk_head = {**head, "object": "chat.completion.chunk", "obfuscation": None, "usage": None}
 
         def chunk(text: str, finish: str | None) -> dict[str, Any]:
             delta = {"content": text} if finish is None else {}
             choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-            return {**head, "object": "chat.completion.chunk", "choices": [choice]}
+            return {**chunk_head, "choices": [choice]}
 
         def usage_chunk(usage: dict[str, int]) -> dict[str, Any]:
-            return {**head, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            return {**chunk_head, "choices": [], "usage": usage}
 
-        opening_choice = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-        opening = {**head, "object": "chat.completion.chunk", "choices": [{**opening_choice, "logprobs": None}]}
+        opening_delta = {"role": "assistant", "content": "", "refusal": None}
+        opening_choice = {"index": 0, "delta": opening_delta, "finish_reason": None, "logprobs": None}
+        opening = {**chunk_head, "choices": [opening_choice]}
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         call_request = inference_pb2.GenerateStreamRequest(model=model_ref(model), params=params)
         return await _stream(inference, rpc, call_request, chunk, opening, include_usage, usage_chunk)
     generate = inference_pb2.GenerateRequest(model=model_ref(model), params=params)
     reply = await inference.Generate(generate, **rpc.generate)
-    message = {"role": "assistant", "content": reply.generated_text, "refusal": None, "annotations": []}
+    message = {
+        "role": "assistant", "content": reply.generated_text, "refusal": None, "annotations": [], "audio": None,
+        "function_call": None, "tool_calls": None,
+    }
     choice = {"index": 0, "message": message, "finish_reason": _finish_reason(reply.finish_reason), "logprobs": None}
     usage = _usage(reply.prompt_tokens, reply.tokens_generated)
-    return {**head, "object": "chat.completion", "choices": [choice], "usage": usage, "service_tier": None}
+    return {**head, "object": "chat.completion", "choices": [choice], "usage": usage, "metadata": None}
 
 
 @router.post("/completions")
