@@ -138,6 +138,6 @@ async def test_oversize_job_gets_proposals_keeping_the_effective_batch(make_serv
     assert not answer.fits
     first = answer.proposals[0]
     assert first.changed == ("per_device_train_batch_size", "gradient_accumulation_steps")
-    assert first.settings.per_device_train_batch_size == answer.max_batch_size
+    assert answer.max_batch_size // 2 <= first.settings.per_device_train_batch_size <= answer.max_batch_size
     assert first.settings.per_device_train_batch_size * first.settings.gradient_accumulation_steps >= 128
     assert "Settings that fit: (1) per_device_train_batch_size=" in answer.message

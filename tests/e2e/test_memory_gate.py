@@ -107,7 +107,7 @@ def test_an_oversize_start_is_refused_with_its_largest_parts_and_settings_that_f
     # The nearest: a smaller per-device batch whose accumulation keeps the effective batch of 16.
     assert set(proposal) == {"per_device_train_batch_size", "gradient_accumulation_steps"}
     assert proposal["per_device_train_batch_size"] < 16
-    assert proposal["per_device_train_batch_size"] * proposal["gradient_accumulation_steps"] >= 16
+    assert proposal["per_device_train_batch_size"] * proposal["gradient_accumulation_steps"] == 16
 
     started = client.post("/api/start_training", json=start_body(llama_1b_shaped, dataset, **{**OVERSIZE, **proposal}))
     assert started.status_code == 200, started.text
@@ -128,7 +128,7 @@ def test_estimate_memory_returns_the_same_proposals_and_the_largest_batch(
     assert body["largest_parts"][0]["name"] == "activations"
     assert 1 <= body["max_batch_size"] < 16
     first = body["proposals"][0]
-    assert first["settings"]["per_device_train_batch_size"] == body["max_batch_size"]
+    assert body["max_batch_size"] // 2 <= first["settings"]["per_device_train_batch_size"] <= body["max_batch_size"]
     assert first["total_bytes"] <= body["available_bytes"] + (1 << 29)
 
     applied = client.post("/api/finetune/estimate_memory", json={**request, **{

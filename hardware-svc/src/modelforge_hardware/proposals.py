@@ -86,10 +86,13 @@ def _keeping_effective_batch(
     the effective batch (None when not even a batch of 1 fits)."""
     if _fits(shape, job, target):
         return job, accumulation
-    batch = max_batch_size(shape, job, target, limit=job.batch_size)
-    if batch == 0:
+    largest = max_batch_size(shape, job, target, limit=job.batch_size)
+    if largest == 0:
         return None
-    return replace(job, batch_size=batch), math.ceil(job.batch_size * accumulation / batch)
+    effective = job.batch_size * accumulation
+    # A batch that divides the effective batch keeps it exactly; down to half the largest that fits.
+    batch = next((b for b in range(largest, (largest + 1) // 2 - 1, -1) if b > 0 and effective % b == 0), largest)
+    return replace(job, batch_size=batch), math.ceil(effective / batch)
 
 
 def _shorter(shape: ModelShape, job: TrainingJob, target: Target) -> TrainingJob | None:

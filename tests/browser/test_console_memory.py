@@ -1,0 +1,105 @@
+"""The console's New training page against a stack serving the recorded RTX 3070 (8 GiB): an oversize
+job shows "Will not fit", its largest parts, the largest batch that fits and the settings that fit;
+Apply fills the form with the first proposal and the estimate that follows fits. Headless Chromium from
+the system, as tests/browser/test_console.py (skips without one unless MODELFORGE_REQUIRE_BROWSER=1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelforge_devkit.stack import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = Path(os.environ.get("MODELFORGE_TEST_OUTPUT", REPO_ROOT / "test-output")) / "console"
+LLAMA_1B = {
+    "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256, "tie_word_embeddings": True,
+}
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("MODELFORGE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"browser test required (MODELFORGE_REQUIRE_BROWSER=1) but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, stack_env_for: Callable[[Path], dict[str, str]]) -> Iterator[Stack]:
+    env = stack_env_for(tmp_path_factory.mktemp("console-memory"))
+    env["MODELFORGE_FAKE_HARDWARE"] = "rtx3070"
+    running = Stack.from_environment(env)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def page(stack: Stack) -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (requirements-dev.txt pins it)")
+    executable = os.environ.get("MODELFORGE_CHROMIUM") or next(
+        (found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))), None
+    )
+    if not executable:
+        _unavailable("no Chromium found: install Debian's `chromium` or set MODELFORGE_CHROMIUM")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=stack.gateway_url)
+        opened = context.new_page()
+        opened.set_default_timeout(30_000)
+        errors: list[str] = []
+        opened.on("pageerror", lambda error: errors.append(str(error)))
+        yield opened
+        assert errors == []
+        browser.close()
+
+
+def test_new_training_offers_the_settings_that_fit_and_applies_them(
+    page: Any, tiny_causal_model: Path, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    model = tmp_path / "llama-1b-shape"
+    model.mkdir()
+    config = json.loads((tiny_causal_model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, **LLAMA_1B}))
+
+    page.goto("/#/train")
+    page.wait_for_selector("main[data-page] h1")
+    page.get_by_label("Base model").fill(str(model))
+    page.get_by_label("Batch size per device").fill("16")
+    page.get_by_label("Gradient accumulation steps").fill("1")
+    page.get_by_label("Max sequence length").fill("2048")
+    page.get_by_role("button", name="Estimate memory").click()
+
+    verdict = page.locator(".verdict")
+    expect(verdict).to_contain_text("Will not fit")
+    expect(verdict).to_contain_text("Largest parts: activations")
+    expect(page.locator(".max-batch")).to_contain_text("Largest batch size per device that fits")
+    proposals = page.locator(".proposals li")
+    expect(proposals.first).to_contain_text("effective batch 16")
+    page.screenshot(path=str(SCREENSHOTS / "11-train-does-not-fit.png"), full_page=True)
+
+    proposals.first.get_by_role("button", name="Apply").click()
+    expect(verdict).to_contain_text("Fits")
+    batch = int(page.get_by_label("Batch size per device").input_value())
+    accumulation = int(page.get_by_label("Gradient accumulation steps").input_value())
+    assert 1 <= batch < 16 and batch * accumulation >= 16
+    expect(page.locator(".proposals")).to_have_count(0)
+    page.screenshot(path=str(SCREENSHOTS / "12-train-proposal-applied.png"), full_page=True)
