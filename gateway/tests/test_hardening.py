@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from gateway_fakes import FakeServices, running_client, settings_for
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.websockets import WebSocketDisconnect
 
 from modelforge_gateway.deps import get_event_hub
 from modelforge_gateway.main import create_app
@@ -80,6 +81,30 @@ async def test_a_bad_idempotency_key_is_400_naming_the_header(client: httpx.Asyn
     response = await client.post("/api/jobs", json=body, headers={"Idempotency-Key": "é".encode("latin-1")})
     assert response.status_code == 400
     assert any(item["loc"] == ["header", "idempotency-key"] for item in response.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("job_id=a&since=%C2%B2", "since: Input should be a valid integer"),
+        ("job_id=a&since=-1", "since: Input should be greater than or equal to 0"),
+        ("job_id=" + "x" * 300, "job_id: String should have at most 200 characters"),
+        ("job_id=a&since=1" + "0" * 400, "since: Input should be less than or equal to"),
+    ],
+)
+def test_a_bad_websocket_query_closes_1008_naming_it_without_echoing_it(
+    fakes: FakeServices, query: str, reason: str
+) -> None:
+    with (
+        TestClient(create_app(settings_for(fakes))) as client,
+        pytest.raises(WebSocketDisconnect) as closed,
+        client.websocket_connect(f"/ws/training?{query}"),
+    ):
+        pass
+    assert closed.value.code == 1008
+    assert closed.value.reason.startswith(reason)
+    assert len(closed.value.reason.encode()) <= 123  # RFC 6455 close frame
+    assert "xxxxxxxxxx" not in closed.value.reason and "0000000000" not in closed.value.reason
 
 
 # --- what a service's failure shows -------------------------------------------------------------

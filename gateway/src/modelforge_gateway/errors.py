@@ -17,11 +17,12 @@ from types import MappingProxyType
 from typing import Any
 
 import grpc
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.status import WS_1008_POLICY_VIOLATION
 
 from modelforge_common.errors import FieldViolation
 from modelforge_common.grpc_client import violations_of
@@ -273,7 +274,27 @@ async def _rpc_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
+# RFC 6455: a close frame's reason is at most 123 bytes of UTF-8.
+WS_CLOSE_REASON_BYTES = 123
+
+
+def ws_close_reason(items: Sequence[Mapping[str, Any]]) -> str:
+    """A WebSocket close reason naming the bad parameters, short enough for a close frame, without
+    echoing the values (FastAPI's default sends the whole error list, input included)."""
+    text = _summary(400, items)
+    encoded = text.encode()
+    if len(encoded) <= WS_CLOSE_REASON_BYTES:
+        return text
+    return encoded[: WS_CLOSE_REASON_BYTES - 3].decode(errors="ignore") + "..."
+
+
+async def _websocket_validation_error(websocket: WebSocket, exc: Exception) -> None:
+    assert isinstance(exc, WebSocketRequestValidationError)
+    await websocket.close(code=WS_1008_POLICY_VIOLATION, reason=ws_close_reason(validation_items(exc.errors())))
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(WebSocketRequestValidationError, _websocket_validation_error)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)

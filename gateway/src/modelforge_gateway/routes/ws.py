@@ -58,7 +58,7 @@ async def training_events(
     settings: SettingsDep,
     feed: EventFeedDep,
     job_id: str = Query("", max_length=200),
-    since: int | None = Query(None, ge=0),
+    since: int | None = Query(None, ge=0, le=2**53),
 ) -> None:
     await websocket.accept()
     if since is not None and not JOB_ID.match(job_id):
