@@ -12,7 +12,7 @@ import gc
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,9 @@ class ServedModel:
     # Requests running on it now; an evicted adapter is detached when the last one ends.
     active: int = 0
     retired: bool = False
+    # The event loop encodes while the batch thread decodes: a fast tokenizer is not promised to be
+    # safe to share between threads ("Already borrowed").
+    tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def adapter_name(self) -> str:
@@ -409,7 +412,8 @@ def encode_request(served: ServedModel, task: str, params: GenerationParams) -> 
     does not fit the model's context."""
     tokenizer = served.tokenizer
     model_input = build_input(task, params, tokenizer, served.is_encoder_decoder)
-    ids = tokenizer(model_input.text, add_special_tokens=model_input.add_special_tokens)["input_ids"]
+    with served.tokenizer_lock:
+        ids = tokenizer(model_input.text, add_special_tokens=model_input.add_special_tokens)["input_ids"]
     limit = None if served.is_encoder_decoder else context_limit(served.host.model)
     if limit is not None and len(ids) + params.max_new_tokens > limit:
         field_name = ("messages" if params.messages else "prompt") if len(ids) >= limit else "max_new_tokens"
@@ -421,6 +425,17 @@ def encode_request(served: ServedModel, task: str, params: GenerationParams) -> 
     if not ids:
         raise InvalidArgument("the prompt has no tokens", [FieldViolation("prompt", "the prompt has no tokens")])
     return [int(i) for i in ids]
+
+
+def decoder(served: ServedModel) -> Callable[[Sequence[int]], str]:
+    """Token ids -> text without special tokens, safe to call beside encode_request."""
+    tokenizer, lock = served.tokenizer, served.tokenizer_lock
+
+    def decode(ids: Sequence[int]) -> str:
+        with lock:
+            return str(tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    return decode
 
 
 def eos_token_ids(served: ServedModel) -> set[int]:
@@ -460,7 +475,7 @@ def generate_text(
     host = served.host
     tokenizer = served.tokenizer
     input_ids = encode_request(served, task, params)
-    output = RequestOutput(lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True), params.stop, emit)
+    output = RequestOutput(decoder(served), params.stop, emit)
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = torch.tensor([input_ids], device=host.device)
     with host.lock, torch.inference_mode():
@@ -495,22 +510,24 @@ def answer_question(served: ServedModel, question: str, context: str) -> QaAnswe
         int(tokenizer.model_max_length) if tokenizer.model_max_length < 1_000_000 else QA_DEFAULT_MAX_LENGTH,
         context_limit(host.model) or QA_DEFAULT_MAX_LENGTH,
     )
-    question_tokens = len(tokenizer(question, add_special_tokens=False)["input_ids"])
+    with served.tokenizer_lock:
+        question_tokens = len(tokenizer(question, add_special_tokens=False)["input_ids"])
     if question_tokens > max_length // 2:
         message = f"the question is {question_tokens} tokens; at most {max_length // 2} fit beside the context"
         raise InvalidArgument(message, [FieldViolation("question", message)])
     stride = min(128, (max_length - question_tokens) // 4)
-    encoded = tokenizer(
-        question,
-        context,
-        truncation="only_second",
-        max_length=max_length,
-        stride=stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-        padding="longest",
-        return_tensors="pt",
-    )
+    with served.tokenizer_lock:
+        encoded = tokenizer(
+            question,
+            context,
+            truncation="only_second",
+            max_length=max_length,
+            stride=stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding="longest",
+            return_tensors="pt",
+        )
     offsets = encoded.pop("offset_mapping")
     encoded.pop("overflow_to_sample_mapping", None)
     adapters = [served.adapter_name] * int(encoded["input_ids"].shape[0])

@@ -165,6 +165,7 @@ class LocalBackend:
         hf = _hf()
         run = _Run(asyncio.get_running_loop(), self._stream_interval_s, streamed)
         batcher = None if served.is_encoder_decoder else self.batcher_for(served.host)
+        _check_attached(served)
         served.active += 1
         if batcher is None:
             worker = asyncio.ensure_future(
@@ -192,13 +193,12 @@ class LocalBackend:
                 generator.manual_seed(params.seed)
             else:
                 generator.seed()
-        decode = served.tokenizer.decode
+        decode = hf.decoder(served)
         request = batching.BatchRequest(
             served=served,
             input_ids=input_ids,
             params=params,
-            output=_stops().RequestOutput(lambda ids: decode(list(ids), skip_special_tokens=True), params.stop,
-                                          run.emit),
+            output=_stops().RequestOutput(decode, params.stop, run.emit),
             eos_ids=hf.eos_token_ids(served),
             done=run.done,
             cancel=run.cancel,
@@ -236,6 +236,7 @@ class LocalBackend:
         if ref.task == EXTRACTIVE_QA:
             served = await self.served_model(ref)
             hf = _hf()
+            _check_attached(served)
             served.active += 1
             try:
                 answer = await _in_thread(lambda _cancel: hf.answer_question(served, params.question, params.context))
@@ -310,6 +311,12 @@ class LocalBackend:
         # Nothing to give back if torch was never loaded.
         if _HF_MODULE in sys.modules:
             sys.modules[_HF_MODULE].release_memory()
+
+
+def _check_attached(served: ServedModel) -> None:
+    """A model dropped while it was loading comes back detached; it must not reach a batch."""
+    if served.adapter is not None and served.adapter not in served.host.adapters:
+        raise Unavailable("the model was unloaded while the request was starting; try again")
 
 
 def _input_chars(params: GenerationParams) -> int:
