@@ -22,7 +22,7 @@ async def test_provider_dropout_and_accumulation_are_forwarded(client: httpx.Asy
     assert sent.HasField("lora_dropout") and sent.lora_dropout == 0.0
 
     await client.post("/api/finetune/estimate_memory", json={"model_name": "m/m"})
-    assert not fakes.hardware.estimates[-1].HasField("lora_dropout")  # the trainer's default applies
+    assert not fakes.hardware.estimates[-1].HasField("lora_dropout")  # unset: the service's default
 
 
 async def test_bad_provider_dropout_and_accumulation_are_400_naming_the_field(client: httpx.AsyncClient) -> None:

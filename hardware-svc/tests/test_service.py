@@ -102,12 +102,13 @@ async def test_provider_and_dropout_reach_the_estimate(make_service, tmp_path: P
 
     default = await service.estimate_memory(request)
     unsloth = await service.estimate_memory(dataclasses.replace(request, provider="unsloth"))
-    no_dropout = await service.estimate_memory(dataclasses.replace(request, lora_dropout=0.0))
+    dropout = await service.estimate_memory(dataclasses.replace(request, lora_dropout=0.05))
 
-    assert (default.job.provider, default.job.lora_dropout) == ("huggingface", 0.05)
+    assert (default.job.provider, default.job.lora_dropout) == ("huggingface", 0.0)
     assert unsloth.job.provider == "unsloth"
     assert unsloth.estimate.breakdown.total_bytes < default.estimate.breakdown.total_bytes
-    assert no_dropout.estimate.breakdown.total_bytes < default.estimate.breakdown.total_bytes
+    assert dropout.job.lora_dropout == 0.05
+    assert dropout.estimate.breakdown.total_bytes > default.estimate.breakdown.total_bytes
     assert default.max_batch_size > default.job.batch_size  # 80 GiB holds far more than the default 4
 
 

@@ -396,7 +396,7 @@ class MemoryEstimateRequest(_Body):
     gpu_index: int = Field(-1, ge=-1, le=1024)
     # Each provider holds different tensors at the peak; unsloth needs an NVIDIA GPU.
     provider: ProviderName = "huggingface"
-    # None: the trainer's default (0.05); peft keeps a dropped-out copy of each wrapped layer's input when > 0.
+    # None: 0. peft keeps a dropped-out copy of each wrapped layer's input when > 0 (the trainer's default is 0.05).
     # At most 0.99: EstimateMemoryRequest carries it as a 32-bit float, where 0.9999999 becomes 1.0.
     lora_dropout: float | None = Field(None, ge=0, le=0.99)
     # Kept by proposals that lower the per-device batch (the effective batch stays the same).

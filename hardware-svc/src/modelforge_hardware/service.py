@@ -29,8 +29,9 @@ MAX_BATCH_SIZE = 4096
 MAX_SEQ_LENGTH = 1 << 20
 MAX_ACCUMULATION = 1 << 16
 DEFAULT_PROVIDER = "huggingface"
-# trainer-svc's default lora_dropout (MODELFORGE_DEFAULT_LORA_DROPOUT), used when a request names none.
-DEFAULT_LORA_DROPOUT = 0.05
+# When a request names no lora_dropout: 0, as the measured runs and unsloth's recipe train (peft then keeps
+# no dropped-out copies). trainer-svc's start-time check always passes the job's own value.
+DEFAULT_LORA_DROPOUT = 0.0
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class MemoryRequest:
     gpu_index: int = MOST_FREE_GPU
     # "" = huggingface.
     provider: str = ""
-    # None: the trainer's default (0.05).
+    # None: 0 (the trainer's start-time check passes the job's own value).
     lora_dropout: float | None = None
     # 0 = 1; the proposals keep batch x accumulation.
     gradient_accumulation_steps: int = 0
