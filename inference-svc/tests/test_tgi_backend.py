@@ -237,3 +237,20 @@ async def test_service_over_grpc_routes_generation_to_tgi_and_qa_to_the_local_ba
         await channel.close()
         await server.stop(None)
         await service.close()
+
+
+async def test_stop_seed_finish_reason_and_prompt_tokens(fake_tgi: FakeTgi, refs: dict[str, ModelRef]) -> None:
+    backend = TgiBackend(fake_tgi.url)
+    ended = await backend.generate(refs["lora"], GREEDY)
+    assert ended.finish_reason == "stop" and ended.prompt_tokens > 5  # counted with the adapter's tokenizer
+    capped = await backend.generate(refs["lora"], dataclasses.replace(GREEDY, max_new_tokens=3))
+    assert capped.finish_reason == "length"
+    params = dataclasses.replace(GREEDY, stop=(" patterns",), seed=11)
+    # TGI returns the text up to and including the stop sequence; the API leaves it out.
+    stopped = await backend.generate(refs["lora"], params)
+    assert stopped.generated_text == "Machine learning finds"
+    assert (fake_tgi.requests[-1]["parameters"]["stop"], fake_tgi.requests[-1]["parameters"]["seed"]) == (
+        [" patterns"], 11)
+    chunks = [chunk async for chunk in backend.generate_stream(refs["lora"], params)]
+    assert "".join(chunk.text for chunk in chunks) == "Machine learning finds"
+    assert chunks[-1].prompt_tokens == ended.prompt_tokens and chunks[-1].finish_reason in ("stop", "length")
