@@ -142,3 +142,18 @@ async def test_oversize_job_gets_proposals_keeping_the_effective_batch(make_serv
     assert answer.max_batch_size // 2 <= first.settings.per_device_train_batch_size <= answer.max_batch_size
     assert first.settings.per_device_train_batch_size * first.settings.gradient_accumulation_steps >= 128
     assert "Settings that fit: (1) per_device_train_batch_size=" in answer.message
+
+
+async def test_proposals_offer_only_the_providers_the_caller_can_run(make_service, tmp_path: Path) -> None:
+    folder = write_model_folder(tmp_path / "llama-8b", LLAMA_8B)
+    request = MemoryRequest(
+        model_name=str(folder), strategy="qlora", lora_r=16, batch_size=2, max_seq_length=2048,
+        gradient_checkpointing=True, gpu_index=0,
+    )
+    service = make_service("rtx3070")
+
+    anywhere = await service.estimate_memory(request)
+    huggingface_only = await service.estimate_memory(dataclasses.replace(request, providers=("huggingface",)))
+
+    assert any(p.settings.provider == "unsloth" for p in anywhere.proposals)
+    assert all(p.settings.provider == "huggingface" for p in huggingface_only.proposals)

@@ -262,6 +262,7 @@ async def test_memory_refusal_passes_the_provider_and_carries_the_proposals(
     assert proposals in caught.value.message and "force" in caught.value.message
     query = estimator.queries[0]
     assert (query.provider, query.lora_dropout, query.gradient_accumulation_steps) == ("huggingface", 0.0, 3)
+    assert query.providers == ("huggingface",)  # no GPU here: unsloth is never proposed
 
 
 async def test_force_starts_despite_the_estimate(model_dir: Path, chat_dataset: Path, tmp_path: Path) -> None:

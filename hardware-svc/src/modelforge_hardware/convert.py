@@ -65,6 +65,7 @@ def memory_request_from_pb(request: hardware_pb2.EstimateMemoryRequest) -> Memor
         provider=request.provider,
         lora_dropout=request.lora_dropout if request.HasField("lora_dropout") else None,
         gradient_accumulation_steps=request.gradient_accumulation_steps,
+        providers=tuple(request.providers),
     )
 
 

@@ -73,6 +73,8 @@ class MemoryRequest:
     lora_dropout: float | None = None
     # 0 = 1; the proposals keep batch x accumulation.
     gradient_accumulation_steps: int = 0
+    # Providers the caller can train with; proposals offer no other. Empty: any.
+    providers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,8 @@ class HardwareService:
         proposals: tuple[Proposal, ...] = ()
         message = fit.message
         if not fit.fits:
-            proposals = tuple(propose(shape, job, target, accumulation, unsloth_available(shape, target)))
+            unsloth = unsloth_available(shape, target) and (not request.providers or "unsloth" in request.providers)
+            proposals = tuple(propose(shape, job, target, accumulation, unsloth))
             message += " " + proposals_sentence(proposals)
         return MemoryAnswer(
             estimate=result,

@@ -136,6 +136,7 @@ class HardwareClient:
             provider=query.provider,
             lora_dropout=query.lora_dropout,
             gradient_accumulation_steps=query.gradient_accumulation_steps,
+            providers=list(query.providers),
         )
         try:
             reply = await self._stub.EstimateMemory(request, timeout=self._timeout_s)

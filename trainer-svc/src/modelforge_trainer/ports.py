@@ -32,6 +32,8 @@ class MemoryQuery:
     lora_dropout: float = 0.05
     # Kept by the hardware service's proposals of a smaller per-device batch.
     gradient_accumulation_steps: int = 1
+    # Providers this trainer can run: the hardware service proposes no other.
+    providers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -271,6 +271,7 @@ async def check_memory(
         provider=config.provider,
         lora_dropout=config.lora_dropout,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
+        providers=("huggingface", "unsloth") if device.cuda and device.unsloth_installed else ("huggingface",),
     )
     try:
         estimate = await estimator.estimate_memory(query)
