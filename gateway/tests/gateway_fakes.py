@@ -409,6 +409,9 @@ class FakeHardware(hardware_pb2_grpc.HardwareServiceServicer):
             raise Unavailable("Hugging Face Hub cannot be reached")
         if name.startswith("missing/"):
             raise NotFound(f"{name} does not exist")
+        if name.startswith("/"):
+            message = "is not a model folder inside the allowed model roots"
+            raise InvalidArgument(f"model_name {message}", [FieldViolation("model_name", message)])
         return hardware_pb2.DescribeModelResponse(id=name, author=name.split("/")[0], downloads=1234, likes=56)
 
 

@@ -107,6 +107,16 @@ def test_a_bad_websocket_query_closes_1008_naming_it_without_echoing_it(
     assert "xxxxxxxxxx" not in closed.value.reason and "0000000000" not in closed.value.reason
 
 
+@pytest.mark.parametrize("path", ["/api/finetune/validate_custom_model", "/api/finetune/set_custom_model"])
+async def test_a_refused_repo_name_is_named_as_the_request_names_it(client: httpx.AsyncClient, path: str) -> None:
+    """hardware-svc's DescribeModel calls the field model_name; these requests call it repo_name."""
+    response = await client.post(path, json={"repo_name": "/proc/1/root"})
+    assert response.status_code == 400, response.text
+    [item] = response.json()["detail"]
+    assert item["loc"] == ["body", "repo_name"]
+    assert "allowed model roots" in item["msg"]
+
+
 # --- what a service's failure shows -------------------------------------------------------------
 
 LEAKY = (

@@ -113,3 +113,30 @@ def test_a_chunked_upload_over_the_cap_is_refused_while_it_streams(client: httpx
     assert not [p for p in datasets.rglob("huge*")]
     assert os.path.exists(f"/proc/{gateway_pid}")  # the gateway is still up
     assert client.get("/healthz").status_code == 200
+
+
+MODEL_NAME_PROBES = ["~nosuchuser", "~nosuchuser/model", "/" + "a" * 300, "/proc/1/root", "/etc", "../../etc/passwd"]
+MODEL_NAME_ROUTES = [
+    ("/api/finetune/estimate_memory", "model_name", {}),
+    ("/api/finetune/validate_custom_model", "repo_name", {}),
+    ("/api/finetune/set_custom_model", "repo_name", {}),
+    ("/api/start_training", "model_name", {"task": "text-generation", "dataset": "none.jsonl"}),
+    ("/api/jobs", "model_name", {"task": "text-generation", "dataset": "none.jsonl"}),
+]
+
+
+@pytest.mark.parametrize(("path", "field", "rest"), MODEL_NAME_ROUTES, ids=[r[0] for r in MODEL_NAME_ROUTES])
+def test_hostile_model_names_are_4xx_naming_the_field_on_every_route(
+    client: httpx.Client, path: str, field: str, rest: dict[str, str]
+) -> None:
+    """The 500s of issue 14: home-directory expansion of an unknown user, overlong paths, /proc."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    answers = []
+    for name in MODEL_NAME_PROBES:
+        response = client.post(path, json={**rest, field: name}, headers=headers)
+        assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
+        assert field in response.text, (name, response.text)
+        assert "Traceback" not in response.text
+        answers.append(response.status_code)
+    # One answer whatever the path: the refusal does not tell which host paths exist.
+    assert len(set(answers[2:])) == 1, answers

@@ -13,10 +13,11 @@ from fastapi import APIRouter
 
 from modelforge.v1 import hardware_pb2, registry_pb2, registry_pb2_grpc, trainer_pb2
 from modelforge_common.catalog import TASKS
+from modelforge_common.grpc_client import violations_of
 from modelforge_gateway import convert
 from modelforge_gateway.clients import CallOptions
 from modelforge_gateway.deps import HardwareStub, RegistryStub, Rpc, SessionId, TrainerStub
-from modelforge_gateway.errors import ApiError, invalid, rpc_messages
+from modelforge_gateway.errors import ApiError, invalid, rpc_messages, violation_items
 from modelforge_gateway.routes.models import TaskPath
 from modelforge_gateway.routes.training import start_job
 from modelforge_gateway.schemas import (
@@ -78,8 +79,15 @@ async def describe(hardware: HardwareStub, rpc: CallOptions, repo_name: str) -> 
     """DescribeModel with the spec's 403 for a model that is missing or gated; 503 when the Hub
     cannot be reached (the service's UNAVAILABLE)."""
     denied = (403, not_accessible(repo_name))
-    with rpc_messages({grpc.StatusCode.PERMISSION_DENIED: denied, grpc.StatusCode.NOT_FOUND: denied}):
-        reply = await hardware.DescribeModel(hardware_pb2.DescribeModelRequest(model_name=repo_name), **rpc.hub)
+    try:
+        with rpc_messages({grpc.StatusCode.PERMISSION_DENIED: denied, grpc.StatusCode.NOT_FOUND: denied}):
+            reply = await hardware.DescribeModel(hardware_pb2.DescribeModelRequest(model_name=repo_name), **rpc.hub)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() is not grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        # DescribeModel calls it model_name; this request's field is repo_name.
+        items = violation_items(violations_of(exc)) or [{"loc": ["body"], "msg": exc.details(), "type": "value_error"}]
+        raise ApiError(400, [{**item, "loc": ["body", "repo_name", *item["loc"][2:]]} for item in items]) from exc
     return ModelInfo(**convert.describe_model(reply))
 
 
