@@ -19,7 +19,8 @@ adapters, gradients, optimizer
 activations
     What autograd keeps, per token and layer, counted tensor by tensor for Llama-style decoders (and
     checked on the CPU with saved-tensor hooks, docs/estimate.md): RMSNorm's fp32 copy of its input
-    (2 per layer), the normalised inputs the LoRA matmuls keep, q/k/v after RoPE, the attention output
+    (2 per layer; 4 with Gemma's post-norms; q/k norms add theirs), the normalised inputs the LoRA
+    matmuls keep, q/k/v after RoPE, the attention output
     and its log-sum-exp, the MLP's gate, activation and up projections, each adapter's rank-r
     intermediate, and with lora_dropout > 0 the dropped-out input and mask of every wrapped layer
     (with dropout 0 peft uses an identity and keeps nothing). On the huggingface 4-bit path the
