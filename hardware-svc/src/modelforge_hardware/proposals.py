@@ -47,6 +47,8 @@ class Proposal:
     description: str
     # Start-request fields that differ from the request's.
     changed: tuple[str, ...]
+    # What the job adds to the device (the total less the driver's reserve): what must fit its free memory.
+    needed_bytes: int = 0
 
 
 def settings_of(job: TrainingJob, accumulation: int) -> Settings:
@@ -175,6 +177,7 @@ def propose(
                 total_bytes=result.breakdown.total_bytes,
                 description=_describe(fitted, steps, job, accumulation),
                 changed=settings.differences(request),
+                needed_bytes=result.breakdown.needed_bytes,
             )
         )
     return proposals

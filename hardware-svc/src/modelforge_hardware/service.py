@@ -181,8 +181,9 @@ def proposals_sentence(proposals: tuple[Proposal, ...]) -> str:
         fields = " ".join(
             f"{name}={str(getattr(proposal.settings, name)).lower()}" for name in proposal.changed
         )
-        total = proposal.total_bytes / (1 << 30)
-        items.append(f"({number}) {fields}: {proposal.description}, estimated {total:.1f} GiB")
+        total, needed = proposal.total_bytes / (1 << 30), proposal.needed_bytes / (1 << 30)
+        peak = f"estimated {total:.1f} GiB" + (f" ({needed:.1f} GiB for the job)" if needed < total else "")
+        items.append(f"({number}) {fields}: {proposal.description}, {peak}")
     return "Settings that fit: " + "; ".join(items) + "."
 
 
