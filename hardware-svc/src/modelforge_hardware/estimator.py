@@ -247,9 +247,10 @@ def _decoder_layer(block: Block, shape: ModelShape, job: TrainingJob) -> tuple[f
     lora = not job.full_fine_tuning
     rank = max(job.lora_r, 0)
     if job.unsloth:
-        # Fused kernels: RMSNorm keeps its input and 1/rms; the LoRA QKV and MLP kernels keep their input
-        # and the gate/up outputs (the activation is recomputed in backward); RoPE runs in place.
-        kept = c * (4 * hidden + 2 * q + 2 * kv + 2 * width) + 4 * block.heads
+        # Fused kernels: RMSNorm keeps its input and 1/rms; the LoRA QKV, O and MLP kernels keep their
+        # inputs and the gate/up outputs (the activation is recomputed in backward); RoPE runs in place;
+        # attention keeps q, k, v, its output and log-sum-exp.
+        kept = c * (4 * hidden + 3 * q + 2 * kv + 2 * width) + 4 * block.heads
         crossing = 3 * c * width + 3 * c * hidden
     else:
         norms = block.norms * 4 * hidden  # RMSNorm computes in fp32 and keeps that copy of its input
@@ -336,6 +337,13 @@ def _training_pass(shape: ModelShape, job: TrainingJob, sequences: int, strategy
     layers = sum(block.count for block in text_blocks)
     per_block = [(block, *_layer(block, shape, job, sequences)) for block in text_blocks]
     edges = 2 * tokens * res * shape.hidden_size  # embedding output, final norm output
+    if job.four_bit or shape.prequantized_4bit:
+        # 4-bit matmuls dequantise a layer's weight to the compute dtype for the batch (bitsandbytes, and
+        # unsloth's kernels alike), one at a time: the largest one.
+        largest = max(
+            (linear.in_features * linear.out_features for block in text_blocks for linear in block.linears), default=0
+        )
+        edges += largest * job.compute_bytes
     logits, logits_detail = _logits_working_set(shape, job, tokens, strategy)
     if job.gradient_checkpointing:
         if job.unsloth:
