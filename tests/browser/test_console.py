@@ -195,6 +195,18 @@ def test_console_end_to_end(page: Any, stack: Stack, tiny_causal_model: Path, tm
     expect(page.locator("output.generated")).to_have_attribute("data-state", "done", timeout=WAIT_MS)
     expect(page.locator(".stats")).to_have_text(re.compile(r"^[1-8] tokens in \d+ ms$"))
     shoot(page, "08-playground")
+    # The playground keeps a conversation: the next turn sends the earlier ones as messages.
+    expect(page.locator("ol.conversation li")).to_have_count(1)
+    page.get_by_label("Prompt", exact=True).fill("And in winter?")
+    with page.expect_request("**/api/playground/stream") as sent:
+        page.get_by_role("button", name="Generate").click()
+    turns = sent.value.post_data_json["messages"]
+    assert [(t["role"], t["content"]) for t in turns][::2] == [("user", "Where does the red fox live?"),
+                                                             ("user", "And in winter?")]
+    assert turns[1]["role"] == "assistant"
+    expect(page.locator("ol.conversation li")).to_have_count(3, timeout=WAIT_MS)
+    page.get_by_role("button", name="New conversation").click()
+    expect(page.locator("ol.conversation li")).to_have_count(0)
 
     # An API error is a readable message: a model that does not exist.
     go(page, "models/no-such-model")
