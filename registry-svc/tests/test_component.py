@@ -165,7 +165,8 @@ async def test_upload_valid_dataset(served: Served, valid_jsonl: bytes, data_dir
         ("d.jsonl", b"", [FieldViolation("file", "the file is empty")]),
         ("d.jsonl", b'{"prompt": "p", "completion": ""}\n',
          [FieldViolation("file/line 1/completion", "must not be empty")]),
-        ("d.csv", b'{"prompt": "p", "completion": "c"}\n', [FieldViolation("file", "must end in .jsonl")]),
+        ("d.txt", b'{"prompt": "p", "completion": "c"}\n',
+         [FieldViolation("file", "must end in .jsonl, .json, .csv or .parquet")]),
     ],
 )
 async def test_invalid_uploads_are_refused_and_nothing_is_stored(

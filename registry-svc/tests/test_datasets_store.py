@@ -42,14 +42,19 @@ def stored_files(data_dir: Path) -> list[str]:
         ("C:\\Users\\me\\my data.jsonl", "my_data.jsonl"),
         ("..hidden.jsonl", "hidden.jsonl"),
         ("ünï code.JSONL", "_n_code.jsonl"),
+        ("table.CSV", "table.jsonl"),
+        ("rows.parquet", "rows.jsonl"),
+        ("array.json", "array.jsonl"),
     ],
 )
 def test_filenames_are_sanitized(raw: str, safe: str) -> None:
     assert sanitize_filename(raw) == safe
 
 
-@pytest.mark.parametrize("raw", ["", "   ", "data.json", "data.csv", ".jsonl", "dir/", "-.jsonl", "data.jsonl.exe"])
-def test_filenames_without_a_jsonl_name_are_refused(raw: str) -> None:
+@pytest.mark.parametrize(
+    "raw", ["", "   ", "data.txt", "data.xlsx", ".jsonl", ".csv", "dir/", "-.jsonl", "data.jsonl.exe", "_.parquet"]
+)
+def test_filenames_without_a_dataset_name_are_refused(raw: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         sanitize_filename(raw)
     assert [v.field for v in info.value.violations] == ["file"]

@@ -4,16 +4,23 @@ loads rows with `load_rows`. Lines are split and parsed by modelforge_common.dat
 A row matches a *format* (a set of fields with rules). Each task/strategy accepts some formats;
 an upload, which names no task, accepts a row that matches any of them. Problems are reported
 with their 1-based line number and field so a user can fix the file.
+
+Column mapping: a dataset whose columns are not a known shape is used through a mapping of format
+fields to its columns (``{"prompt": "question", "completion": "answer"}``), stored beside the file
+as ``<file>.columns.json``. Every reader here (`validate_file`, `load_rows`) applies it, so upload,
+the job start check and the training worker all see the same mapped rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelforge_common.catalog import MIN_DATASET_ROWS
-from modelforge_common.dataset_lines import LineError, is_blank, parse_row, read_rows, split_lines
+from modelforge_common.dataset_lines import LineError, is_blank, iter_rows, parse_row, read_rows, split_lines
 
 MAX_REPORTED_ISSUES = 50
 
@@ -184,11 +191,66 @@ def parse_line(raw: bytes | str, line_no: int) -> tuple[dict[str, Any] | None, R
         return None, RowIssue(line_no, exc.field, exc.message)
 
 
+MAPPING_SUFFIX = ".columns.json"
+
+
+def mappable_fields() -> tuple[str, ...]:
+    """Every field some format reads (what a column mapping may map to)."""
+    names = {key for fmt in FORMATS.values() for key in fmt.keys} | {"input"}
+    return tuple(sorted(names))
+
+
+def mapping_problems(mapping: Mapping[str, object]) -> list[tuple[str, str]]:
+    """(field, message) for each unusable entry of a column mapping (format field -> column)."""
+    known = mappable_fields()
+    problems: list[tuple[str, str]] = []
+    for target, column in mapping.items():
+        if target not in known:
+            problems.append((target, f"is not a format field (one of {', '.join(known)})"))
+        elif not isinstance(column, str) or not column.strip():
+            problems.append((target, "must name a column of the dataset"))
+    if not mapping:
+        problems.append(("", "maps no field"))
+    return problems
+
+
+def apply_mapping(row: dict[str, Any], mapping: Mapping[str, str], line: int) -> dict[str, Any]:
+    """The row as the mapping reads it: only the mapped fields. LineError naming the column the
+    row lacks."""
+    mapped: dict[str, Any] = {}
+    for target, column in mapping.items():
+        if column not in row:
+            raise LineError(line, f"has no column {column!r} (mapped to {target})", column)
+        mapped[target] = row[column]
+    return mapped
+
+
+def mapping_path(path: str | Path) -> Path:
+    """Where a dataset file's column mapping is stored."""
+    return Path(f"{path}{MAPPING_SUFFIX}")
+
+
+def read_mapping(path: str | Path) -> dict[str, str] | None:
+    """The column mapping stored beside a dataset file; None when it has none."""
+    try:
+        text = mapping_path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, dict) or mapping_problems(value):
+        raise ValueError(f"the column mapping beside {path} is damaged")
+    return {str(k): str(v) for k, v in value.items()}
+
+
 def validate_lines(
-    lines: bytes | BinaryIO | Iterable[bytes | str], task: str | None = None, strategy: str | None = None
+    lines: bytes | BinaryIO | Iterable[bytes | str],
+    task: str | None = None,
+    strategy: str | None = None,
+    mapping: Mapping[str, str] | None = None,
 ) -> DatasetReport:
-    """Checks every line (split and parsed as dataset_lines says); blank lines are skipped. Counts
-    rows that pass."""
+    """Checks every line (split and parsed as dataset_lines says, then read through the column
+    mapping when there is one); blank lines are skipped. Counts rows that pass. `fields` holds the
+    file's own columns."""
     report = DatasetReport()
     allowed = formats_for(task, strategy)
     saw_line = False
@@ -202,6 +264,12 @@ def validate_lines(
             continue
         assert row is not None
         report.fields.update(row)
+        if mapping:
+            try:
+                row = apply_mapping(row, mapping, line_no)
+            except LineError as exc:
+                report.add(RowIssue(line_no, exc.field, exc.message))
+                continue
         fmt, problems = match_row(row, allowed)
         if fmt is None:
             for name, message in problems:
@@ -218,7 +286,19 @@ def validate_lines(
     return report
 
 
-def load_rows(path: str) -> list[dict[str, Any]]:
+def validate_file(path: str | Path, task: str | None = None, strategy: str | None = None) -> DatasetReport:
+    """`validate_lines` over a stored dataset file, through its column mapping when it has one."""
+    mapping = read_mapping(path)
+    with open(path, "rb") as handle:
+        return validate_lines(handle, task=task, strategy=strategy, mapping=mapping)
+
+
+def load_rows(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a JSONL file, split and parsed exactly as upload and validation do (blank lines
-    skipped); a bad line raises dataset_lines.LineError (a ValueError) with its number."""
-    return read_rows(path)
+    skipped) and read through its column mapping when it has one; a bad line raises
+    dataset_lines.LineError (a ValueError) with its number."""
+    mapping = read_mapping(path)
+    if not mapping:
+        return read_rows(path)
+    with open(path, "rb") as handle:
+        return [apply_mapping(row, mapping, number) for number, row in iter_rows(handle)]

@@ -120,7 +120,12 @@ def dataset_pb(dataset: DatasetInfo) -> registry_pb2.Dataset:
             registry_pb2.DatasetIssue(line=issue.line, field=issue.field, message=issue.message)
             for issue in dataset.issues
         ],
+        column_mapping=dataset.column_mapping,
+        source=registry_pb2.DatasetSource(**{k: v for k, v in dataset.source.items() if k in _SOURCE_FIELDS}),
     )
+
+
+_SOURCE_FIELDS = set(registry_pb2.DatasetSource.DESCRIPTOR.fields_by_name)
 
 
 def session_pb(state: SessionState) -> registry_pb2.Session:

@@ -1,20 +1,24 @@
-"""Uploaded JSONL datasets under <data_dir>/datasets.
+"""Uploaded datasets under <data_dir>/datasets, all stored as JSONL.
 
-An upload streams into a temporary file beside its destination, is validated, and only then is
-linked into place under a name nothing else uses (data.jsonl, data-2.jsonl, ...) in the same
-transaction that records its row. An invalid or oversized upload leaves nothing behind.
+An upload streams into a temporary file beside its destination, is converted to JSONL when it is
+CSV, JSON or Parquet (modelforge_registry.tables), is validated, and only then is linked into
+place under a name nothing else uses (data.jsonl, data-2.jsonl, ...) in the same transaction that
+records its row. A column mapping (format field -> column) is stored in the row and beside the
+file (<file>.columns.json, which every reader of modelforge_common.dataset_rows applies). An
+invalid or oversized upload leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,7 +27,15 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from modelforge_common.dataset_rows import DatasetReport, RowIssue, validate_lines
+from modelforge_common.dataset_lines import LineError, iter_rows
+from modelforge_common.dataset_rows import (
+    DatasetReport,
+    RowIssue,
+    mapping_path,
+    mapping_problems,
+    read_mapping,
+    validate_lines,
+)
 from modelforge_common.errors import (
     Aborted,
     FailedPrecondition,
@@ -34,8 +46,10 @@ from modelforge_common.errors import (
 )
 from modelforge_registry.domain import TERMINAL_JOB_STATUSES, DatasetInfo
 from modelforge_registry.files import DataDir, is_file, remove
+from modelforge_registry.hub import HubSplit, fetch_split
 from modelforge_registry.store import Database, DatasetRecord, as_utc, utc_now
 from modelforge_registry.store.orm import JobRecord
+from modelforge_registry.tables import TABLE_FORMATS, TableError, table_format, table_rows, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -47,33 +61,65 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_RENAMES = 10_000
 
 
-def sanitize_filename(raw: str) -> str:
-    """Basename with only [A-Za-z0-9._-] (others become "_"), no leading dots, ending in .jsonl."""
+_SUFFIXES = " or ".join(TABLE_FORMATS)
+
+
+def upload_name(raw: str) -> tuple[str, str]:
+    """(the name it is stored under, its format): the basename with only [A-Za-z0-9._-] (others
+    become "_"), no leading dots, its .jsonl/.json/.csv/.parquet suffix replaced by .jsonl."""
     base = re.split(r"[\\/]", raw.strip())[-1]
     safe = _UNSAFE.sub("_", base).lstrip(".")
     if not safe:
         raise InvalidArgument("A dataset filename is required", [FieldViolation("file", "must not be empty")])
-    stem, suffix = safe[: -len(DATASET_SUFFIX)], safe[-len(DATASET_SUFFIX) :]
-    if suffix.lower() != DATASET_SUFFIX or not stem.strip("._-"):
+    fmt = table_format(safe)
+    stem = safe[: -len(next(s for s, f in TABLE_FORMATS.items() if f == fmt))] if fmt else ""
+    if fmt is None or not stem.strip("._-"):
         raise InvalidArgument(
-            f"Dataset file {raw!r} must be a .jsonl file", [FieldViolation("file", "must end in .jsonl")]
+            f"Dataset file {raw!r} must be a {_SUFFIXES.replace(' or ', ', ', 2)} file",
+            [FieldViolation("file", f"must end in {_SUFFIXES.replace(' or ', ', ', 2)}")],
         )
-    return stem[: MAX_FILENAME_LENGTH - len(DATASET_SUFFIX)] + DATASET_SUFFIX
+    return stem[: MAX_FILENAME_LENGTH - len(DATASET_SUFFIX)] + DATASET_SUFFIX, fmt
 
 
-def issue_field(issue: RowIssue) -> str:
-    """"file" for the whole file, "file/line N" for a line, "file/line N/<field>" for a field."""
+def sanitize_filename(raw: str) -> str:
+    """The name an upload is stored under (see `upload_name`)."""
+    return upload_name(raw)[0]
+
+
+def issue_field(issue: RowIssue, unit: str = "line") -> str:
+    """"file" for the whole file, "file/line N" for a line, "file/line N/<field>" for a field
+    (unit "row" for a CSV, JSON or Parquet upload, whose rows are not lines)."""
     if issue.line == 0:
         return "file"
-    where = f"file/line {issue.line}"
+    where = f"file/{unit} {issue.line}"
     return f"{where}/{issue.field}" if issue.field else where
 
 
-def validation_error(report: DatasetReport) -> InvalidArgument:
+def validation_error(report: DatasetReport, unit: str = "line") -> InvalidArgument:
+    summary = report.summary() if unit == "line" else report.summary().replace("line ", f"{unit} ")
     return InvalidArgument(
-        f"Dataset validation failed: {report.summary()}",
-        [FieldViolation(issue_field(issue), issue.message) for issue in report.issues],
+        f"Dataset validation failed: {summary}",
+        [FieldViolation(issue_field(issue, unit), issue.message) for issue in report.issues],
     )
+
+
+def table_error(filename: str, exc: TableError) -> InvalidArgument:
+    where = "file" if not exc.row else f"file/row {exc.row}"
+    field_name = f"{where}/{exc.column}" if exc.column else where
+    return InvalidArgument(f"Dataset validation failed: {filename}: {exc}", [FieldViolation(field_name, exc.message)])
+
+
+def checked_mapping(mapping: Mapping[str, str] | None, field_name: str = "column_mapping") -> dict[str, str]:
+    """A column mapping (format field -> column) as stored; InvalidArgument naming each bad entry."""
+    if not mapping:
+        return {}
+    problems = mapping_problems(mapping)
+    if problems:
+        raise InvalidArgument(
+            "Invalid column mapping: " + "; ".join(f"{name or 'mapping'} {message}" for name, message in problems),
+            [FieldViolation(f"{field_name}/{name}" if name else field_name, message) for name, message in problems],
+        )
+    return dict(mapping)
 
 
 def name_candidates(filename: str) -> Iterator[str]:
@@ -171,6 +217,46 @@ class _HashingReader:
         return line
 
 
+def _write_mapping(target: Path, mapping: Mapping[str, str] | None) -> None:
+    """The mapping beside the dataset file (durably), or no file there at all."""
+    path = mapping_path(target)
+    if not mapping:
+        path.unlink(missing_ok=True)
+        return
+    with path.open("w", encoding="utf-8") as handle:
+        json.dump(dict(mapping), handle, ensure_ascii=False, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def jsonl_rows(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    """Rows of JSONL files one after another (a Hub split in shards); TableError names the line."""
+    for path in paths:
+        with path.open("rb") as handle:
+            try:
+                for _, row in iter_rows(handle):
+                    yield row
+            except LineError as exc:
+                raise TableError(exc.line, exc.field, f"{path.name} line {exc.line}: {exc.message}") from None
+
+
+def hub_rows(split: HubSplit) -> Iterator[dict[str, Any]]:
+    if split.fmt == "jsonl":
+        yield from jsonl_rows(split.files)
+        return
+    for path in split.files:
+        yield from table_rows(path, split.fmt)
+
+
+def hub_settings(data_dir: DataDir) -> tuple[Path, str | None, bool]:
+    """(cache folder, token, offline): MODELFORGE_HUB_CACHE (default <data dir>/hub), the server's
+    token (MODELFORGE_HF_TOKEN or HF_TOKEN) and huggingface_hub's own HF_HUB_OFFLINE."""
+    cache = Path(os.environ.get("MODELFORGE_HUB_CACHE") or data_dir.root / "hub")
+    token = os.environ.get("MODELFORGE_HF_TOKEN") or os.environ.get("HF_TOKEN") or None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return cache, token, offline
+
+
 class _NameTaken(Exception):
     """A file of that name exists (rolls the row back)."""
 
@@ -204,23 +290,82 @@ class DatasetStore:
 
     # -- upload -------------------------------------------------------------------------------
 
-    async def upload(self, filename: str, chunks: AsyncIterable[bytes]) -> DatasetInfo:
-        """Streams chunks to a temporary file, validates it and stores it; nothing stays on error."""
-        name = sanitize_filename(filename)
+    async def upload(
+        self, filename: str, chunks: AsyncIterable[bytes], column_mapping: Mapping[str, str] | None = None
+    ) -> DatasetInfo:
+        """Streams chunks to a temporary file, converts (CSV, JSON, Parquet), validates and stores
+        it; nothing stays on error."""
+        name, fmt = upload_name(filename)
+        mapping = checked_mapping(column_mapping)
         part = await asyncio.to_thread(PartFile, self.data_dir.datasets, self.max_upload_bytes)
         try:
             async for chunk in chunks:
                 await asyncio.to_thread(part.write, chunk)
-            return await asyncio.to_thread(self._store, part, name)
+            await asyncio.to_thread(part.close)
+            if fmt == "jsonl":
+                return await asyncio.to_thread(self._store, part, name, mapping, {"format": "jsonl"})
+            original = re.split(r"[\\/]", filename.strip())[-1]
+            source = {"format": fmt, "original_filename": original, "original_sha256": part.sha256}
+            return await asyncio.to_thread(
+                self.store_rows, lambda: table_rows(part.path, fmt), original, name, mapping, source
+            )
         finally:
             part.discard()
 
-    def _store(self, part: PartFile, name: str) -> DatasetInfo:
+    def register_hub(
+        self, repo_id: str, config: str, split: str, revision: str, column_mapping: Mapping[str, str] | None = None
+    ) -> DatasetInfo:
+        """Stores one split of a Hub dataset (fetched once into the Hub cache) as a JSONL dataset
+        named <org>__<name>[-<config>]-<split>.jsonl; the revision and its commit sha are kept."""
+        mapping = checked_mapping(column_mapping)
+        cache, token, offline = hub_settings(self.data_dir)
+        hub = fetch_split(repo_id.strip(), config.strip(), split.strip(), revision.strip(), cache, token, offline)
+        stem = "-".join(part for part in (hub.repo_id.replace("/", "__"), hub.config, hub.split) if part)
+        source = {
+            "format": "hub",
+            "hub_id": hub.repo_id,
+            "hub_config": hub.config,
+            "hub_split": hub.split,
+            "hub_revision": hub.revision or "main",
+            "hub_sha": hub.sha,
+        }
+        label = f"{hub.repo_id} split {hub.split}"
+        return self.store_rows(lambda: hub_rows(hub), label, sanitize_filename(stem + DATASET_SUFFIX), mapping, source)
+
+    def store_rows(
+        self,
+        rows: Any,
+        label: str,
+        name: str,
+        mapping: Mapping[str, str],
+        source: dict[str, str],
+    ) -> DatasetInfo:
+        """Stores rows (a callable giving an iterator of dicts, which may raise TableError) as a
+        JSONL dataset named like `name`; `label` names the source in errors."""
+        converted = PartFile(self.data_dir.datasets, max(self.max_upload_bytes, 1) * 8)
+        try:
+            try:
+                write_jsonl(rows(), converted)  # type: ignore[arg-type]
+            except TableError as exc:
+                raise table_error(label, exc) from None
+            converted.close()
+            return self._store(converted, name, mapping, source, unit="row")
+        finally:
+            converted.discard()
+
+    def _store(
+        self,
+        part: PartFile,
+        name: str,
+        mapping: Mapping[str, str] | None = None,
+        source: dict[str, str] | None = None,
+        unit: str = "line",
+    ) -> DatasetInfo:
         part.close()
         with part.path.open("rb") as handle:
-            report = validate_lines(handle)
+            report = validate_lines(handle, mapping=mapping or None)
         if not report.valid:
-            raise validation_error(report)
+            raise validation_error(report, unit)
         stem = name[: -len(DATASET_SUFFIX)]
         with self.db.transaction() as session:
             taken = set(session.scalars(
@@ -243,6 +388,8 @@ class DatasetStore:
                         fields=sorted(report.fields),
                         formats=sorted(report.formats),
                         uploaded_at=utc_now(),
+                        column_mapping=dict(mapping) if mapping else None,
+                        source=source,
                     )
                     session.add(record)
                     session.flush()
@@ -250,17 +397,20 @@ class DatasetStore:
                     if not _claim(part.path, target):
                         raise _NameTaken(candidate)
                     claimed = True
+                    _write_mapping(target, mapping)
                     _fsync_directory(target.parent)
                     info = self._info(record)
                     _check_storable(info)
             except (IntegrityError, _NameTaken):
                 if claimed:
                     target.unlink(missing_ok=True)
+                    mapping_path(target).unlink(missing_ok=True)
                 continue
             except BaseException:
                 # The row did not commit: the file it named must not stay.
                 if claimed:
                     target.unlink(missing_ok=True)
+                    mapping_path(target).unlink(missing_ok=True)
                 raise
             if candidate != name:
                 log.info("dataset %s exists; stored the upload as %s", name, candidate)
@@ -343,9 +493,11 @@ class DatasetStore:
                 session.flush()
                 if path is not None and path.is_relative_to(self.data_dir.datasets):
                     trashed = self.data_dir.move_to_trash(path, f"dataset-{name}")
+                    mapping_path(path).unlink(missing_ok=True)
         except BaseException:
             if trashed is not None and path is not None:
                 os.replace(trashed, path)  # the row stays: so does its file
+                _write_mapping(path, info.column_mapping)
             raise
         if trashed is not None:
             remove(trashed)
@@ -403,8 +555,12 @@ class DatasetStore:
 
     def _inspect(self, path: Path) -> DatasetInfo:
         digest = hashlib.sha256()
+        try:
+            mapping = read_mapping(path)
+        except ValueError:
+            mapping = None
         with path.open("rb") as handle:
-            report = validate_lines(_HashingReader(handle, digest))
+            report = validate_lines(_HashingReader(handle, digest), mapping=mapping)
         return DatasetInfo(
             filename=path.name,
             path=path,
@@ -416,6 +572,7 @@ class DatasetStore:
             uploaded_at=None,
             valid=report.valid,
             issues=tuple(report.issues),
+            column_mapping=dict(mapping or {}),
         )
 
     # -- startup sweep ------------------------------------------------------------------------
@@ -443,4 +600,6 @@ class DatasetStore:
             fields=tuple(record.fields),
             formats=tuple(record.formats),
             uploaded_at=as_utc(record.uploaded_at),
+            column_mapping={str(k): str(v) for k, v in (record.column_mapping or {}).items()},
+            source={str(k): str(v) for k, v in (record.source or {}).items()},
         )

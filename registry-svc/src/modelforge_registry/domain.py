@@ -89,6 +89,10 @@ class DatasetInfo:
     uploaded_at: datetime | None
     valid: bool = True
     issues: tuple[RowIssue, ...] = ()
+    # Format field -> the dataset's column it is read from.
+    column_mapping: dict[str, str] = field(default_factory=dict)
+    # Where the rows came from: format (jsonl, json, csv, parquet, hub) and its details.
+    source: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

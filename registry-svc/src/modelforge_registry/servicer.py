@@ -67,17 +67,45 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 [FieldViolation("file", "send the filename before any content")],
             )
 
+        # Optional options right after the filename; the first chunk may come in their place.
+        second = await anext(request_iterator, None)
+        mapping: dict[str, str] = {}
+        if second is not None and second.WhichOneof("part") == "options":
+            mapping = dict(second.options.column_mapping)
+            second = None
+
         async def chunks() -> AsyncIterable[bytes]:
-            async for message in request_iterator:
-                if message.WhichOneof("part") == "filename":
+            message = second if second is not None else await anext(request_iterator, None)
+            while message is not None:
+                kind = message.WhichOneof("part")
+                if kind == "filename":
                     raise InvalidArgument(
                         "Only the first upload message may carry a filename",
                         [FieldViolation("file", "send the filename once, first")],
                     )
+                if kind == "options":
+                    raise InvalidArgument(
+                        "Upload options come right after the filename",
+                        [FieldViolation("column_mapping", "send the options once, before any content")],
+                    )
                 yield message.chunk
+                message = await anext(request_iterator, None)
 
-        dataset = await self.datasets.upload(first.filename, chunks())
+        dataset = await self.datasets.upload(first.filename, chunks(), mapping)
         return registry_pb2.UploadDatasetResponse(dataset=convert.dataset_pb(dataset))
+
+    async def RegisterHubDataset(  # noqa: N802
+        self, request: registry_pb2.RegisterHubDatasetRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.RegisterHubDatasetResponse:
+        dataset = await asyncio.to_thread(
+            self.datasets.register_hub,
+            request.repo_id,
+            request.config,
+            request.split,
+            request.revision,
+            dict(request.column_mapping),
+        )
+        return registry_pb2.RegisterHubDatasetResponse(dataset=convert.dataset_pb(dataset))
 
     async def ListDatasets(  # noqa: N802
         self, request: registry_pb2.ListDatasetsRequest, context: grpc.aio.ServicerContext

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelforge_common.catalog import PROFILES, PROVIDERS, STRATEGIES, STRATEGIES_BY_TASK, TASKS
-from modelforge_common.dataset_rows import DatasetReport, validate_lines
+from modelforge_common.dataset_rows import DatasetReport, validate_file
 from modelforge_common.errors import FieldViolation, InvalidArgument, ModelForgeError, NotFound
 from modelforge_common.model_paths import model_roots, resolve_local_model
 from modelforge_trainer.config import (
@@ -200,8 +200,8 @@ def dataset_violations(report: DatasetReport, field: str = "dataset") -> list[Fi
 
 
 def _read_report(path: str, task: str, strategy: str) -> DatasetReport:
-    with open(path, "rb") as handle:
-        return validate_lines(handle, task=task, strategy=strategy)
+    # Through the dataset's stored column mapping, as the worker's load_rows reads it.
+    return validate_file(path, task=task, strategy=strategy)
 
 
 async def check_dataset(

@@ -76,6 +76,10 @@ class DatasetRecord(Base):
     fields: Mapped[list[str]] = mapped_column(JSON)
     formats: Mapped[list[str]] = mapped_column(JSON)
     uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # Format field -> column; None when the rows already have a known shape.
+    column_mapping: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    # Where the rows came from (format, original file or Hub id/config/split/revision/sha).
+    source: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
 
 class SessionRecord(Base):
