@@ -156,5 +156,9 @@ async def test_list_datasets(client: httpx.AsyncClient) -> None:
             "num_examples": 12,
             "size_mb": round(len(jsonl(VALID_ROWS)) / 1024 / 1024, 4),
             "uploaded_at": "2024-03-15T14:30:22Z",
+            # What this fake registry stores (the real one's columns, mapping and source: tests/e2e).
+            "columns": [],
+            "column_mapping": {},
+            "source": {},
         }
     ]

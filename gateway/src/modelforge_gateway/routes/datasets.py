@@ -1,11 +1,15 @@
-"""Dataset upload (streamed to registry-svc in chunks), listing and deletion."""
+"""Dataset upload (JSONL, JSON, CSV or Parquet, streamed to registry-svc in chunks, optionally with
+a column mapping), registration of a Hub dataset split, listing and deletion."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import PurePath
+from typing import Annotated
 
-from fastapi import APIRouter, Path, UploadFile
+from fastapi import APIRouter, Form, Path, UploadFile
+from pydantic import BaseModel, ConfigDict, Field
 
 from modelforge.v1 import registry_pb2
 from modelforge_gateway.convert import dataset_summary, issue_text
@@ -16,6 +20,7 @@ from modelforge_gateway.schemas import (
     DatasetSummary,
     DatasetValidation,
     DeleteDatasetResponse,
+    HubDatasetResponse,
     UploadDatasetResponse,
 )
 
@@ -32,29 +37,101 @@ def upload_filename(upload: UploadFile) -> str:
 
 
 async def upload_messages(
-    filename: str, upload: UploadFile, chunk_bytes: int
+    filename: str, upload: UploadFile, chunk_bytes: int, column_mapping: dict[str, str] | None = None
 ) -> AsyncIterator[registry_pb2.UploadDatasetRequest]:
-    """UploadDataset's request stream: the filename first, then the content in chunks."""
+    """UploadDataset's request stream: the filename first, the options, then the content in chunks."""
     yield registry_pb2.UploadDatasetRequest(filename=filename)
+    if column_mapping:
+        options = registry_pb2.DatasetUploadOptions(column_mapping=column_mapping)
+        yield registry_pb2.UploadDatasetRequest(options=options)
     while chunk := await upload.read(chunk_bytes):
         yield registry_pb2.UploadDatasetRequest(chunk=chunk)
 
 
-@router.post("/api/upload_dataset", response_model=UploadDatasetResponse)
-async def upload_dataset(
-    file: UploadFile, registry: RegistryStub, rpc: Rpc, settings: SettingsDep
-) -> UploadDatasetResponse:
-    filename = upload_filename(file)
-    # The multipart parser has spooled the file already, so its size is known before streaming.
-    if file.size is not None and file.size > settings.max_upload_bytes:
-        raise ApiError(413, f"Dataset is larger than the limit of {settings.max_upload_bytes // (1024 * 1024)} MiB")
-    messages = upload_messages(filename, file, settings.upload_chunk_bytes)
-    reply = await registry.UploadDataset(messages, **rpc.write)
-    dataset = reply.dataset
+MAPPING_DESCRIPTION = (
+    'Format field -> the dataset\'s column it is read from, e.g. {"prompt": "question", "completion": "answer"}'
+)
+_MAX_MAPPING_CHARS = 4096
+
+
+def parse_mapping(raw: str | None) -> dict[str, str]:
+    """The column_mapping form field: a JSON object of strings (400 naming the field otherwise)."""
+    if raw is None or not raw.strip():
+        return {}
+    if len(raw) > _MAX_MAPPING_CHARS:
+        raise invalid(["body", "column_mapping"], f"must be at most {_MAX_MAPPING_CHARS} characters")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise invalid(["body", "column_mapping"], "must be a JSON object of field -> column names") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise invalid(["body", "column_mapping"], "must be a JSON object of field -> column names") from None
+    return value
+
+
+def upload_reply(dataset: registry_pb2.Dataset) -> UploadDatasetResponse:
     return UploadDatasetResponse(
         filename=dataset.filename,
         num_examples=dataset.num_examples,
         validation=DatasetValidation(valid=dataset.valid, errors=[issue_text(i) for i in dataset.issues]),
+    )
+
+
+@router.post("/api/upload_dataset", response_model=UploadDatasetResponse)
+async def upload_dataset(
+    file: UploadFile,
+    registry: RegistryStub,
+    rpc: Rpc,
+    settings: SettingsDep,
+    column_mapping: Annotated[str | None, Form(description=MAPPING_DESCRIPTION)] = None,
+) -> UploadDatasetResponse:
+    """A .jsonl, .json (an array of objects), .csv (a header row) or .parquet file, stored as JSONL
+    under the file's name with a .jsonl suffix. 400 naming the file's row (or line) and column."""
+    filename = upload_filename(file)
+    mapping = parse_mapping(column_mapping)
+    # The multipart parser has spooled the file already, so its size is known before streaming.
+    if file.size is not None and file.size > settings.max_upload_bytes:
+        raise ApiError(413, f"Dataset is larger than the limit of {settings.max_upload_bytes // (1024 * 1024)} MiB")
+    messages = upload_messages(filename, file, settings.upload_chunk_bytes, mapping)
+    reply = await registry.UploadDataset(messages, **rpc.write)
+    return upload_reply(reply.dataset)
+
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class HubDatasetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repo_id: str = Field(
+        min_length=1, max_length=193, pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description='A Hub dataset id, "name" or "org/name"',
+    )
+    config: str = Field(default="", max_length=64, pattern=r"^$|" + _NAME, description="Config (subset) name")
+    split: str = Field(default="train", min_length=1, max_length=64, pattern=_NAME)
+    revision: str = Field(
+        default="", max_length=200, pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9._/-]*$", description="Branch, tag or commit"
+    )
+    column_mapping: dict[str, Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=dict, max_length=16, description=MAPPING_DESCRIPTION
+    )
+
+
+@router.post("/api/datasets/hub", response_model=HubDatasetResponse)
+async def register_hub_dataset(body: HubDatasetRequest, registry: RegistryStub, rpc: Rpc) -> HubDatasetResponse:
+    """Stores one split of a Hub dataset as a dataset (fetched once by the registry with the server's
+    token; the revision and its commit sha are kept in `dataset.source`). 503 when the Hub cannot be
+    reached and the split is not cached; 404 for an unknown dataset, revision, config or split."""
+    request = registry_pb2.RegisterHubDatasetRequest(
+        repo_id=body.repo_id,
+        config=body.config,
+        split=body.split,
+        revision=body.revision,
+        column_mapping=body.column_mapping,
+    )
+    reply = await registry.RegisterHubDataset(request, **rpc.write)
+    return HubDatasetResponse(
+        **upload_reply(reply.dataset).model_dump(), dataset=DatasetSummary(**dataset_summary(reply.dataset))
     )
 
 
