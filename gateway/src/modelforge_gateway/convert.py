@@ -191,6 +191,9 @@ def dataset_summary(dataset: registry_pb2.Dataset) -> dict[str, Any]:
         # Four decimals so a small file does not read as 0 MB.
         "size_mb": round(dataset.size_bytes / MIB, 4),
         "uploaded_at": iso_z(dataset.uploaded_at),
+        "columns": list(dataset.fields),
+        "column_mapping": dict(dataset.column_mapping),
+        "source": {field.name: value for field, value in dataset.source.ListFields()},
     }
 
 

@@ -508,6 +508,19 @@ class DatasetValidation(BaseModel):
     errors: list[str]
 
 
+class DatasetSummary(BaseModel):
+    filename: str
+    num_examples: int
+    size_mb: float
+    uploaded_at: str | None
+    # The file's own columns, the format field -> column mapping it is read through ({} when its
+    # rows have a known shape), and where it came from (format: jsonl, json, csv, parquet or hub;
+    # the original file's name and sha256, or the Hub id, config, split, revision and commit sha).
+    columns: list[str] = []
+    column_mapping: dict[str, str] = {}
+    source: dict[str, str] = {}
+
+
 class UploadDatasetResponse(BaseModel):
     status: Literal["uploaded"] = "uploaded"
     filename: str
@@ -515,11 +528,9 @@ class UploadDatasetResponse(BaseModel):
     validation: DatasetValidation
 
 
-class DatasetSummary(BaseModel):
-    filename: str
-    num_examples: int
-    size_mb: float
-    uploaded_at: str | None
+class HubDatasetResponse(UploadDatasetResponse):
+    # What GET /api/datasets lists for it: its source holds the Hub revision and commit sha.
+    dataset: DatasetSummary
 
 
 class DatasetsResponse(BaseModel):
