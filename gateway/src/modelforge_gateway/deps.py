@@ -18,6 +18,7 @@ from modelforge_gateway.auth import OWNER_SCOPE_KEY
 from modelforge_gateway.clients import CallOptions, Clients
 from modelforge_gateway.errors import REQUEST_ID_SCOPE_KEY, invalid
 from modelforge_gateway.events import EventHub, TrainingEventFeed
+from modelforge_gateway.readcache import ModelListings, TrainingStatusView
 from modelforge_gateway.settings import GatewaySettings
 
 SESSION_HEADER = "x-session-id"
@@ -65,6 +66,16 @@ async def get_event_feed(conn: HTTPConnection) -> TrainingEventFeed:
     return feed
 
 
+async def get_status_view(conn: HTTPConnection) -> TrainingStatusView:
+    view: TrainingStatusView = conn.app.state.status_view
+    return view
+
+
+async def get_model_listings(conn: HTTPConnection) -> ModelListings:
+    listings: ModelListings = conn.app.state.model_listings
+    return listings
+
+
 async def get_owner(conn: HTTPConnection) -> str:
     """The name of the API key that authenticated the request ("" without auth)."""
     return str(conn.scope.get(OWNER_SCOPE_KEY, ""))
@@ -98,3 +109,5 @@ SessionId = Annotated[str, Depends(get_session_id)]
 EventHubDep = Annotated[EventHub, Depends(get_event_hub)]
 EventFeedDep = Annotated[TrainingEventFeed, Depends(get_event_feed)]
 Owner = Annotated[str, Depends(get_owner)]
+StatusViewDep = Annotated[TrainingStatusView, Depends(get_status_view)]
+ModelListingsDep = Annotated[ModelListings, Depends(get_model_listings)]

@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import nats.errors
 import nats.js.errors
@@ -109,6 +110,15 @@ class EventHub:
         return len(self._subscribers)
 
 
+class EventObserver(Protocol):
+    """Reads kept up to date by the feed (readcache): each event as it arrives, and each new
+    subscription, after which events may have been missed."""
+
+    def on_event(self, event: Event) -> None: ...
+
+    def on_gap(self) -> None: ...
+
+
 class TrainingEventFeed:
     """Connects to NATS (retrying until it can), subscribes once to modelforge.training.*.*
     through a JetStream ordered consumer (core NATS when JetStream is off) and publishes every
@@ -129,9 +139,11 @@ class TrainingEventFeed:
         retry_s: float = 1.0,
         max_retry_s: float = 30.0,
         reconnect_attempts: int = 5,
+        observers: Sequence[EventObserver] = (),
     ) -> None:
         self.url = url
         self.hub = hub
+        self.observers = tuple(observers)
         self.name = name
         self.check_s = check_s
         self.retry_s = retry_s
@@ -222,6 +234,8 @@ class TrainingEventFeed:
             self.mode = "core"
         self.subscriptions += 1
         log.info("subscribed to %s (%s)", subject, self.mode)
+        for observer in self.observers:
+            observer.on_gap()
 
     async def _check_consumer(self, nc: Client) -> None:
         """Subscribes again when a NATS server restarted without its store: our consumer is gone,
@@ -259,7 +273,13 @@ class TrainingEventFeed:
         except DecodeError:
             log.warning("ignoring an undecodable message on %s", msg.subject)
             return
-        self.hub.publish(event_json(event))
+        rendered = event_json(event)
+        for observer in self.observers:
+            try:
+                observer.on_event(rendered)
+            except Exception:  # a cache's bug must not stop the fan-out
+                log.exception("event observer %r failed", observer)
+        self.hub.publish(rendered)
 
     async def close(self, timeout_s: float = 5.0) -> None:
         self._stopping = True

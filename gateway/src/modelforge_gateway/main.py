@@ -17,10 +17,11 @@ from modelforge_gateway.clients import Clients
 from modelforge_gateway.errors import UPLOAD_PATHS, install_error_handlers
 from modelforge_gateway.events import EventHub, TrainingEventFeed
 from modelforge_gateway.metrics import MetricsMiddleware
-from modelforge_gateway.middleware import RequestContextMiddleware
+from modelforge_gateway.middleware import InvalidateOnWriteMiddleware, RequestContextMiddleware
 from modelforge_gateway.openai.errors import install_openai_error_handlers
 from modelforge_gateway.openai.routes import router as openai_router
 from modelforge_gateway.openapi import honest_openapi
+from modelforge_gateway.readcache import ModelListings, TrainingStatusView
 from modelforge_gateway.routes import datasets, finetune, hub, jobs, models, playground, system, training, ws
 from modelforge_gateway.settings import GatewaySettings
 
@@ -35,12 +36,22 @@ def _operation_id(route: APIRoute) -> str:
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
+    # Per-replica read caches (readcache.py), kept current by the event feed and this replica's writes.
+    status_view = TrainingStatusView(settings.status_cache_s)
+    model_listings = ModelListings(settings.models_cache_s)
+
+    def invalidate_reads() -> None:
+        status_view.invalidate()
+        model_listings.invalidate()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.clients = Clients.open(settings)
+        invalidate_reads()  # nothing cached on another event loop (a test's earlier lifespan) is reused
         hub = EventHub(queue_size=settings.ws_queue_size)
-        feed = TrainingEventFeed(settings.nats_url, hub, check_s=settings.nats_check_s)
+        feed = TrainingEventFeed(
+            settings.nats_url, hub, check_s=settings.nats_check_s, observers=(status_view, model_listings)
+        )
         app.state.event_hub = hub
         app.state.event_feed = feed
         feed.start()
@@ -58,11 +69,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     app.state.settings = settings
+    app.state.status_view = status_view
+    app.state.model_listings = model_listings
     app.openapi = lambda: honest_openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     install_openai_error_handlers(app)  # /v1 answers errors in OpenAI's shape
     # Middleware added later wraps the earlier: request id (outermost) -> tracing -> metrics -> CORS -> API key
-    # -> body cap.
+    # -> body cap -> read-cache invalidation.
+    app.add_middleware(InvalidateOnWriteMiddleware, invalidate=invalidate_reads)
     app.add_middleware(
         BodyLimitMiddleware,
         # Multipart framing adds a little to the file itself.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable
 
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers, MutableHeaders
@@ -68,3 +69,34 @@ class RequestContextMiddleware:
             await response(scope, receive, send)
         finally:
             request_id_var.reset(token)
+
+
+# Methods that never change state: they leave the read caches as they are.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class InvalidateOnWriteMiddleware:
+    """Every write through this replica (any POST, PUT, PATCH or DELETE) invalidates the read caches
+    (readcache.py) as its answer starts, before the client can send its next read: a client that
+    deleted a model or started a job never reads the state from before it here. Whatever the route:
+    an invalidation costs one upstream call, a missed one a wrong answer."""
+
+    def __init__(self, app: ASGIApp, invalidate: Callable[[], None]) -> None:
+        self.app = app
+        self.invalidate = invalidate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_after_invalidating(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.invalidate()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_after_invalidating)
+        finally:
+            # Also when the route raised before answering (the outer middleware answers 500).
+            self.invalidate()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from modelforge_common.settings import DEFAULT_PORTS, ServiceSettings
 
@@ -34,6 +34,15 @@ class GatewaySettings(ServiceSettings):
 
     # How often the NATS feed checks that its JetStream consumer (and stream) still exist.
     nats_check_s: float = 2.0
+
+    # Per-replica read caches (readcache.py). GET /api/training_status answers from the trainer's
+    # last answer with the training events received since laid over it; that answer is at most
+    # this old (seconds; MODELFORGE_STATUS_CACHE_S). GET /api/models listings are at most
+    # MODELFORGE_MODELS_CACHE_S old. This replica's own writes and the events (a job starting or
+    # ending, a model registered) invalidate them at once; the bound is how late another replica's
+    # write, or a change NATS did not carry, can show. 0 turns a cache off (one upstream call per read).
+    status_cache_s: float = Field(default=1.0, ge=0, le=60)
+    models_cache_s: float = Field(default=1.0, ge=0, le=60)
 
     # Browser origins allowed to call the API from another origin (a separately served UI);
     # empty: no CORS headers. JSON list in the environment: MODELFORGE_CORS_ALLOW_ORIGINS='["http://localhost:3000"]'.

@@ -10,13 +10,15 @@ from typing import Annotated, Any
 
 import grpc
 from fastapi import APIRouter, Path, Query, Response
+from pydantic import TypeAdapter
 
 from modelforge.v1 import inference_pb2, registry_pb2, registry_pb2_grpc
 from modelforge_common.catalog import TASKS
 from modelforge_gateway.clients import CallOptions
 from modelforge_gateway.convert import model_details, model_lineage, model_summary, reproduce_body
-from modelforge_gateway.deps import InferenceStub, RegistryStub, Rpc
+from modelforge_gateway.deps import InferenceStub, ModelListingsDep, RegistryStub, Rpc
 from modelforge_gateway.errors import ApiError, invalid, rpc_messages
+from modelforge_gateway.readcache import ModelListings
 from modelforge_gateway.rendered import RenderedBodies
 from modelforge_gateway.schemas import (
     DeleteModelResponse,
@@ -50,11 +52,19 @@ async def fetch_model(
     return reply.model
 
 
+SUMMARY_LIST = TypeAdapter(list[ModelSummary])
+
+
 async def _list(
-    registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, task: str = ""
-) -> list[ModelSummary]:
-    reply = await registry.ListModels(registry_pb2.ListModelsRequest(task=task), **rpc.read)
-    return [ModelSummary(**model_summary(m)) for m in reply.models]
+    registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, listings: ModelListings, task: str = ""
+) -> Response:
+    """The bare list (responses.md), through the listing cache like GET /api/models."""
+
+    async def ask_registry() -> bytes:
+        reply = await registry.ListModels(registry_pb2.ListModelsRequest(task=task), **rpc.read)
+        return SUMMARY_LIST.dump_json([ModelSummary(**model_summary(m)) for m in reply.models], by_alias=True)
+
+    return Response(await listings.get(("bare", task), ask_registry), media_type="application/json")
 
 
 def filter_query(description: str, max_length: int) -> Any:
@@ -67,6 +77,7 @@ def filter_query(description: str, max_length: int) -> Any:
 async def list_models(
     registry: RegistryStub,
     rpc: Rpc,
+    listings: ModelListingsDep,
     task: str | None = filter_query("Task the model was trained for", 64),
     base_model: str | None = filter_query("Base model id or path", 512),
     strategy: str | None = filter_query("Training strategy", 64),
@@ -74,8 +85,9 @@ async def list_models(
     status: JobStatusWord | None = Query(None, description="Final status of the job that produced the model"),
     limit: int | None = Query(None, ge=1, le=1000, description="Page size (default: every match)"),
     offset: int = Query(0, ge=0, le=2**31 - 1),
-) -> ModelsResponse:
-    """Newest first; each given filter must match exactly."""
+) -> Response:
+    """Newest first; each given filter must match exactly. Listings are shared by concurrent reads
+    and reused for at most MODELFORGE_MODELS_CACHE_S (readcache.ModelListings)."""
     request = registry_pb2.ListModelsRequest(
         task=task or "",
         base_model=base_model or "",
@@ -85,20 +97,28 @@ async def list_models(
         limit=limit or 0,
         offset=offset,
     )
-    reply = await registry.ListModels(request, **rpc.read)
-    return ModelsResponse(models=[ModelSummary(**model_summary(m)) for m in reply.models], total=reply.total)
+
+    async def ask_registry() -> bytes:
+        reply = await registry.ListModels(request, **rpc.read)
+        models = [ModelSummary(**model_summary(m)) for m in reply.models]
+        return ModelsResponse(models=models, total=reply.total).model_dump_json(by_alias=True).encode()
+
+    key = ("envelope", task, base_model, strategy, provider, status, limit, offset)
+    return Response(await listings.get(key, ask_registry), media_type="application/json")
 
 
 @router.get("/api/models/", response_model=list[ModelSummary])
-async def list_models_bare(registry: RegistryStub, rpc: Rpc) -> list[ModelSummary]:
-    return await _list(registry, rpc)
+async def list_models_bare(registry: RegistryStub, rpc: Rpc, listings: ModelListingsDep) -> Response:
+    return await _list(registry, rpc, listings)
 
 
 @router.get("/api/models/task/{task}", response_model=list[ModelSummary])
-async def list_models_for_task(task: TaskPath, registry: RegistryStub, rpc: Rpc) -> list[ModelSummary]:
+async def list_models_for_task(
+    task: TaskPath, registry: RegistryStub, rpc: Rpc, listings: ModelListingsDep
+) -> Response:
     if task not in TASKS:
         raise invalid(["path", "task"], invalid_choice_message("task", task, TASKS))
-    return await _list(registry, rpc, task)
+    return await _list(registry, rpc, listings, task)
 
 
 # Model details bodies by content (see rendered.py): the same model read again costs no conversion.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import grpc
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from modelforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from modelforge_gateway.clients import CallOptions
 from modelforge_gateway.convert import training_status
-from modelforge_gateway.deps import RegistryStub, Rpc, TrainerStub
+from modelforge_gateway.deps import RegistryStub, Rpc, StatusViewDep, TrainerStub
 from modelforge_gateway.errors import rpc_messages
+from modelforge_gateway.readcache import TrainerAnswer
 from modelforge_gateway.routes.models import check_dataset_digest
 from modelforge_gateway.schemas import (
     StartTrainingRequest,
@@ -42,12 +43,20 @@ async def start_training(
 
 @router.get("/api/training_status", response_model=TrainingStatusResponse)
 async def get_training_status(
-    trainer: TrainerStub, rpc: Rpc, job_id: str = Query("", max_length=200)
-) -> TrainingStatusResponse:
+    trainer: TrainerStub, rpc: Rpc, view: StatusViewDep, job_id: str = Query("", max_length=200)
+) -> Response:
+    """The trainer's answer, shared by concurrent reads and reused for at most
+    MODELFORGE_STATUS_CACHE_S, with newer training events over it (readcache.TrainingStatusView)."""
+
+    async def ask_trainer() -> TrainerAnswer:
+        reply = await trainer.GetTrainingStatus(trainer_pb2.GetTrainingStatusRequest(job_id=job_id), **rpc.read)
+        fields = TrainingStatusResponse(**training_status(reply.has_job, reply.job)).model_dump(mode="json")
+        return TrainerAnswer(fields, reply.job.last_seq if reply.has_job else 0)
+
     messages = {grpc.StatusCode.NOT_FOUND: f"Training job {job_id} not found"} if job_id else {}
     with rpc_messages(messages):
-        reply = await trainer.GetTrainingStatus(trainer_pb2.GetTrainingStatusRequest(job_id=job_id), **rpc.read)
-    return TrainingStatusResponse(**training_status(reply.has_job, reply.job))
+        body = await view.body(job_id, ask_trainer)
+    return Response(body, media_type="application/json")
 
 
 @router.post("/api/stop_training", response_model=StopTrainingResponse)
