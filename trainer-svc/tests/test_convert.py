@@ -67,3 +67,20 @@ def test_default_model_names() -> None:
     request = request_from_pb(common_pb2.TrainingConfig(task="summarization", model_name="org/m", dataset="d"))
     config = resolve(request, Hyperparameters(), model_name="/models/tiny-llama/", local_model=True, dataset_path="")
     assert default_model_name(config, "train_20240315_143022_ab12") == "tiny-llama-summarization-ab12"
+
+
+def test_gradient_checkpointing_travels_only_when_set() -> None:
+    from modelforge_trainer.convert import resolved_to_pb
+
+    asked = request_from_pb(
+        common_pb2.TrainingConfig(task="text-generation", model_name="org/m", gradient_checkpointing=False)
+    )
+    assert asked.gradient_checkpointing is False  # set, even though it is the zero value
+    config = resolve(asked, Hyperparameters(), model_name="org/m", local_model=False, dataset_path="/d")
+    message = resolved_to_pb(config)
+    assert message.HasField("gradient_checkpointing") and message.gradient_checkpointing is False
+    unset = resolve(
+        request_from_pb(common_pb2.TrainingConfig(task="text-generation", model_name="org/m")),
+        Hyperparameters(), model_name="org/m", local_model=False, dataset_path="/d",
+    )
+    assert not resolved_to_pb(unset).HasField("gradient_checkpointing")

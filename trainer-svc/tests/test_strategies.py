@@ -168,3 +168,18 @@ def test_a_stopped_job_saves_a_checkpoint_that_a_new_job_resumes(
     resumed = train(config, tmp_path / "b", resume_checkpoint=stopped.result.checkpoint)
     assert resumed.result.outcome == "completed"
     assert steps(resumed) == [3, 4, 5, 6]  # continues where the first job stopped
+
+
+def test_gradient_checkpointing_asked_for_on_the_cpu_trains(
+    tiny_causal_model: Path, chat_dataset: Path, tmp_path: Path
+) -> None:
+    config = job_config("text-generation", "sft", tiny_causal_model, chat_dataset, gradient_checkpointing=True)
+    run = train(config, tmp_path / "job")
+    assert math.isfinite(final_metrics(run)["final_loss"])
+    assert run.result.config["gradient_checkpointing"] is True
+    # LoRA's B matrices start at zero: non-zero ones show gradients flowed through the recomputed layers.
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(run.result.output_dir) / "adapter_model.safetensors"))
+    lora_b = [tensor for name, tensor in weights.items() if "lora_B" in name]
+    assert lora_b and all(tensor.abs().sum() > 0 for tensor in lora_b)

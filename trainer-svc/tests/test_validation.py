@@ -295,3 +295,17 @@ def test_device_detection_agrees_with_torch() -> None:
     device = detect_device()
     assert device.cuda is torch.cuda.is_available()
     assert device.bf16 is (device.cuda and torch.cuda.is_bf16_supported(including_emulation=False))
+
+
+async def test_gradient_checkpointing_asked_for_reaches_the_estimate_and_the_job(
+    model_dir: Path, chat_dataset: Path, tmp_path: Path
+) -> None:
+    # A proposal of the memory gate ("gradient_checkpointing=true") must be something a start can apply.
+    estimator = FakeEstimator(MemoryEstimate(fits=True, total_bytes=1, available_bytes=2, device="cpu"))
+    datasets = FakeDatasets({"chat.jsonl": chat_dataset})
+    config = await validate(request(model_dir, gradient_checkpointing=True), datasets, tmp_path, estimator=estimator)
+    assert config.gradient_checkpointing is True
+    assert estimator.queries[0].gradient_checkpointing is True
+    unset = await validate(request(model_dir), datasets, tmp_path, estimator=estimator)
+    assert unset.gradient_checkpointing is None
+    assert estimator.queries[1].gradient_checkpointing is False  # no GPU here: off unless asked for

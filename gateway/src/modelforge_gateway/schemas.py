@@ -121,6 +121,7 @@ class TrainingParams(_Body):
     lora_dropout: float | None = Field(None, ge=0, lt=1)
     use_4bit: bool | None = None
     bf16: bool | None = None
+    gradient_checkpointing: bool | None = None
     warmup_ratio: float | None = Field(None, ge=0, lt=1)
     lr_scheduler_type: LrSchedulerName | None = None
     optim: OptimizerName | None = None

@@ -72,6 +72,7 @@ class TrainingRequest:
     resume_from_job: str | None = None
     dpo_beta: float | None = None
     eval_dataset: str | None = None
+    gradient_checkpointing: bool | None = None
 
 
 @dataclass
@@ -108,6 +109,7 @@ class ResolvedConfig:
     resume_from_job: str = ""
     local_model: bool = False
     dpo_beta: float | None = None  # None: the DPO strategy's default
+    gradient_checkpointing: bool | None = None  # None: on with a GPU, off on the CPU
     eval_dataset: str = ""  # what the user named; "" holds out eval_split of the dataset instead
     eval_dataset_path: str = ""
 
@@ -171,6 +173,7 @@ def resolve(
         resume_from_job=request.resume_from_job or "",
         local_model=local_model,
         dpo_beta=request.dpo_beta,
+        gradient_checkpointing=request.gradient_checkpointing,
         eval_dataset=request.eval_dataset or "",
         eval_dataset_path=eval_dataset_path,
         **{name: pick(name) for name in HYPERPARAMETER_NAMES},

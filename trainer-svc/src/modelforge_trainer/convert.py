@@ -36,6 +36,7 @@ _OPTIONAL_FIELDS = (
     "resume_from_job",
     "dpo_beta",
     "eval_dataset",
+    "gradient_checkpointing",
 )
 
 

@@ -267,7 +267,7 @@ async def check_memory(
         max_seq_length=config.max_seq_length,
         precision=training_precision(config, device),
         use_4bit=config.use_4bit,
-        gradient_checkpointing=device.cuda,
+        gradient_checkpointing=device.cuda if config.gradient_checkpointing is None else config.gradient_checkpointing,
         provider=config.provider,
         lora_dropout=config.lora_dropout,
         gradient_accumulation_steps=config.gradient_accumulation_steps,

@@ -41,14 +41,16 @@ class Runtime:
 def detect_runtime(config: ResolvedConfig) -> Runtime:
     """CPU trains in fp32. A GPU asked for bf16 uses it where supported and fp16 mixed precision where
     not (the closest it has); bf16=false trains in fp32."""
+    # Memory is what limits GPU jobs, so checkpointing is on there unless asked off; on the CPU it
+    # only costs time, so it is off unless asked for.
+    asked = config.gradient_checkpointing
     if not torch.cuda.is_available():
-        return Runtime(cuda=False, bf16=False, fp16=False, gradient_checkpointing=False, device="cpu")
+        return Runtime(cuda=False, bf16=False, fp16=False, gradient_checkpointing=bool(asked), device="cpu")
     supported = torch.cuda.is_bf16_supported(including_emulation=False)
     return Runtime(
         cuda=True,
         bf16=config.bf16 and supported,
         fp16=config.bf16 and not supported,
-        # Memory is what limits GPU jobs; on the CPU it only costs time.
-        gradient_checkpointing=True,
+        gradient_checkpointing=asked is None or asked,
         device=f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})",
     )
