@@ -181,7 +181,9 @@ class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
             raise NotFound(f"no job {request.job_id}")
         if self.job is None or self.job.status not in (common_pb2.JOB_STATUS_RUNNING, common_pb2.JOB_STATUS_QUEUED):
             raise FailedPrecondition("No training in progress")
-        self.job.status = common_pb2.JOB_STATUS_STOPPED
+        # A worker slower to save than the trainer's wait answers with the job still running.
+        if not getattr(self, "stop_outlasts_the_wait", False):
+            self.job.status = common_pb2.JOB_STATUS_STOPPED
         return trainer_pb2.StopTrainingResponse(job=self.job)
 
     async def ResetTrainingStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

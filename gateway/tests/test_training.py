@@ -182,6 +182,17 @@ async def test_stop_training(client: httpx.AsyncClient) -> None:
     assert (await client.post("/api/stop_training")).status_code == 409
 
 
+async def test_stop_training_never_claims_a_stop_that_has_not_happened(
+    client: httpx.AsyncClient, fakes: FakeServices
+) -> None:
+    await client.post("/api/start_training", json=START)
+    fakes.trainer.stop_outlasts_the_wait = True  # type: ignore[attr-defined]
+    answer = await client.post("/api/stop_training")
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "stopping" and "still saving" in answer.json()["message"]
+    assert (await client.get("/api/training_status")).json()["status"] != "stopped"
+
+
 async def test_v1_start_training_shape(client: httpx.AsyncClient, fakes: FakeServices) -> None:
     body = {**START, "strategy": "qlora", "compute_specs": "mid_range", "learning_rate": 2e-4}
     response = await client.post("/api/finetune/start_training", json=body)

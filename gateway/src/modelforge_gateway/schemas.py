@@ -184,9 +184,10 @@ class TrainingStatusResponse(BaseModel):
 
 
 class StopTrainingResponse(BaseModel):
-    """Exactly rest-api.md's shape."""
+    """rest-api.md's shape; status says what happened: "stopped" (documented), "stopping" when the
+    worker had not ended by the time the trainer answered, or the state the job ended in first."""
 
-    status: Literal["stopped"] = "stopped"
+    status: Literal["stopped", "stopping", "completed", "error", "registering"] = "stopped"
     message: str = "Training stopped successfully"
 
 

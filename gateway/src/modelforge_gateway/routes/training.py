@@ -67,5 +67,19 @@ async def stop_training(
     # Without a job id, "no current job" is a state conflict whichever code the trainer chose.
     not_found = f"Training job {job_id} not found" if job_id else (409, NOTHING_RUNS)
     with rpc_messages({grpc.StatusCode.NOT_FOUND: not_found}):
-        await trainer.StopTraining(trainer_pb2.StopTrainingRequest(job_id=job_id), **rpc.write)
-    return StopTrainingResponse()
+        reply = await trainer.StopTraining(trainer_pb2.StopTrainingRequest(job_id=job_id), **rpc.write)
+    return stop_answer(reply.job)
+
+
+def stop_answer(job: common_pb2.TrainingJob) -> StopTrainingResponse:
+    """rest-api.md's body when the job has stopped; what did happen when it has not (the trainer
+    waits for the worker to save and exit, but answers before the call's deadline)."""
+    if job.status == common_pb2.JOB_STATUS_STOPPED:
+        return StopTrainingResponse()
+    if job.status == common_pb2.JOB_STATUS_RUNNING:
+        return StopTrainingResponse(
+            status="stopping",
+            message=f"Stop requested; job {job.job_id} is still saving its checkpoint and will end as stopped",
+        )
+    word = common_pb2.JobStatus.Name(job.status).removeprefix("JOB_STATUS_").lower()
+    return StopTrainingResponse(status=word, message=f"Job {job.job_id} ended as {word} before the stop took effect")
