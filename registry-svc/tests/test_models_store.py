@@ -272,3 +272,19 @@ def test_recover_keeps_the_model_folder_of_a_job_still_registering(
 
     assert registering.is_dir() and running.is_dir()
     assert not finished.exists()  # a job that ended without a model leaves a true orphan
+
+
+def test_a_repeated_registration_of_one_jobs_folder_answers_the_first(
+    registry: Registry, model_folder: MakeFolder
+) -> None:
+    # The trainer retries when an answer is lost; the retry must not turn a registered model into an error.
+    folder = model_folder("run-retried")
+    first = registry.models.register(NewModel(path=str(folder), name="retried", job_id="train_9"))
+    again = registry.models.register(NewModel(path=str(folder), name="retried", job_id="train_9"))
+    assert again.model_id == first.model_id
+    assert len([m for m in registry.models.list() if m.job_id == "train_9"]) == 1
+    # Another job (or none) naming the same folder is still refused.
+    with pytest.raises(AlreadyExists, match="already registered"):
+        registry.models.register(NewModel(path=str(folder), job_id="train_10"))
+    with pytest.raises(AlreadyExists, match="already registered"):
+        registry.models.register(NewModel(path=str(folder)))

@@ -91,6 +91,12 @@ class ModelCatalog:
             try:
                 with self.db.transaction() as session:
                     self.db.serialize(session, "models.register")
+                    earlier = self._registered_by_job(session, relative, model.job_id)
+                    if earlier is not None:
+                        # A retry whose first attempt committed but whose answer was lost (a timeout,
+                        # a restart): the same job's model in the same folder is that registration.
+                        log.info("model of job %s already registered as %s", model.job_id, earlier.model_id)
+                        return self._info(earlier)
                     self._check_free(session, relative, name)
                     record = ModelRecord(
                         model_id=new_model_id(),
@@ -152,6 +158,16 @@ class ModelCatalog:
                 [FieldViolation("path", "must be an existing folder")],
             )
         return folder
+
+    @staticmethod
+    def _registered_by_job(session: Session, relative: str, job_id: str) -> ModelRecord | None:
+        if not job_id:
+            return None
+        return session.scalar(
+            select(ModelRecord).where(
+                ModelRecord.path == relative, ModelRecord.job_id == job_id, ModelRecord.state == MODEL_ACTIVE
+            )
+        )
 
     @staticmethod
     def _check_free(session: Session, relative: str, name: str) -> None:
