@@ -108,6 +108,9 @@ class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
         self.timeouts: list[float | None] = []
         self.queued: dict[str, common_pb2.TrainingJob] = {}  # jobs submitted through /api/jobs
         self.by_idempotency_key: dict[str, str] = {}
+        # GetTrainingStatus calls received, and a gate each waits on when set (read-cache tests).
+        self.status_calls = 0
+        self.status_gate: asyncio.Event | None = None
 
     def _record(self, context: grpc.aio.ServicerContext) -> None:
         self.metadata.append(dict(context.invocation_metadata() or ()))
@@ -158,6 +161,9 @@ class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
 
     async def GetTrainingStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self._record(context)
+        self.status_calls += 1
+        if self.status_gate is not None:
+            await self.status_gate.wait()
         if self.fail_status_with is not None:
             details = self.fail_details or f"fake failure {self.fail_status_with.name}"
             await context.abort(self.fail_status_with, details)
@@ -216,6 +222,9 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
         # Folders under models/ that exist (as inference's merges write them); discards asked for.
         self.folders: set[str] = set()
         self.discarded: list[str] = []
+        # ListModels calls received, and a gate each waits on when set (read-cache tests).
+        self.list_models_calls = 0
+        self.list_models_gate: asyncio.Event | None = None
 
     def _find(self, key: str) -> registry_pb2.Model:
         for model in self.models.values():
@@ -227,6 +236,9 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
         return registry_pb2.GetModelResponse(model=self._find(request.id))
 
     async def ListModels(self, request: Any, context: Any) -> Any:
+        self.list_models_calls += 1
+        if self.list_models_gate is not None:
+            await self.list_models_gate.wait()
         models = [m for m in self.models.values() if not request.task or m.task == request.task]
         return registry_pb2.ListModelsResponse(models=models, total=len(models))
 
@@ -524,6 +536,13 @@ class FakeServices:
         for fake in (self.trainer, self.registry, self.hardware, self.inference):
             fake.reset()
 
+    def gate(self) -> asyncio.Event:
+        """An event on the fakes' loop (for status_gate / list_models_gate); open it with release()."""
+        return self._run(_new_event())
+
+    def release(self, gate: asyncio.Event) -> None:
+        self._loop.call_soon_threadsafe(gate.set)
+
     def stop(self) -> None:
         for server in self._servers:
             self._run(server.stop(None))
@@ -531,6 +550,10 @@ class FakeServices:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._loop.close()
+
+
+async def _new_event() -> asyncio.Event:
+    return asyncio.Event()
 
 
 def settings_for(fakes: FakeServices, **overrides: Any) -> GatewaySettings:
