@@ -269,3 +269,24 @@ async def test_an_adapter_evicted_while_generating_finishes_its_request_then_lea
     assert "".join(pieces) == expected.generated_text
     assert served_one.adapter not in served_one.host.adapters
     await local.close()
+
+
+async def test_per_request_sampling_settings_hold_inside_a_shared_batch(refs: dict[str, ModelRef]) -> None:
+    local = backend()
+    greedy = dataclasses.replace(GREEDY, max_new_tokens=16)
+    penalized = dataclasses.replace(greedy, repetition_penalty=1.8)
+    penalized_alone = await local.generate(refs["lora"], penalized)
+    greedy_alone = await local.generate(refs["lora"], greedy)
+    # top_k 1 and a tiny top_p leave one candidate: sampling at any temperature is then greedy.
+    top_k_one = dataclasses.replace(greedy, temperature=1.9, top_k=1, seed=3)
+    tiny_top_p = dataclasses.replace(greedy, temperature=1.9, top_p=1e-6, seed=4)
+    wild = dataclasses.replace(greedy, temperature=1.9, seed=5, max_new_tokens=30)
+    results = await asyncio.gather(*(local.generate(refs["lora"], p)
+                                     for p in (penalized, greedy, top_k_one, tiny_top_p, wild)))
+    assert results[0].generated_text == penalized_alone.generated_text
+    assert results[1].generated_text == greedy_alone.generated_text
+    assert results[2].generated_text == results[3].generated_text == greedy_alone.generated_text
+    assert penalized_alone.generated_text != greedy_alone.generated_text
+    assert results[4].generated_text != greedy_alone.generated_text
+    assert results[4].tokens_generated <= 30 and results[0].tokens_generated <= 16
+    await local.close()
