@@ -21,9 +21,10 @@ class InferenceSettings(ServiceSettings):
     vllm_timeout_s: float = Field(default=120.0, gt=0)
     # The server's --api-key, if it has one.
     vllm_api_key: SecretStr | None = None
-    # Loaded-model cache: at most this many models (each base counted once, adapters by their own
-    # weights) and this many parameter bytes.
-    inference_max_models: int = Field(default=2, ge=1)
+    # Loaded-model cache: at most this many registered models, and this many parameter bytes, where
+    # each base model counts once and each LoRA model on it only its adapter's weights (so the count
+    # can be generous: the bytes bound the memory).
+    inference_max_models: int = Field(default=16, ge=1)
     inference_max_bytes: int = Field(default=8 * GIB, ge=1)
     # Used when a request leaves max_new_tokens unset.
     inference_default_max_new_tokens: int = Field(default=256, ge=1, le=4096)
