@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from modelforge_common.dataset_rows import load_rows
 from modelforge_trainer.checkpoints import latest_checkpoint
 from modelforge_trainer.config import ResolvedConfig
@@ -14,9 +16,11 @@ from modelforge_trainer.strategies import IMPLEMENTED
 from modelforge_trainer.strategies.common import StrategyContext
 from modelforge_trainer.tasks import split_rows
 from modelforge_trainer.worker.callbacks import ProgressCallback
+from modelforge_trainer.worker.distributed import rank_info
 from modelforge_trainer.worker.protocol import WorkerJob, WorkerResult
 from modelforge_trainer.worker.reporting import EventWriter, StopFlag
 from modelforge_trainer.worker.runtime import detect_runtime
+from modelforge_trainer.worker.tracking import JobTracking
 
 
 def _latest_checkpoint(checkpoint_dir: str) -> str:
@@ -38,6 +42,10 @@ def used_config(context: StrategyContext, trainer: Any) -> dict[str, Any]:
 
 def run_job(job: WorkerJob, events: EventWriter, stop: StopFlag) -> WorkerResult:
     config = ResolvedConfig.from_dict(job.config)
+    rank = rank_info()
+    if rank.distributed and torch.cuda.is_available():
+        # One GPU per process (nccl); set before the model loads, which places it on the current device.
+        torch.cuda.set_device(rank.local_rank)
     runtime = detect_runtime(config)
     events.log(
         f"Preparing {config.strategy} training of {config.model_name} for {config.task} "
@@ -56,13 +64,18 @@ def run_job(job: WorkerJob, events: EventWriter, stop: StopFlag) -> WorkerResult
     strategy = importlib.import_module(IMPLEMENTED[(config.task, config.strategy)].module)
     events.log(f"Loading {config.model_name}")
     trainer = strategy.build_trainer(context)
+    # TensorBoard beside the job's log, MLflow when MODELFORGE_MLFLOW_URI is set (worker/tracking.py).
+    tracking = JobTracking.from_environment(job, config, events.log)
+    trainer.add_callback(tracking)
     if stop.is_set():
+        tracking.finish("stopped")
         return WorkerResult(outcome="stopped", checkpoint=_latest_checkpoint(job.checkpoint_dir))
 
     if job.resume_checkpoint:
         events.log(f"Resuming from {job.resume_checkpoint}")
     train_output = trainer.train(resume_from_checkpoint=job.resume_checkpoint or None)
     if callback.stopped_at_step is not None:
+        tracking.finish("stopped", step=callback.stopped_at_step)
         return WorkerResult(
             outcome="stopped",
             checkpoint=_latest_checkpoint(job.checkpoint_dir),
@@ -81,15 +94,16 @@ def run_job(job: WorkerJob, events: EventWriter, stop: StopFlag) -> WorkerResult
 
     output_dir = Path(job.output_dir)
     events.log(f"Saving the adapter to {output_dir}")
-    trainer.save_model(str(output_dir))
-    if context.tokenizer is not None:
-        context.tokenizer.save_pretrained(str(output_dir))
+    trainer.save_model(str(output_dir))  # every rank takes part (FSDP gathers); rank 0 writes
     save_artifacts = getattr(strategy, "save_artifacts", None)
-    if save_artifacts is not None:
+    if rank.is_main and context.tokenizer is not None:
+        context.tokenizer.save_pretrained(str(output_dir))
+    if rank.is_main and save_artifacts is not None:
         save_artifacts(trainer, context, output_dir)
+    tracking.finish("completed", metrics, str(output_dir), int(trainer.state.global_step))
     return WorkerResult(
         outcome="completed",
-        config=used_config(context, trainer),
+        config={**used_config(context, trainer), **tracking.details()},
         metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
         output_dir=str(output_dir.resolve()),
         step=int(trainer.state.global_step),

@@ -1,0 +1,320 @@
+"""Experiment tracking of one job inside the worker: TensorBoard event files always, MLflow when
+MODELFORGE_MLFLOW_URI names a tracking server.
+
+TensorBoard: <job dir>/tensorboard/ (beside the job's worker.log), one scalar per logged value:
+train/loss, train/learning_rate, train/grad_norm, ... per optimizer step, eval/<metric> at the end.
+
+MLflow is spoken over its REST API (api/2.0/mlflow) with the standard library: no client package in
+the worker. A run per job in the experiment MODELFORGE_MLFLOW_EXPERIMENT (default "modelforge")
+holds the job's settings as params, the same series as metrics (step-indexed), the final
+evaluation metrics, lineage tags (job id, base model, dataset and its sha256, task, strategy,
+provider) and, when the server serves artifacts, the adapter's files under adapter/ (otherwise
+the adapter folder as a tag). Tracking never fails a job: a tracking server that errors is logged
+once and left alone for the rest of the job.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from modelforge_trainer.config import ResolvedConfig
+from modelforge_trainer.worker.protocol import WorkerJob
+
+log = logging.getLogger(__name__)
+
+MLFLOW_URI_ENV = "MODELFORGE_MLFLOW_URI"
+MLFLOW_EXPERIMENT_ENV = "MODELFORGE_MLFLOW_EXPERIMENT"
+DEFAULT_EXPERIMENT = "modelforge"
+TENSORBOARD_DIR = "tensorboard"
+# MLflow's limits: a param value of at most 6000 characters, 100 params / 1000 metrics per batch.
+_MAX_PARAM_CHARS = 6000
+_PARAMS_PER_BATCH = 100
+_METRICS_PER_BATCH = 1000
+_ARTIFACTS_PREFIX = "mlflow-artifacts:/"
+_REQUEST_TIMEOUT_S = 15.0
+
+
+class MlflowError(RuntimeError):
+    pass
+
+
+class MlflowRest:
+    """The few MLflow REST calls a run needs."""
+
+    def __init__(self, base_url: str, timeout_s: float = _REQUEST_TIMEOUT_S) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def _request(self, method: str, path: str, body: bytes | None, content_type: str) -> bytes:
+        request = urllib.request.Request(
+            f"{self.base_url}/{path}", data=body, method=method, headers={"Content-Type": content_type}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:500].decode("utf-8", "replace")
+            raise MlflowError(f"{method} {path}: HTTP {exc.code} {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise MlflowError(f"{method} {path}: {exc}") from None
+
+    def call(self, method: str, endpoint: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if method == "GET":
+            query = urllib.parse.urlencode(payload)
+            raw = self._request("GET", f"api/2.0/mlflow/{endpoint}?{query}", None, "application/json")
+        else:
+            raw = self._request(method, f"api/2.0/mlflow/{endpoint}", json.dumps(payload).encode(), "application/json")
+        return json.loads(raw or b"{}")
+
+    def _experiment_by_name(self, name: str) -> str:
+        reply = self.call("GET", "experiments/get-by-name", {"experiment_name": name})
+        return str(reply["experiment"]["experiment_id"])
+
+    def experiment_id(self, name: str) -> str:
+        try:
+            return self._experiment_by_name(name)
+        except MlflowError as exc:
+            if "RESOURCE_DOES_NOT_EXIST" not in str(exc):
+                raise
+        try:
+            return str(self.call("POST", "experiments/create", {"name": name})["experiment_id"])
+        except MlflowError as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc):  # another job created it meanwhile
+                raise
+            return self._experiment_by_name(name)
+
+    def create_run(self, experiment_id: str, run_name: str, tags: dict[str, str]) -> dict[str, Any]:
+        payload = {
+            "experiment_id": experiment_id,
+            "run_name": run_name,
+            "start_time": _now_ms(),
+            "tags": [{"key": k, "value": v} for k, v in tags.items()],
+        }
+        return self.call("POST", "runs/create", payload)["run"]["info"]
+
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: Iterable[dict[str, Any]] = (),
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        metric_list = list(metrics)
+        param_list = [{"key": k, "value": v[:_MAX_PARAM_CHARS]} for k, v in (params or {}).items()]
+        tag_list = [{"key": k, "value": v} for k, v in (tags or {}).items()]
+        while metric_list or param_list or tag_list:
+            payload = {
+                "run_id": run_id,
+                "metrics": metric_list[:_METRICS_PER_BATCH],
+                "params": param_list[:_PARAMS_PER_BATCH],
+                "tags": tag_list[:_PARAMS_PER_BATCH],
+            }
+            self.call("POST", "runs/log-batch", payload)
+            metric_list = metric_list[_METRICS_PER_BATCH:]
+            param_list = param_list[_PARAMS_PER_BATCH:]
+            tag_list = tag_list[_PARAMS_PER_BATCH:]
+
+    def finish(self, run_id: str, status: str) -> None:
+        self.call("POST", "runs/update", {"run_id": run_id, "status": status, "end_time": _now_ms()})
+
+    def upload(self, artifact_uri: str, local: Path, relative: str) -> None:
+        """PUT one file into a run's artifacts (a server that serves artifacts: mlflow-artifacts:/)."""
+        location = artifact_uri[len(_ARTIFACTS_PREFIX) :].strip("/")
+        target = "/".join(urllib.parse.quote(part) for part in f"{location}/{relative}".split("/"))
+        path = f"api/2.0/mlflow-artifacts/artifacts/{target}"
+        self._request("PUT", path, local.read_bytes(), "application/octet-stream")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _param_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _file_sha256(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return ""
+
+
+def lineage_tags(job: WorkerJob, config: ResolvedConfig) -> dict[str, str]:
+    tags = {
+        "mlflow.runName": config.name or job.job_id,
+        "modelforge.job_id": job.job_id,
+        "modelforge.base_model": config.model_name,
+        "modelforge.task": config.task,
+        "modelforge.strategy": config.strategy,
+        "modelforge.provider": config.provider,
+        "modelforge.dataset": config.dataset,
+        "modelforge.dataset_sha256": _file_sha256(config.dataset_path),
+    }
+    if config.eval_dataset:
+        tags["modelforge.eval_dataset"] = config.eval_dataset
+    return {k: v for k, v in tags.items() if v}
+
+
+class JobTracking(TrainerCallback):
+    """A TrainerCallback that writes each logged value to TensorBoard (and MLflow), and `finish`
+    that records the final metrics and the adapter and closes the run."""
+
+    def __init__(
+        self,
+        job: WorkerJob,
+        config: ResolvedConfig,
+        note: Callable[[str], None],
+        mlflow_uri: str = "",
+        experiment: str = DEFAULT_EXPERIMENT,
+    ) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.job = job
+        self.config = config
+        self.note = note
+        self.tensorboard_dir = Path(job.result_path).parent / TENSORBOARD_DIR
+        self.writer = SummaryWriter(log_dir=str(self.tensorboard_dir))
+        self.mlflow = MlflowRest(mlflow_uri) if mlflow_uri else None
+        self.experiment = experiment
+        self.experiment_id = ""
+        self.run_id = ""
+        self.artifact_uri = ""
+        self.tracking_url = ""
+        self.finished = False
+        self._start_mlflow()
+        atexit.register(self._close_on_exit)
+
+    @classmethod
+    def from_environment(cls, job: WorkerJob, config: ResolvedConfig, note: Callable[[str], None]) -> JobTracking:
+        uri = os.environ.get(MLFLOW_URI_ENV, "").strip()
+        experiment = os.environ.get(MLFLOW_EXPERIMENT_ENV, "").strip() or DEFAULT_EXPERIMENT
+        return cls(job, config, note, uri, experiment)
+
+    # -- MLflow, best effort --------------------------------------------------------------------
+
+    def _guard(self, what: str, action: Callable[[], None]) -> None:
+        if self.mlflow is None:
+            return
+        try:
+            action()
+        except (MlflowError, KeyError, ValueError, OSError) as exc:
+            self.note(f"MLflow tracking stopped ({what} failed: {exc}); training goes on")
+            self.mlflow = None
+
+    def _start_mlflow(self) -> None:
+        def start() -> None:
+            assert self.mlflow is not None
+            self.experiment_id = self.mlflow.experiment_id(self.experiment)
+            info = self.mlflow.create_run(self.experiment_id, self.config.name or self.job.job_id,
+                                          lineage_tags(self.job, self.config))
+            self.run_id = str(info["run_id"])
+            self.artifact_uri = str(info.get("artifact_uri", ""))
+            params = {k: _param_text(v) for k, v in self.config.to_dict().items() if k != "dataset_path"}
+            self.mlflow.log_batch(self.run_id, params=params)
+            self.tracking_url = f"{self.mlflow.base_url}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+            self.note(f"Tracking in MLflow: {self.tracking_url}")
+
+        self._guard("starting the run", start)
+
+    def _metrics(self, values: dict[str, float], step: int) -> None:
+        stamp = _now_ms()
+        batch = [{"key": k, "value": v, "timestamp": stamp, "step": step} for k, v in values.items()]
+
+        def send() -> None:
+            assert self.mlflow is not None
+            self.mlflow.log_batch(self.run_id, metrics=batch)
+
+        if self.run_id:
+            self._guard("logging metrics", send)
+
+    # -- the callback ---------------------------------------------------------------------------
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        values = {}
+        for key, raw in (logs or {}).items():
+            value = _number(raw)
+            if value is None or key in ("epoch", "total_flos"):
+                continue
+            name = key if key.startswith("eval_") else f"train_{key}"
+            values[name] = value
+            self.writer.add_scalar(name.replace("_", "/", 1), value, int(state.global_step))
+        self.writer.flush()
+        if values:
+            self._metrics(values, int(state.global_step))
+
+    # -- the end --------------------------------------------------------------------------------
+
+    def finish(
+        self, outcome: str, metrics: dict[str, float] | None = None, output_dir: str = "", step: int = 0
+    ) -> None:
+        """Final metrics (eval/<name>), the adapter, the run's status; closes the event file."""
+        if self.finished:
+            return
+        self.finished = True
+        final = {f"eval_{k}" if not k.startswith("eval_") else k: v for k, v in (metrics or {}).items()
+                 if _number(v) is not None}
+        for name, value in final.items():
+            self.writer.add_scalar(name.replace("_", "/", 1), value, step)
+        self.writer.flush()
+        self.writer.close()
+        if not self.run_id:
+            return
+        if final:
+            self._metrics(final, step)
+        if output_dir:
+            self._guard("recording the adapter", lambda: self._record_adapter(Path(output_dir)))
+        status = {"completed": "FINISHED", "stopped": "KILLED"}.get(outcome, "FAILED")
+        self._guard("closing the run", lambda: self.mlflow.finish(self.run_id, status) if self.mlflow else None)
+
+    def _record_adapter(self, folder: Path) -> None:
+        assert self.mlflow is not None
+        tags = {"modelforge.adapter_path": str(folder.resolve())}
+        if self.artifact_uri.startswith(_ARTIFACTS_PREFIX):
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                self.mlflow.upload(self.artifact_uri, path, f"adapter/{path.relative_to(folder).as_posix()}")
+            tags["modelforge.adapter_artifact"] = "adapter"
+        self.mlflow.log_batch(self.run_id, tags=tags)
+
+    def details(self) -> dict[str, str]:
+        """What the model's recorded config keeps: where the run's series can be seen."""
+        found = {"tensorboard_dir": str(self.tensorboard_dir)}
+        if self.tracking_url and self.mlflow is not None:
+            found["tracking_url"] = self.tracking_url
+        return found
+
+    def _close_on_exit(self) -> None:
+        # A job that raised: the run ends FAILED rather than RUNNING forever.
+        if not self.finished:
+            try:
+                self.finish("failed")
+            except Exception:  # the process is exiting anyway
+                log.debug("tracking: closing on exit failed", exc_info=True)

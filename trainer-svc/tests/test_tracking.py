@@ -1,0 +1,109 @@
+"""Experiment tracking (worker/tracking.py): a worker process trains the tiny model with
+MODELFORGE_MLFLOW_URI pointing at a real MLflow server; the run's params, series, eval metrics,
+lineage tags and adapter arrive there, and the TensorBoard files beside the job's log read back
+with tensorboard's own reader. A tracking server that fails does not fail the job."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from modelforge_trainer.config import Hyperparameters, TrainingRequest
+from modelforge_trainer.device import DeviceInfo
+from modelforge_trainer.testing import FakeDatasets, run_worker_process, worker_job
+from modelforge_trainer.testing_mlflow import MlflowReader, mlflow_server
+from modelforge_trainer.validation import validate_request
+from modelforge_trainer.worker.protocol import WorkerJob
+from modelforge_trainer.worker.tracking import JobTracking
+
+CPU = DeviceInfo(cuda=False, bf16=False, unsloth_installed=False)
+STEPS = 3
+
+
+def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    accumulator = EventAccumulator(str(folder))
+    accumulator.Reload()
+    return {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()["scalars"]
+    }
+
+
+@pytest.mark.slow
+def test_a_job_is_tracked_in_mlflow_and_tensorboard(
+    tiny_causal_model: Path, chat_dataset: Path, tmp_path: Path
+) -> None:
+    config = asyncio.run(validate_request(
+        TrainingRequest(
+            task="text-generation", model_name=str(tiny_causal_model), dataset="chat.jsonl", name="tracked",
+            max_steps=STEPS, logging_steps=1, per_device_train_batch_size=2, max_seq_length=64,
+        ),
+        Hyperparameters(), data_dir=tmp_path, device=CPU, datasets=FakeDatasets({"chat.jsonl": chat_dataset}),
+    ))
+    job_dir = tmp_path / "job"
+    with mlflow_server(tmp_path / "mlflow") as url:
+        run = run_worker_process(worker_job(job_dir, config), job_dir, env={"MODELFORGE_MLFLOW_URI": url})
+        assert run.returncode == 0, run.output
+        assert run.result is not None and run.result.outcome == "completed"
+        reader = MlflowReader(url)
+        [found] = reader.runs()
+        info, data = found["info"], found["data"]
+        run_id = info["run_id"]
+        assert info["status"] == "FINISHED" and info["run_name"] == "tracked"
+        params = {p["key"]: p["value"] for p in data["params"]}
+        assert params["max_steps"] == str(STEPS)
+        assert params["learning_rate"] == str(config.learning_rate)
+        assert params["model_name"] == str(tiny_causal_model)
+        tags = {t["key"]: t["value"] for t in data["tags"]}
+        assert tags["modelforge.job_id"] == "train_20240101_000000_test"
+        assert tags["modelforge.dataset"] == "chat.jsonl"
+        assert tags["modelforge.dataset_sha256"] == hashlib.sha256(chat_dataset.read_bytes()).hexdigest()
+        assert tags["modelforge.adapter_artifact"] == "adapter"
+        losses = reader.history(run_id, "train_loss")
+        assert [step for step, _ in losses] == list(range(1, STEPS + 1))
+        assert [step for step, _ in reader.history(run_id, "train_learning_rate")] == list(range(1, STEPS + 1))
+        evaluated = {m["key"]: m["value"] for m in data["metrics"]}
+        assert evaluated["eval_final_loss"] == pytest.approx(run.result.metrics["final_loss"])
+        assert evaluated["eval_perplexity"] == pytest.approx(run.result.metrics["perplexity"])
+        assert "adapter/adapter_config.json" in reader.artifacts(run_id, "adapter")
+        # The model's recorded config links back to the run.
+        assert run.result.config["tracking_url"] == f"{url}/#/experiments/{info['experiment_id']}/runs/{run_id}"
+
+    # TensorBoard: beside the job's log, the same series.
+    assert run.result.config["tensorboard_dir"] == str(job_dir / "tensorboard")
+    series = scalars(job_dir / "tensorboard")
+    assert [step for step, _ in series["train/loss"]] == list(range(1, STEPS + 1))
+    assert [v for _, v in series["train/loss"]] == pytest.approx([v for _, v in losses])
+    assert series["eval/perplexity"] == [(STEPS, pytest.approx(run.result.metrics["perplexity"]))]
+
+
+def test_an_unreachable_tracking_server_is_noted_and_left_alone(tmp_path: Path) -> None:
+    from modelforge_common.testing import free_port
+
+    notes: list[str] = []
+    job = WorkerJob("job-x", {}, str(tmp_path / "model"), str(tmp_path / "ck"), str(tmp_path / "job" / "result.json"))
+
+    class Config:
+        """The ResolvedConfig fields tracking reads."""
+
+        name = "n"
+        model_name = "m"
+        task = "text-generation"
+        strategy = "sft"
+        provider = "huggingface"
+        dataset = "d.jsonl"
+        dataset_path = str(tmp_path / "missing.jsonl")
+        eval_dataset = ""
+
+        def to_dict(self) -> dict[str, object]:
+            return {"name": self.name}
+
+    tracking = JobTracking(job, Config(), notes.append, f"http://127.0.0.1:{free_port()}")  # type: ignore[arg-type]
+    assert tracking.mlflow is None and len(notes) == 1 and notes[0].startswith("MLflow tracking stopped")
+    tracking.finish("completed", {"final_loss": 1.5}, step=2)
+    assert tracking.details() == {"tensorboard_dir": str(tmp_path / "job" / "tensorboard")}
+    assert scalars(tmp_path / "job" / "tensorboard") == {"eval/final_loss": [(2, 1.5)]}
