@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from gateway_fakes import FakeServices, make_model, running_client, settings_for
+from test_hardening import sample
 from test_training import START
 from test_ws import event, publish, running_job, wait_until_subscribed
 
@@ -445,3 +446,28 @@ def test_job_progress_and_completion_show_from_events(fakes: FakeServices, nats_
         body = poll(client, "/api/training_status", lambda b: b["status"] == "completed")
         assert (body["progress"], body["current_step"]) == (100.0, 100)
         assert poll(client, "/api/models", lambda b: b["total"] == 3)["models"][-1]["id"] == 3
+
+
+async def test_cached_polls_skip_the_router_but_not_the_key_check_or_the_metrics(fakes: FakeServices) -> None:
+    key = "alice-secret-key-0123456789"
+    auth = {"Authorization": f"Bearer {key}"}
+    async with running_client(settings_for(fakes, api_keys=f"alice:{key}", models_cache_s=60)) as (app, client):
+        before = (await client.get("/metrics")).text
+        listings = app.state.model_listings
+        routed = await client.get("/api/models", headers=auth)  # a miss: through the route, which fills the cache
+        assert listings.stats.hits == 0
+        cached = await client.get("/api/models", headers=auth)
+        assert listings.stats.hits == 1 and fakes.registry.list_models_calls == 1
+        assert (cached.status_code, cached.content) == (200, routed.content)
+        assert cached.headers["content-type"] == routed.headers["content-type"] == "application/json"
+        assert cached.headers["x-request-id"]
+        assert (await client.get("/api/models")).status_code == 401  # no key: refused before the cache
+        # With a query string the route answers (and validates) as always.
+        assert (await client.get("/api/models", params={"limit": "0"}, headers=auth)).status_code == 400
+        after = (await client.get("/metrics")).text
+        labels = {"method": "GET", "route": "/api/models"}
+        assert (
+            sample(after, "modelforge_gateway_requests_total", labels | {"status": "200"})
+            - sample(before, "modelforge_gateway_requests_total", labels | {"status": "200"})
+            == 2
+        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
@@ -17,11 +17,15 @@ from modelforge_gateway.clients import Clients
 from modelforge_gateway.errors import UPLOAD_PATHS, install_error_handlers
 from modelforge_gateway.events import EventHub, TrainingEventFeed
 from modelforge_gateway.metrics import MetricsMiddleware
-from modelforge_gateway.middleware import InvalidateOnWriteMiddleware, RequestContextMiddleware
+from modelforge_gateway.middleware import (
+    CachedReadsMiddleware,
+    InvalidateOnWriteMiddleware,
+    RequestContextMiddleware,
+)
 from modelforge_gateway.openai.errors import install_openai_error_handlers
 from modelforge_gateway.openai.routes import router as openai_router
 from modelforge_gateway.openapi import honest_openapi
-from modelforge_gateway.readcache import ModelListings, TrainingStatusView
+from modelforge_gateway.readcache import ModelListings, TrainingStatusView, bare_listing_key, listing_key
 from modelforge_gateway.routes import datasets, finetune, hub, jobs, models, playground, system, training, ws
 from modelforge_gateway.settings import GatewaySettings
 
@@ -32,6 +36,11 @@ def _operation_id(route: APIRoute) -> str:
     """Stable OpenAPI operation ids (clean generated-client names)."""
     tag = str(route.tags[0]).split(" ")[0] if route.tags else "api"
     return f"{tag}-{route.name}"
+
+
+def _get_route(router: APIRouter, path: str) -> APIRoute:
+    """The GET route of `path` (requests answered before routing are labelled with it)."""
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == path and "GET" in r.methods)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -75,7 +84,21 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openai_error_handlers(app)  # /v1 answers errors in OpenAI's shape
     # Middleware added later wraps the earlier: request id (outermost) -> tracing -> metrics -> CORS -> API key
-    # -> body cap -> read-cache invalidation.
+    # -> body cap -> read-cache invalidation -> cached reads.
+    app.add_middleware(
+        CachedReadsMiddleware,
+        answers={
+            "/api/training_status": (
+                lambda: status_view.cached_body(""),
+                _get_route(training.router, "/api/training_status"),
+            ),
+            "/api/models": (lambda: model_listings.peek(listing_key()), _get_route(models.router, "/api/models")),
+            "/api/models/": (
+                lambda: model_listings.peek(bare_listing_key()),
+                _get_route(models.router, "/api/models/"),
+            ),
+        },
+    )
     app.add_middleware(InvalidateOnWriteMiddleware, invalidate=invalidate_reads)
     app.add_middleware(
         BodyLimitMiddleware,

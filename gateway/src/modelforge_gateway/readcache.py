@@ -88,6 +88,15 @@ class SingleFlightCache(Generic[V]):
         self._flights.clear()
         self.stats.invalidations += 1
 
+    def peek(self, key: Hashable) -> V | None:
+        """The cached answer while it is less than half the bound old (no refresh due yet), else None:
+        the caller then goes through get(), which refreshes."""
+        entry = self._entries.get(key)
+        if entry is None or self.clock() - entry.started_at >= self.max_age_s / 2:
+            return None
+        self.stats.hits += 1
+        return entry.value
+
     async def get(self, key: Hashable, fetch: Callable[[], Awaitable[V]]) -> V:
         if not self.enabled:
             self.stats.fetches += 1
@@ -233,7 +242,14 @@ class TrainingStatusView:
 
     async def body(self, job_id: str, fetch: Callable[[], Awaitable[TrainerAnswer]]) -> bytes:
         """The JSON body of GET /api/training_status[?job_id=...]."""
-        answer = await self.answers.get(job_id, fetch)
+        return self._render(await self.answers.get(job_id, fetch))
+
+    def cached_body(self, job_id: str) -> bytes | None:
+        """The body when an answer is cached and no refresh is due (see SingleFlightCache.peek)."""
+        answer = self.answers.peek(job_id)
+        return None if answer is None else self._render(answer)
+
+    def _render(self, answer: TrainerAnswer) -> bytes:
         overlay = self._events.get(answer.job_id) if answer.job_id else None
         if overlay is None or overlay.seq <= answer.last_seq or overlay.fields["status"] is None:
             overlay_seq = 0
@@ -261,6 +277,24 @@ def is_terminal_event(event: Fields) -> bool:
 
 
 # --- /api/models -----------------------------------------------------------------------------------
+
+
+def listing_key(
+    task: str | None = None,
+    base_model: str | None = None,
+    strategy: str | None = None,
+    provider: str | None = None,
+    status: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> tuple[object, ...]:
+    """The cache key of GET /api/models with these query parameters (None: not given)."""
+    return ("envelope", task, base_model, strategy, provider, status, limit, offset)
+
+
+def bare_listing_key(task: str = "") -> tuple[object, ...]:
+    """The cache key of GET /api/models/ (task "") and GET /api/models/task/{task}."""
+    return ("bare", task)
 
 
 class ModelListings(SingleFlightCache[bytes]):

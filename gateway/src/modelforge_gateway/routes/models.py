@@ -18,7 +18,7 @@ from modelforge_gateway.clients import CallOptions
 from modelforge_gateway.convert import model_details, model_lineage, model_summary, reproduce_body
 from modelforge_gateway.deps import InferenceStub, ModelListingsDep, RegistryStub, Rpc
 from modelforge_gateway.errors import ApiError, invalid, rpc_messages
-from modelforge_gateway.readcache import ModelListings
+from modelforge_gateway.readcache import ModelListings, bare_listing_key, listing_key
 from modelforge_gateway.rendered import RenderedBodies
 from modelforge_gateway.schemas import (
     DeleteModelResponse,
@@ -64,7 +64,7 @@ async def _list(
         reply = await registry.ListModels(registry_pb2.ListModelsRequest(task=task), **rpc.read)
         return SUMMARY_LIST.dump_json([ModelSummary(**model_summary(m)) for m in reply.models], by_alias=True)
 
-    return Response(await listings.get(("bare", task), ask_registry), media_type="application/json")
+    return Response(await listings.get(bare_listing_key(task), ask_registry), media_type="application/json")
 
 
 def filter_query(description: str, max_length: int) -> Any:
@@ -103,7 +103,7 @@ async def list_models(
         models = [ModelSummary(**model_summary(m)) for m in reply.models]
         return ModelsResponse(models=models, total=reply.total).model_dump_json(by_alias=True).encode()
 
-    key = ("envelope", task, base_model, strategy, provider, status, limit, offset)
+    key = listing_key(task, base_model, strategy, provider, status, limit, offset)
     return Response(await listings.get(key, ask_registry), media_type="application/json")
 
 
