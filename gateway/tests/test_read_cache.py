@@ -471,3 +471,20 @@ async def test_cached_polls_skip_the_router_but_not_the_key_check_or_the_metrics
             - sample(before, "modelforge_gateway_requests_total", labels | {"status": "200"})
             == 2
         )
+
+
+async def test_a_job_end_first_seen_in_the_trainers_answer_refreshes_the_listing(fakes: FakeServices) -> None:
+    """The trainer can answer "completed" before its event reaches the gateway: a client that saw it
+    then lists models and must find the one just registered."""
+    async with running_client(settings_for(fakes, models_cache_s=60)) as (app, client):
+        assert (await client.get("/api/models")).json()["total"] == 2
+        finished = running_job()
+        finished.status = common_pb2.JOB_STATUS_COMPLETED
+        fakes.trainer.job = finished
+        fakes.registry.models[3] = make_model(3)
+        assert (await client.get("/api/training_status")).json()["status"] == "completed"
+        assert (await client.get("/api/models")).json()["total"] == 3
+        invalidations = app.state.model_listings.stats.invalidations
+        app.state.status_view.invalidate()
+        assert (await client.get("/api/training_status")).json()["status"] == "completed"
+        assert app.state.model_listings.stats.invalidations == invalidations  # once per job

@@ -26,7 +26,7 @@ from modelforge_gateway.openai.errors import install_openai_error_handlers
 from modelforge_gateway.openai.routes import router as openai_router
 from modelforge_gateway.openapi import honest_openapi
 from modelforge_gateway.readcache import ModelListings, TrainingStatusView, bare_listing_key, listing_key
-from modelforge_gateway.routes import datasets, finetune, hub, jobs, models, playground, system, training, ws
+from modelforge_gateway.routes import compare, datasets, finetune, hub, jobs, models, playground, system, training, ws
 from modelforge_gateway.settings import GatewaySettings
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -46,8 +46,8 @@ def _get_route(router: APIRouter, path: str) -> APIRoute:
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     # Per-replica read caches (readcache.py), kept current by the event feed and this replica's writes.
-    status_view = TrainingStatusView(settings.status_cache_s)
     model_listings = ModelListings(settings.models_cache_s)
+    status_view = TrainingStatusView(settings.status_cache_s, on_job_ended=model_listings.invalidate)
 
     def invalidate_reads() -> None:
         status_view.invalidate()
@@ -124,7 +124,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(TracingASGIMiddleware)
     # Added last, so it is outermost: every answer (CORS preflights and errors included) gets an id.
     app.add_middleware(RequestContextMiddleware)
-    for module in (system, datasets, training, jobs, finetune, models, hub, playground, ws):
+    for module in (system, datasets, training, jobs, finetune, models, compare, hub, playground, ws):
         app.include_router(module.router)
     app.include_router(metrics.router)
     app.include_router(openai_router)

@@ -195,11 +195,21 @@ class TrainingStatusView:
     """/api/training_status answers: the trainer's (through a SingleFlightCache) plus newer events."""
 
     def __init__(
-        self, max_age_s: float, *, job_capacity: int = 1024, clock: Callable[[], float] = time.monotonic
+        self,
+        max_age_s: float,
+        *,
+        job_capacity: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+        on_job_ended: Callable[[], None] = lambda: None,
     ) -> None:
         self.answers: SingleFlightCache[TrainerAnswer] = SingleFlightCache(max_age_s, clock=clock, name="status")
         self.job_capacity = job_capacity
+        # Called when a trainer answer is the first news here of a job's end: the trainer can answer
+        # "completed" a moment before its event reaches this gateway, and a client that saw it must
+        # then find the new model in the listing (ModelListings.invalidate).
+        self.on_job_ended = on_job_ended
         self._events: OrderedDict[str, _EventState] = OrderedDict()
+        self._ended: OrderedDict[str, None] = OrderedDict()
 
     @property
     def enabled(self) -> bool:
@@ -239,10 +249,27 @@ class TrainingStatusView:
         if kind == "status":
             # A job queued, started or ended: which job "the current one" is may have changed.
             self.answers.invalidate()
+            if event.get("status") in TERMINAL_WORDS:
+                self._ended[job_id] = None  # ModelListings saw this event too
 
     async def body(self, job_id: str, fetch: Callable[[], Awaitable[TrainerAnswer]]) -> bytes:
         """The JSON body of GET /api/training_status[?job_id=...]."""
-        return self._render(await self.answers.get(job_id, fetch))
+
+        async def fetch_and_note_the_end() -> TrainerAnswer:
+            answer = await fetch()
+            if answer.job_id and answer.fields.get("status") in TERMINAL_WORDS:
+                self._note_end(answer.job_id)
+            return answer
+
+        return self._render(await self.answers.get(job_id, fetch_and_note_the_end))
+
+    def _note_end(self, job_id: str) -> None:
+        if job_id in self._ended:
+            return
+        self._ended[job_id] = None
+        while len(self._ended) > self.job_capacity:
+            self._ended.popitem(last=False)
+        self.on_job_ended()
 
     def cached_body(self, job_id: str) -> bytes | None:
         """The body when an answer is cached and no refresh is due (see SingleFlightCache.peek)."""
