@@ -155,6 +155,7 @@ def build_app(
         device=device,
         paths=paths,
         durable=durable,
+        backend=settings.trainer_backend,
     )
     def queue_depth() -> int:
         if queue is not None:

@@ -11,6 +11,8 @@ from typing import Any
 
 DEFAULT_PROVIDER = "huggingface"
 DEFAULT_STRATEGY = "sft"
+DEFAULT_DISTRIBUTED = "ddp"
+DISTRIBUTED_MODE_NAMES = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,11 @@ class TrainingRequest:
     dpo_beta: float | None = None
     eval_dataset: str | None = None
     gradient_checkpointing: bool | None = None
+    # Jobs of several processes (issue 19): per node (one per GPU on GPU nodes), nodes (more than
+    # one only on Kubeflow Trainer), "ddp" | "fsdp" (ddp when unset with more than one process).
+    processes_per_node: int | None = None
+    num_nodes: int | None = None
+    distributed: str | None = None
 
 
 @dataclass
@@ -112,6 +119,13 @@ class ResolvedConfig:
     gradient_checkpointing: bool | None = None  # None: on with a GPU, off on the CPU
     eval_dataset: str = ""  # what the user named; "" holds out eval_split of the dataset instead
     eval_dataset_path: str = ""
+    processes_per_node: int = 1
+    num_nodes: int = 1
+    distributed: str = ""  # "ddp" | "fsdp" with more than one process in all, else ""
+
+    @property
+    def world_size(self) -> int:
+        return self.processes_per_node * self.num_nodes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,6 +174,8 @@ def resolve(
 
     strategy = request.strategy or DEFAULT_STRATEGY
     use_4bit = request.use_4bit if request.use_4bit is not None else strategy == "qlora"
+    processes_per_node = request.processes_per_node or 1
+    num_nodes = request.num_nodes or 1
     return ResolvedConfig(
         task=request.task,
         model_name=model_name,
@@ -176,5 +192,8 @@ def resolve(
         gradient_checkpointing=request.gradient_checkpointing,
         eval_dataset=request.eval_dataset or "",
         eval_dataset_path=eval_dataset_path,
+        processes_per_node=processes_per_node,
+        num_nodes=num_nodes,
+        distributed=(request.distributed or DEFAULT_DISTRIBUTED) if processes_per_node * num_nodes > 1 else "",
         **{name: pick(name) for name in HYPERPARAMETER_NAMES},
     )

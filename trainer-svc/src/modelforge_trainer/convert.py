@@ -37,7 +37,12 @@ _OPTIONAL_FIELDS = (
     "dpo_beta",
     "eval_dataset",
     "gradient_checkpointing",
+    "processes_per_node",
+    "num_nodes",
+    "distributed",
 )
+
+_OMITTED_WHEN_EMPTY = ("name", "compute_specs", "resume_from_job", "eval_dataset", "distributed")
 
 
 def request_from_pb(config: common_pb2.TrainingConfig) -> TrainingRequest:
@@ -65,7 +70,7 @@ def resolved_to_pb(config: ResolvedConfig, force: bool = False) -> common_pb2.Tr
     )
     for name in _OPTIONAL_FIELDS:
         value = getattr(config, name)
-        if (name in ("name", "compute_specs", "resume_from_job", "eval_dataset") and not value) or value is None:
+        if (name in _OMITTED_WHEN_EMPTY and not value) or value is None:
             continue
         setattr(message, name, value)
     return message

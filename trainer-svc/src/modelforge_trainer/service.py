@@ -22,7 +22,7 @@ from modelforge_trainer.jobs import Job, JobRegistry, JobStatus, new_job_id
 from modelforge_trainer.ports import DatasetLookup, Delivery, JobQueue, JobRecord, JobStore, MemoryEstimator
 from modelforge_trainer.publisher import FlushableSink
 from modelforge_trainer.runner import JobPaths, JobRunner
-from modelforge_trainer.validation import validate_request
+from modelforge_trainer.validation import LOCAL_BACKEND, validate_request
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
 # Job states of record that hold a training slot somewhere (the seed start's 409).
@@ -122,8 +122,11 @@ class TrainerService:
         device: DeviceInfo,
         paths: JobPaths,
         durable: DurableJobs | None = None,
+        backend: str = LOCAL_BACKEND,
     ) -> None:
         self.jobs = jobs
+        # Where jobs run: "local" (this trainer's processes) or "kubeflow" (TrainJobs; num_nodes > 1).
+        self.backend = backend
         self.runner = runner
         self.datasets = datasets
         self.estimator = estimator
@@ -154,6 +157,7 @@ class TrainerService:
             device=self.device,
             datasets=self.datasets,
             estimator=self.estimator,
+            backend=self.backend,
         )
         resume = self._resume_checkpoint(request.resume_from_job or "", config)
         job = self.jobs.create(request, config)  # checks capacity again: validation awaited
@@ -197,6 +201,7 @@ class TrainerService:
             device=self.device,
             datasets=self.datasets,
             estimator=self.estimator,
+            backend=self.backend,
         )
         resume = self._resume_checkpoint(request.resume_from_job or "", config)
         known = self.jobs.by_idempotency_key(idempotency_key)  # a twin request may have won meanwhile
@@ -216,6 +221,7 @@ class TrainerService:
             device=self.device,
             datasets=self.datasets,
             estimator=self.estimator,
+            backend=self.backend,
         )
 
     async def _submit_durable(self, request: TrainingRequest, idempotency_key: str, owner: str) -> tuple[Job, bool]:

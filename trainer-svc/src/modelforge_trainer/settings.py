@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
 from modelforge_common.settings import ServiceSettings
 from modelforge_trainer.config import Hyperparameters
@@ -31,6 +32,9 @@ class TrainerSettings(ServiceSettings):
     # job shows `registering` meanwhile) before the job fails.
     registration_retry_s: float = 900.0
     hardware_timeout_s: float = 5.0
+    # Where jobs run (MODELFORGE_TRAINER_BACKEND): "local", this trainer's worker processes (torchrun
+    # for several processes on this node), or "kubeflow", TrainJobs on Kubeflow Trainer (kubeflow.py).
+    trainer_backend: Literal["local", "kubeflow"] = "local"
     # Ask hardware-svc whether a job fits in memory before starting it.
     memory_check: bool = True
     # Events kept while NATS is unreachable (the oldest are dropped beyond this).

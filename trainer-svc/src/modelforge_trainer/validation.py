@@ -18,8 +18,10 @@ from modelforge_common.dataset_rows import DatasetReport, validate_file
 from modelforge_common.errors import FieldViolation, InvalidArgument, ModelForgeError, NotFound
 from modelforge_common.model_paths import model_roots, resolve_local_model
 from modelforge_trainer.config import (
+    DEFAULT_DISTRIBUTED,
     DEFAULT_PROVIDER,
     DEFAULT_STRATEGY,
+    DISTRIBUTED_MODE_NAMES,
     Hyperparameters,
     ResolvedConfig,
     TrainingRequest,
@@ -28,7 +30,13 @@ from modelforge_trainer.config import (
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.options import LR_SCHEDULERS, OPTIMIZERS
 from modelforge_trainer.ports import DatasetLookup, MemoryEstimator, MemoryQuery
-from modelforge_trainer.strategies import GPU_ONLY_PROVIDERS, implemented_providers, implemented_strategies
+from modelforge_trainer.strategies import (
+    DISTRIBUTED_MODES,
+    GPU_ONLY_PROVIDERS,
+    SINGLE_PROCESS_PROVIDERS,
+    implemented_providers,
+    implemented_strategies,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +166,73 @@ def _check_combination(request: TrainingRequest, device: DeviceInfo, problems: P
         problems.add("use_4bit", "Strategy qlora trains a 4-bit quantized base model: use_4bit must not be false")
         return False
     return True
+
+
+# Where jobs run: this trainer's own processes, or TrainJobs on Kubeflow Trainer (kubeflow.py).
+LOCAL_BACKEND = "local"
+KUBEFLOW_BACKEND = "kubeflow"
+MAX_PROCESSES_PER_NODE = 64
+MAX_NODES = 1024
+
+
+def check_distributed(request: TrainingRequest, device: DeviceInfo, problems: Problems, *, backend: str) -> None:
+    """processes_per_node, num_nodes and distributed: a job of several processes needs a provider and
+    a strategy that can train that way, and more than one node needs Kubeflow Trainer."""
+    _check_range(problems, "processes_per_node", request.processes_per_node, low=1, high=MAX_PROCESSES_PER_NODE)
+    _check_range(problems, "num_nodes", request.num_nodes, low=1, high=MAX_NODES)
+    if request.distributed is not None and request.distributed not in DISTRIBUTED_MODE_NAMES:
+        problems.add(
+            "distributed",
+            f"Invalid distributed: {request.distributed}. Must be one of {list(DISTRIBUTED_MODE_NAMES)}",
+        )
+        return
+    processes = request.processes_per_node or 1
+    nodes = request.num_nodes or 1
+    if not (1 <= processes <= MAX_PROCESSES_PER_NODE and 1 <= nodes <= MAX_NODES):
+        return
+    if nodes > 1 and backend != KUBEFLOW_BACKEND:
+        problems.add(
+            "num_nodes",
+            f"num_nodes {nodes} needs the kubeflow backend (MODELFORGE_TRAINER_BACKEND=kubeflow on Kubernetes "
+            "with Kubeflow Trainer); this trainer runs jobs on its own node only",
+        )
+        return
+    if device.cuda and backend == LOCAL_BACKEND and processes > max(1, device.gpu_count):
+        problems.add(
+            "processes_per_node",
+            f"processes_per_node {processes} is more than this node's {device.gpu_count} GPU(s): "
+            "a GPU job runs one process per GPU",
+        )
+        return
+    if processes * nodes <= 1:
+        return
+    provider = request.provider or DEFAULT_PROVIDER
+    strategy = request.strategy or DEFAULT_STRATEGY
+    mode = request.distributed or DEFAULT_DISTRIBUTED
+    field_name = "processes_per_node" if processes > 1 else "num_nodes"
+    if provider in SINGLE_PROCESS_PROVIDERS:
+        problems.add(
+            "provider",
+            f"Provider {provider} cannot train in several processes (it patches the model for one GPU): "
+            f"use provider huggingface for a job of {processes * nodes} processes",
+        )
+        return
+    modes = DISTRIBUTED_MODES.get((request.task, strategy), ())
+    if not modes:
+        problems.add(
+            field_name,
+            f"Strategy {strategy} for {request.task} trains in one process only; distributed jobs support "
+            f"{sorted({s for (t, s) in DISTRIBUTED_MODES if t == request.task}) or 'no strategy of this task'}",
+        )
+    elif mode not in modes:
+        problems.add(
+            "distributed",
+            f"Strategy {strategy} cannot train with {mode}"
+            + (" (FSDP cannot shard 4-bit quantized weights)" if strategy == "qlora" or request.use_4bit else "")
+            + f"; supported: {list(modes)}",
+        )
+    elif mode == "fsdp" and request.use_4bit:
+        problems.add("use_4bit", "FSDP cannot shard 4-bit quantized weights: use distributed ddp or use_4bit false")
 
 
 def resolve_model_name(model_name: str, data_dir: Path, problems: Problems) -> tuple[str, bool]:
@@ -301,11 +376,14 @@ async def validate_request(
     device: DeviceInfo,
     datasets: DatasetLookup,
     estimator: MemoryEstimator | None = None,
+    backend: str = LOCAL_BACKEND,
 ) -> ResolvedConfig:
     """Everything a start request must pass; returns the resolved configuration or raises InvalidArgument."""
     problems = Problems()
     combination_ok = _check_combination(request, device, problems)
     _check_hyperparameters(request, problems)
+    if combination_ok:
+        check_distributed(request, device, problems, backend=backend)
     model_name, local = resolve_model_name(request.model_name, data_dir, problems)
     dataset_path = eval_dataset_path = ""
     if combination_ok:

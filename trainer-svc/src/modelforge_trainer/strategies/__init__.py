@@ -27,6 +27,17 @@ IMPLEMENTED: dict[tuple[str, str], Implementation] = {
     ),
 }
 
+# The (task, strategy) pairs that train in several processes, with the modes each supports; every
+# other pair runs in one process. QLoRA's 4-bit weights cannot be sharded by FSDP (bitsandbytes'
+# packed storage), so it is DDP only; DPO, RLHF and the seq2seq and QA strategies are not wired for
+# several processes (their reference models and extra phases are single-process code).
+DISTRIBUTED_MODES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("text-generation", "sft"): ("ddp", "fsdp"),
+    ("text-generation", "qlora"): ("ddp",),
+}
+# Providers that train in one process only: unsloth patches the model for a single GPU.
+SINGLE_PROCESS_PROVIDERS = frozenset({"unsloth"})
+
 # Providers that only run on an NVIDIA GPU.
 GPU_ONLY_PROVIDERS = frozenset({"unsloth"})
 

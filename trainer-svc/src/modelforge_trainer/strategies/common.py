@@ -11,6 +11,7 @@ from transformers import Trainer
 
 from modelforge_trainer.config import ResolvedConfig
 from modelforge_trainer.worker.callbacks import ProgressCallback
+from modelforge_trainer.worker.distributed import distributed_mode, distributed_training_arguments
 from modelforge_trainer.worker.protocol import WorkerJob
 from modelforge_trainer.worker.reporting import EventWriter
 from modelforge_trainer.worker.runtime import Runtime
@@ -66,6 +67,8 @@ def training_arguments(context: StrategyContext) -> dict[str, Any]:
         "report_to": "none",
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
+        # Several processes: transformers' (accelerate's) DDP or FSDP2 (worker/distributed.py).
+        **distributed_training_arguments(distributed_mode(config.to_dict()), cuda=runtime.cuda),
     }
 
 

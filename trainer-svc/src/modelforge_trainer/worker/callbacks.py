@@ -9,6 +9,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from modelforge_trainer.jobs import Progress
+from modelforge_trainer.worker.distributed import stop_everywhere
 from modelforge_trainer.worker.reporting import EventWriter, StopFlag
 
 
@@ -82,7 +83,8 @@ class ProgressCallback(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        if self.stop.is_set() and not control.should_training_stop:
+        # Every rank of a distributed job stops at the same step, whichever of them saw the request.
+        if stop_everywhere(self.stop.is_set(), args.device) and not control.should_training_stop:
             self.stopped_at_step = state.global_step
             control.should_save = True
             control.should_training_stop = True

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from typing import NoReturn
 
 PR_SET_PDEATHSIG = 1
+# Set by worker/launch.py for the ranks it starts: the launcher's pid (worker/distributed.py).
+LAUNCHER_ENV = "MODELFORGE_WORKER_LAUNCHER"
 # "<pid>:<start time>" of the trainer-svc process that started the worker.
 PARENT_ENV = "MODELFORGE_WORKER_PARENT"
 # The trainer's data dir: how a later trainer of the same data dir recognises a worker.
@@ -103,6 +105,11 @@ class Lifeline:
         """The trainer named in PARENT_ENV (else the parent now); the grace from STOP_GRACE_ENV."""
         marker = parse_parent_marker(os.environ.get(PARENT_ENV, ""))
         parent_pid = marker[0] if marker is not None else os.getppid()
+        launcher = os.environ.get(LAUNCHER_ENV, "")
+        if launcher.isdigit() and "LOCAL_RANK" in os.environ:
+            # A rank of a distributed job: its parent is the launcher (worker/launch.py), which in
+            # turn watches the trainer.
+            parent_pid = int(launcher)
         try:
             grace = float(os.environ.get(STOP_GRACE_ENV, "30"))
         except ValueError:

@@ -28,7 +28,8 @@ class EventWriter:
     """Writes messages to the events pipe. A service gone away must not crash training: writes that fail
     are dropped (the worker then stops with its parent)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int | None) -> None:
+        # None: a rank other than 0 of a distributed job, whose messages nobody reads.
         self._fd: int | None = fd
         self._lock = threading.Lock()
 

@@ -40,6 +40,16 @@ def used_config(context: StrategyContext, trainer: Any) -> dict[str, Any]:
     return used
 
 
+class OtherRankTracking:
+    """What ranks other than 0 of a distributed job track: nothing."""
+
+    def finish(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def details(self) -> dict[str, str]:
+        return {}
+
+
 def run_job(job: WorkerJob, events: EventWriter, stop: StopFlag) -> WorkerResult:
     config = ResolvedConfig.from_dict(job.config)
     rank = rank_info()
@@ -65,8 +75,15 @@ def run_job(job: WorkerJob, events: EventWriter, stop: StopFlag) -> WorkerResult
     events.log(f"Loading {config.model_name}")
     trainer = strategy.build_trainer(context)
     # TensorBoard beside the job's log, MLflow when MODELFORGE_MLFLOW_URI is set (worker/tracking.py).
-    tracking = JobTracking.from_environment(job, config, events.log)
-    trainer.add_callback(tracking)
+    # Rank 0 alone tracks a distributed job (one run, one set of event files).
+    tracking: JobTracking | OtherRankTracking = OtherRankTracking()
+    if rank.is_main:
+        tracking = JobTracking.from_environment(job, config, events.log)
+        trainer.add_callback(tracking)
+    if rank.distributed:
+        context.details.update(world_size=rank.world_size, distributed_backend=trainer.args.ddp_backend or "")
+        if config.distributed == "fsdp" and not trainer.is_fsdp_enabled:
+            raise RuntimeError("FSDP was asked for but the trainer did not enable it")
     if stop.is_set():
         tracking.finish("stopped")
         return WorkerResult(outcome="stopped", checkpoint=_latest_checkpoint(job.checkpoint_dir))

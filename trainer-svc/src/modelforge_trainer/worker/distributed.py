@@ -1,0 +1,101 @@
+"""What a worker process needs to know when it is one rank of a distributed job (torchrun's
+environment), and the settings the libraries' own DDP/FSDP support is driven with.
+
+torchrun (the launcher, worker/launch.py) sets RANK, LOCAL_RANK and WORLD_SIZE in each rank's
+environment; a worker without them is a single-process job. Only rank 0 talks to the service: it
+opens the launcher's events pipe through /proc (torchrun's children do not inherit file descriptors),
+writes the result file, the adapter and the tokenizer. Every rank takes part in training, evaluation
+and checkpointing (FSDP gathers the shards there).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+DDP = "ddp"
+FSDP = "fsdp"
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    rank: int
+    local_rank: int
+    world_size: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def rank_info(environ: dict[str, str] | None = None) -> RankInfo:
+    """This process's place in the job (rank 0 of 1 outside torchrun)."""
+    env = os.environ if environ is None else environ
+    try:
+        return RankInfo(int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")), int(env.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return RankInfo(0, 0, 1)
+
+
+def under_torchrun(environ: dict[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return "LOCAL_RANK" in env and "WORLD_SIZE" in env
+
+
+def world_size(config: dict[str, Any]) -> int:
+    """Processes of a job: processes_per_node x num_nodes (1 for configs from before these fields)."""
+    return int(config.get("processes_per_node") or 1) * int(config.get("num_nodes") or 1)
+
+
+def distributed_mode(config: dict[str, Any]) -> str:
+    """"ddp" or "fsdp" for a job of more than one process, "" for a single-process one."""
+    if world_size(config) <= 1:
+        return ""
+    return str(config.get("distributed") or DDP)
+
+
+def distributed_training_arguments(mode: str, *, cuda: bool) -> dict[str, Any]:
+    """TrainingArguments for transformers' (accelerate's) own DDP or FSDP2; {} for one process.
+
+    DDP: gloo on the CPU, nccl on GPUs; LoRA leaves most parameters frozen, but every trainable one
+    takes part in each step, so DDP need not search for unused ones. FSDP2 (fully_shard) wraps each
+    decoder layer (the model's _no_split_modules) and reshards after forward (full shard); the saved
+    checkpoints and the final adapter hold full, gathered tensors, so a resume or a registered model
+    does not depend on the number of processes.
+    """
+    if not mode:
+        return {}
+    arguments: dict[str, Any] = {"ddp_backend": "nccl" if cuda else "gloo"}
+    if mode == DDP:
+        arguments["ddp_find_unused_parameters"] = False
+    elif mode == FSDP:
+        arguments["fsdp"] = True
+        arguments["fsdp_config"] = {
+            "version": 2,
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "reshard_after_forward": True,
+            "state_dict_type": "FULL_STATE_DICT",
+            "cpu_ram_efficient_loading": False,
+        }
+    else:
+        raise ValueError(f"unknown distributed mode {mode!r}")
+    return arguments
+
+
+def stop_everywhere(local: bool, device: Any) -> bool:
+    """True when any rank was asked to stop: every rank must stop at the same step (a rank that
+    stops alone leaves the others waiting in a collective). One all-reduce per step; a plain read of
+    the flag when the process group is not set up (one process)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+        return local
+    flag = torch.tensor([1 if local else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
