@@ -127,6 +127,8 @@ WORKER_ENV_NAMES = frozenset({
     "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM", "SSL_CERT_FILE", "SSL_CERT_DIR",
     "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
     "http_proxy", "https_proxy", "no_proxy",
+    # Experiment tracking (worker/tracking.py).
+    "MODELFORGE_MLFLOW_URI", "MODELFORGE_MLFLOW_EXPERIMENT",
 })
 WORKER_ENV_PREFIXES = (
     "LC_", "CUDA_", "NVIDIA_", "NCCL_", "PYTORCH_", "TORCH_", "TORCHINDUCTOR_", "TRITON_", "HF_",
