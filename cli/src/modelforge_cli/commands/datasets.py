@@ -1,4 +1,4 @@
-"""`modelforge datasets upload | list | show | delete`."""
+"""`modelforge datasets upload | hub | list | show | delete`."""
 
 from __future__ import annotations
 
@@ -14,22 +14,57 @@ from modelforge_cli.client import ApiError, CliError, items_of
 from modelforge_cli.commands._common import JsonFlag, api
 from modelforge_cli.render import fields_table, print_json, stderr, stdout, table
 
-app = typer.Typer(help="Upload and inspect training datasets (JSONL).", no_args_is_help=True)
+app = typer.Typer(
+    help="Upload and inspect training datasets (JSONL, JSON, CSV, Parquet, or a Hub dataset).", no_args_is_help=True
+)
 
-COLUMNS = [("filename", "filename"), ("num_examples", "examples"), ("size_mb", "MB"), ("uploaded_at", "uploaded")]
+COLUMNS = [
+    ("filename", "filename"),
+    ("num_examples", "examples"),
+    ("size_mb", "MB"),
+    ("uploaded_at", "uploaded"),
+    ("column_mapping", "mapping"),
+]
 PREVIEW_CHARS = 60
+
+MapOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--map",
+        help="FIELD=COLUMN: read a format field from a column of another name (e.g. --map prompt=question "
+        "--map completion=answer); repeat per field.",
+    ),
+]
+
+
+def parse_mapping(entries: list[str] | None) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for entry in entries or []:
+        field_name, sep, column = entry.partition("=")
+        if not sep or not field_name.strip() or not column.strip():
+            raise CliError(f"--map {entry!r}: expected FIELD=COLUMN, e.g. --map prompt=question")
+        mapping[field_name.strip()] = column.strip()
+    return mapping
 
 
 @app.command()
 def upload(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A JSONL dataset.")],
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, readable=True, help="A .jsonl, .json, .csv or .parquet dataset."),
+    ],
+    mapping: MapOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Upload FILE; every problem the server finds is printed, one per line."""
+    """Upload FILE (stored as JSONL); every problem the server finds is printed, one per line."""
+    columns = parse_mapping(mapping)
+    data = {"column_mapping": json.dumps(columns)} if columns else None
     with api(ctx) as client, file.open("rb") as handle:
         try:
-            answer = client.post("/api/upload_dataset", files={"file": (file.name, handle, "application/jsonl")})
+            answer = client.post(
+                "/api/upload_dataset", files={"file": (file.name, handle, "application/octet-stream")}, data=data
+            )
         except ApiError as exc:
             if exc.status not in (400, 413, 422):
                 raise
@@ -49,6 +84,42 @@ def upload(
             f"uploaded [bold]{escape(name)}[/]: {answer.get('num_examples', '?')} examples\n"
             f"train on it with: modelforge train --dataset {escape(name)} ..."
         )
+
+
+@app.command()
+def hub(
+    ctx: typer.Context,
+    repo_id: Annotated[str, typer.Argument(help="A Hub dataset id, e.g. org/name.")],
+    split: Annotated[str, typer.Option(help="The split to store.")] = "train",
+    config: Annotated[str, typer.Option(help="The config (subset), when the dataset has several.")] = "",
+    revision: Annotated[str, typer.Option(help="Branch, tag or commit (default: main).")] = "",
+    mapping: MapOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Store one split of a Hub dataset (fetched once by the server; its commit sha is recorded)."""
+    body = {
+        "repo_id": repo_id, "split": split, "config": config, "revision": revision,
+        "column_mapping": parse_mapping(mapping),
+    }
+    with api(ctx) as client:
+        try:
+            answer = client.post("/api/datasets/hub", json=body)
+        except ApiError as exc:
+            if exc.status not in (400, 422):
+                raise
+            _report_problems(exc.lines()[0], exc.problems)
+            raise typer.Exit(1) from exc
+    if as_json:
+        print_json(answer)
+        return
+    answer = answer if isinstance(answer, dict) else {}
+    source = (answer.get("dataset") or {}).get("source") or {}
+    name = answer.get("filename", "?")
+    stdout().print(
+        f"stored [bold]{escape(name)}[/]: {answer.get('num_examples', '?')} examples from "
+        f"{escape(repo_id)}@{escape(str(source.get('hub_sha', '?')))}\n"
+        f"train on it with: modelforge train --dataset {escape(name)} ..."
+    )
 
 
 def _report_problems(headline: str, problems: list[str]) -> None:
