@@ -126,6 +126,11 @@ def model_lineage(model: registry_pb2.Model) -> dict[str, Any] | None:
             "versions": dict(environment.versions),
             "device": environment.device,
             "python": environment.python,
+            # Jobs of several processes (issue 19); lineage from before them says 1 process.
+            "world_size": environment.world_size or 1,
+            "distributed": environment.distributed,
+            "processes_per_node": environment.processes_per_node or 1,
+            "num_nodes": environment.num_nodes or 1,
         },
         "job": {
             "job_id": job.job_id,

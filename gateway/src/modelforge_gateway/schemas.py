@@ -134,6 +134,16 @@ class TrainingParams(_Body):
     compute_specs: ProfileName | None = None
     force: bool = False
     resume_from_job: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]{1,128}$", description="A job id")
+    # Jobs of several processes (issue 19); the trainer's own bounds (validation.check_distributed).
+    processes_per_node: int | None = Field(
+        None, ge=1, le=64, description="Training processes per node (one per GPU on GPU nodes); 1 when unset"
+    )
+    num_nodes: int | None = Field(
+        None, ge=1, le=1024, description="Nodes; more than 1 only where the trainer runs jobs on Kubeflow Trainer"
+    )
+    distributed: Literal["ddp", "fsdp"] | None = Field(
+        None, description="How several processes share the work (ddp when unset with more than one process)"
+    )
 
     def to_pb(self, task: str, model_name: str) -> common_pb2.TrainingConfig:
         fields = self.model_dump(exclude_none=True, exclude={"task", "model_name", "dataset_sha256"})

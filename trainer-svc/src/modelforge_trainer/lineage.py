@@ -145,6 +145,11 @@ def build_lineage(
             "versions": installed_versions(config.provider),
             "device": str(used.get("device", "cpu")),
             "python": platform.python_version(),
+            # How many processes trained it and how (issue 19): a loss curve depends on both.
+            "world_size": config.world_size,
+            "distributed": config.distributed,
+            "processes_per_node": config.processes_per_node,
+            "num_nodes": config.num_nodes,
         },
         "job": {k: v for k, v in job.items() if v is not None},
         "metrics": dict(metrics),

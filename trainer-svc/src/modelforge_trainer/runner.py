@@ -254,6 +254,12 @@ class JobRunner:
         process = self._processes.get(job_id)
         if process is not None and process.returncode is None:
             log.warning("worker did not stop within %.0fs; killing it", self.stop_grace_s, extra={"job_id": job_id})
+            # The ranks of a distributed job run in sessions of their own (torch starts them so):
+            # the worker's process group alone would miss them.
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(process.pid).children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
 
@@ -421,7 +427,9 @@ class JobRunner:
             return
         if result is not None and result.outcome == "completed" and returncode == 0:
             await self._complete(job, result, watch.loss_curve)
-        elif (result is not None and result.outcome == "stopped") or job.stop_reason is not None:
+        elif (result is not None and result.outcome == "stopped" and returncode == 0) or job.stop_reason is not None:
+            # (A rank of a distributed job stopped by the launcher because another rank died leaves
+            # a "stopped" result behind a failed exit: that job failed.)
             step = result.step if result is not None and result.step else job.current_step
             message = f"Training stopped {job.stop_reason or 'by request'} at step {step}/{job.total_steps}"
             if result is not None and result.checkpoint:
