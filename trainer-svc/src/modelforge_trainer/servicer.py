@@ -6,6 +6,7 @@ import grpc
 
 from modelforge.v1 import trainer_pb2, trainer_pb2_grpc
 from modelforge_trainer.convert import STATUS_FROM_PB, job_to_pb, request_from_pb
+from modelforge_trainer.insight import inspect_dataset
 from modelforge_trainer.service import TrainerService
 
 
@@ -57,3 +58,29 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             request_from_pb(request.config), idempotency_key=request.idempotency_key, owner=request.owner
         )
         return trainer_pb2.SubmitTrainingJobResponse(job=job_to_pb(job), created=created)
+
+    async def InspectDataset(  # noqa: N802 - gRPC method name
+        self, request: trainer_pb2.InspectDatasetRequest, context: grpc.aio.ServicerContext
+    ) -> trainer_pb2.InspectDatasetResponse:
+        insight = await inspect_dataset(
+            self.service.datasets, self.service.paths.data_dir, request.dataset, request.model_name,
+            request.max_length, request.sample_size,
+        )
+        return trainer_pb2.InspectDatasetResponse(
+            dataset=request.dataset,
+            model_name=request.model_name,
+            rows=insight.rows,
+            max_length=insight.max_length,
+            fields=[
+                trainer_pb2.TokenLengthStats(
+                    field=s.field, min=s.min, p50=s.p50, p95=s.p95, max=s.max, mean=s.mean, rows=s.rows
+                )
+                for s in insight.fields
+            ],
+            rows_over_max_length=insight.rows_over_max_length,
+            duplicate_rows=insight.duplicate_rows,
+            empty_fields=insight.empty_fields,
+            samples=insight.samples,
+            total_lengths=insight.total_lengths,
+            chat_template=insight.chat_template,
+        )
