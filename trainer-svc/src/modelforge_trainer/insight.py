@@ -206,8 +206,10 @@ async def inspect_dataset(
     def run() -> DatasetInsight:
         try:
             tokenizer = load_tokenizer(str(folder) if folder else model_name.strip(), local=folder is not None)
-        except OSError as exc:
-            if folder is not None:
+        except (OSError, ValueError) as exc:
+            # transformers says OSError for a missing file or an unreachable Hub, ValueError for a
+            # folder it cannot build a tokenizer from.
+            if folder is not None or isinstance(exc, ValueError):
                 raise InvalidArgument(
                     f"{model_name} has no tokenizer: {exc}", [FieldViolation("model_name", "holds no tokenizer")]
                 ) from None
