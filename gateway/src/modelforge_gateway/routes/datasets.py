@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import PurePath
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Path, UploadFile
+from fastapi import APIRouter, Form, Path, Query, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelforge.v1 import registry_pb2
+from modelforge.v1 import registry_pb2, trainer_pb2
 from modelforge_gateway.convert import dataset_summary, issue_text
-from modelforge_gateway.deps import RegistryStub, Rpc, SettingsDep
+from modelforge_gateway.deps import RegistryStub, Rpc, SettingsDep, TrainerStub
 from modelforge_gateway.errors import ApiError, invalid
 from modelforge_gateway.schemas import (
     DatasetsResponse,
@@ -129,7 +129,8 @@ async def register_hub_dataset(body: HubDatasetRequest, registry: RegistryStub, 
         revision=body.revision,
         column_mapping=body.column_mapping,
     )
-    reply = await registry.RegisterHubDataset(request, **rpc.write)
+    # A first fetch downloads the split: the long deadline of a Hub transfer.
+    reply = await registry.RegisterHubDataset(request, **rpc.push)
     return HubDatasetResponse(
         **upload_reply(reply.dataset).model_dump(), dataset=DatasetSummary(**dataset_summary(reply.dataset))
     )
@@ -154,3 +155,67 @@ async def delete_dataset(registry: RegistryStub, rpc: Rpc, name: str = DatasetNa
 async def list_datasets(registry: RegistryStub, rpc: Rpc) -> DatasetsResponse:
     reply = await registry.ListDatasets(registry_pb2.ListDatasetsRequest(), **rpc.read)
     return DatasetsResponse(datasets=[DatasetSummary(**dataset_summary(d)) for d in reply.datasets])
+
+
+class TokenLengths(BaseModel):
+    # A field of the rows, or "total": a whole row as the model sees it.
+    field: str
+    min: int
+    p50: int
+    p95: int
+    max: int
+    mean: float
+    rows: int
+
+
+class DatasetInsightResponse(BaseModel):
+    dataset: str
+    model_name: str
+    rows: int
+    max_length: int
+    fields: list[TokenLengths]
+    # Rows longer than max_length tokens: training truncates them.
+    rows_over_max_length: int
+    duplicate_rows: int
+    # Field -> rows where it is missing or blank.
+    empty_fields: dict[str, int]
+    # The first rows as the model sees them (chat template applied when the tokenizer has one).
+    samples: list[str]
+    # Every row's total length in tokens, in row order (the console draws its histogram).
+    total_lengths: list[int]
+    chat_template: bool
+
+
+@router.get("/api/datasets/{name}/insight", response_model=DatasetInsightResponse)
+async def dataset_insight(
+    trainer: TrainerStub,
+    rpc: Rpc,
+    name: str = DatasetNamePath,
+    model: str = Query(min_length=1, max_length=500, description="Base model: a Hub id or a local model folder"),
+    max_length: int = Query(default=2048, ge=1, le=1_000_000, description="Tokens a row may have before truncation"),
+    sample_size: int = Query(default=3, ge=1, le=20, description="Rows to show as the model sees them"),
+) -> DatasetInsightResponse:
+    """The dataset as the base model's tokenizer sees it: token lengths per field (min, p50, p95,
+    max), rows over max_length, duplicates, empty fields and sample rows. 404 for an unknown dataset,
+    400 naming model for an unusable model, 503 when its tokenizer is on an unreachable Hub."""
+    request = trainer_pb2.InspectDatasetRequest(
+        dataset=name, model_name=model, max_length=max_length, sample_size=sample_size
+    )
+    # Loading a tokenizer (maybe from the Hub) and reading every row takes longer than a plain read.
+    reply = await trainer.InspectDataset(request, **rpc.generate)
+    return DatasetInsightResponse(
+        dataset=reply.dataset,
+        model_name=reply.model_name,
+        rows=reply.rows,
+        max_length=reply.max_length,
+        fields=[
+            TokenLengths(field=f.field, min=f.min, p50=f.p50, p95=f.p95, max=f.max, mean=f.mean, rows=f.rows)
+            for f in reply.fields
+        ],
+        rows_over_max_length=reply.rows_over_max_length,
+        duplicate_rows=reply.duplicate_rows,
+        empty_fields=dict(reply.empty_fields),
+        samples=list(reply.samples),
+        total_lengths=list(reply.total_lengths),
+        chat_template=reply.chat_template,
+    )
