@@ -1,4 +1,4 @@
-"""`modelforge datasets upload | hub | list | show | delete`."""
+"""`modelforge datasets upload | hub | list | show | inspect | delete`."""
 
 from __future__ import annotations
 
@@ -120,6 +120,42 @@ def hub(
         f"{escape(repo_id)}@{escape(str(source.get('hub_sha', '?')))}\n"
         f"train on it with: modelforge train --dataset {escape(name)} ..."
     )
+
+
+@app.command()
+def inspect(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The uploaded filename.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="The base model whose tokenizer counts.")],
+    max_length: Annotated[int, typer.Option(min=1, help="Tokens a row may have before truncation.")] = 2048,
+    samples: Annotated[int, typer.Option(min=1, max=20, help="Rows to show as the model sees them.")] = 2,
+    as_json: JsonFlag = False,
+) -> None:
+    """Token lengths per field, rows over --max-length, duplicates, empty fields and sample rows."""
+    with api(ctx) as client:
+        answer = client.get(
+            f"/api/datasets/{quote(name, safe='')}/insight",
+            params={"model": model, "max_length": max_length, "sample_size": samples},
+        )
+    if as_json:
+        print_json(answer)
+        return
+    answer = answer if isinstance(answer, dict) else {}
+    out = stdout()
+    columns = [("field", "field"), ("min", "min"), ("p50", "p50"), ("p95", "p95"), ("max", "max"), ("mean", "mean")]
+    out.print(table(items_of(answer, "fields"), columns, title=f"Tokens per row of {name} ({model})"))
+    rows = answer.get("rows", 0)
+    out.print(
+        f"{answer.get('rows_over_max_length', 0)} of {rows} rows are over {answer.get('max_length')} tokens "
+        f"(truncated in training); {answer.get('duplicate_rows', 0)} duplicate rows",
+        markup=False,
+    )
+    for field_name, count in (answer.get("empty_fields") or {}).items():
+        out.print(f"{count} rows with an empty {field_name}", markup=False)
+    template = "chat template applied" if answer.get("chat_template") else "no chat template: plain format"
+    for index, sample in enumerate(answer.get("samples") or [], start=1):
+        out.print(f"--- row {index} as the model sees it ({template})", markup=False)
+        out.print(str(sample), markup=False)
 
 
 def _report_problems(headline: str, problems: list[str]) -> None:
