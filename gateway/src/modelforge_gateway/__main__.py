@@ -22,6 +22,7 @@ def main() -> None:
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         proxy_headers=True,
         ws_per_message_deflate=settings.ws_per_message_deflate,
+        access_log=settings.access_log,
     )
 
 

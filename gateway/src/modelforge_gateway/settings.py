@@ -44,6 +44,12 @@ class GatewaySettings(ServiceSettings):
     status_cache_s: float = Field(default=1.0, ge=0, le=60)
     models_cache_s: float = Field(default=1.0, ge=0, le=60)
 
+    # One log line per request (uvicorn's access log; MODELFORGE_ACCESS_LOG=true). Off by default:
+    # each line cost about 0.1 ms of CPU through the JSON formatter and its secret redaction, more
+    # than a cached answer's whole time (bench/ANALYSIS.md, Load); /metrics counts every request
+    # by route and status, and errors are logged with their request id either way.
+    access_log: bool = False
+
     # Browser origins allowed to call the API from another origin (a separately served UI);
     # empty: no CORS headers. JSON list in the environment: MODELFORGE_CORS_ALLOW_ORIGINS='["http://localhost:3000"]'.
     cors_allow_origins: list[str] = []
