@@ -250,9 +250,10 @@ def hub_rows(split: HubSplit) -> Iterator[dict[str, Any]]:
 
 def hub_settings(data_dir: DataDir) -> tuple[Path, str | None, bool]:
     """(cache folder, token, offline): MODELFORGE_HUB_CACHE (default <data dir>/hub), the server's
-    token (MODELFORGE_HF_TOKEN or HF_TOKEN) and huggingface_hub's own HF_HUB_OFFLINE."""
+    read token (HF_TOKEN or HUGGING_FACE_HUB_TOKEN; MODELFORGE_HF_TOKEN is inference's push token)
+    and huggingface_hub's own HF_HUB_OFFLINE."""
     cache = Path(os.environ.get("MODELFORGE_HUB_CACHE") or data_dir.root / "hub")
-    token = os.environ.get("MODELFORGE_HF_TOKEN") or os.environ.get("HF_TOKEN") or None
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     return cache, token, offline
 
