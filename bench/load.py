@@ -7,6 +7,10 @@ costs little on both sides), alternating the two paths; half the clients start o
 alternately (bare, gateway, bare, gateway ...). Besides wall-clock figures, the CPU time the serving
 processes spend per request is reported: the gateway side counts the gateway and the services it
 calls (trainer-svc for the status, registry-svc for the listing).
+
+The gateway runs with its default settings, so its read caches are on (gateway/README.md, "Read
+caches"): each answer is at most 1 s old, and the trainer and registry see about one call per path
+per half second whatever the load. Their rows in the CPU table show it.
 """
 
 from __future__ import annotations
@@ -174,7 +178,10 @@ def run(context: BenchContext) -> Section:
             f"(after {warm_s:.1f} s of warm-up), each a closed loop on one keep-alive connection alternating "
             f"GET {PATHS[0]} and GET {PATHS[1]}. The bare app (bench/bare_app.py: FastAPI under uvicorn, one "
             "process, as the gateway runs) answers the bodies the gateway returned at the start; the listing "
-            f"held {len(bodies['/api/models'].get('models', []))} model(s). Figures are medians over rounds."
+            f"held {len(bodies['/api/models'].get('models', []))} model(s). The gateway runs with its default "
+            f"read caches (answers at most {os.environ.get('MODELFORGE_STATUS_CACHE_S', '1')} s / "
+            f"{os.environ.get('MODELFORGE_MODELS_CACHE_S', '1')} s old, MODELFORGE_STATUS_CACHE_S / "
+            "MODELFORGE_MODELS_CACHE_S, refreshed from the services past half that). Figures are medians over rounds."
         ),
     )
     table = Table(
