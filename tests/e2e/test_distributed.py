@@ -71,8 +71,9 @@ def train(client: httpx.Client, request: dict[str, Any]) -> tuple[str, dict[str,
 
 
 def models_of(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
-    listed = client.get("/api/models").json()["models"]
-    return [client.get(f"/api/models/{m['model_id']}").json() for m in listed if m.get("job_id") == job_id]
+    listed = client.get("/api/models", params={"limit": 1000}).json()["models"]
+    details = [client.get(f"/api/models/{m['model_id']}").json() for m in listed]
+    return [model for model in details if model["job_id"] == job_id]
 
 
 def job_processes(job_id: str) -> list[psutil.Process]:
@@ -93,9 +94,9 @@ def test_two_process_ddp_and_fsdp_match_one_process(
     [single_model] = models_of(client, single_job)
     reference = single_model["metrics"]["final_loss"]
 
-    for mode in ("ddp", "fsdp"):
+    for mode in ("fsdp", "ddp"):
         job_id, final = train(client, body(tiny_causal_model, dataset, processes_per_node=2, distributed=mode))
-        assert final["status"] == "completed", (mode, final)
+        assert final["status"] == "completed", (mode, final.get("message"), final.get("error"))
         models = models_of(client, job_id)
         assert len(models) == 1, (mode, models)  # rank 0 alone registers
         loss = models[0]["metrics"]["final_loss"]
@@ -164,7 +165,9 @@ def test_a_killed_rank_fails_the_job_and_leaves_no_process(
     assert not models_of(client, job_id)
 
 
-def test_distributed_requests_refused_with_the_reason(client: httpx.Client, dataset: str, tiny_causal_model: Path) -> None:
+def test_distributed_requests_refused_with_the_reason(
+    client: httpx.Client, dataset: str, tiny_causal_model: Path
+) -> None:
     cases = [
         ({"num_nodes": 2}, "num_nodes", "kubeflow"),
         ({"processes_per_node": 2, "strategy": "dpo"}, "processes_per_node", "one process"),

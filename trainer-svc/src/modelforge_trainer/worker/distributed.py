@@ -99,3 +99,24 @@ def stop_everywhere(local: bool, device: Any) -> bool:
     flag = torch.tensor([1 if local else 0], dtype=torch.int32, device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item())
+
+
+def enable_fsdp_on_cpu(trainer: Any) -> None:
+    """accelerate turns an FSDP plugin into FSDP only on GPU-like devices (MULTI_GPU, MULTI_XPU ...);
+    on the CPU it would train plain DDP (gloo) instead. torch's FSDP2 (fully_shard) runs on the CPU
+    with gloo, so the CPU path gets the same sharding the GPU path does: the state accelerate would
+    have set there, before training prepares the model. Called only where accelerate left it off."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin_args = trainer.args.fsdp_plugin_args
+    if plugin_args is None or trainer.is_fsdp_enabled:
+        return
+    state = trainer.accelerator.state
+    state.fsdp_plugin = FullyShardedDataParallelPlugin(**plugin_args)
+    state.distributed_type = DistributedType.FSDP
+    # Each AcceleratorState() (accelerate makes them everywhere) copies the process state over its
+    # own: the process state must say FSDP as well, or the next one turns this back into DDP
+    # (accelerate's own GPU path sets it there too).
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
