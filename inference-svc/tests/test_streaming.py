@@ -67,21 +67,53 @@ async def test_piece_channel_wakes_a_waiting_reader_from_another_thread() -> Non
     assert await asyncio.wait_for(follow, 5) is None
 
 
-async def test_piece_channel_hands_over_at_most_once_per_interval_after_the_first_piece() -> None:
-    loop = asyncio.get_running_loop()
-    channel = PieceChannel(loop, min_interval_s=0.2)
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_piece_channel_is_due_for_the_first_piece_then_once_per_interval() -> None:
+    clock = FakeClock()
+    channel = PieceChannel(asyncio.get_running_loop(), min_interval_s=0.2, clock=clock)
+    assert channel.due()  # the first piece is not held back
     channel.put("a")
-    started = loop.time()
-    assert await channel.take() == "a"
-    assert loop.time() - started < 0.1  # the first piece is not held back
-
+    assert not channel.due()
+    clock.now += 0.19
+    assert not channel.due()
+    clock.now += 0.01
+    assert channel.due()
     channel.put("b")
-    loop.call_later(0.05, lambda: threading.Thread(target=channel.put, args=("c",)).start())
-    second = await channel.take()
-    assert second == "bc"  # held until the interval passed, joined with what came meanwhile
-    assert loop.time() - started >= 0.19
+    assert not channel.due()  # the interval counts from the last put
+    assert await channel.take() == "ab"
+    assert not channel.due()
 
-    channel.close()
-    closing = loop.time()
-    assert await channel.take() is None
-    assert loop.time() - closing < 0.1  # nothing left: the end is not held back
+
+async def test_piece_channel_without_interval_is_always_due() -> None:
+    clock = FakeClock()
+    channel = PieceChannel(asyncio.get_running_loop(), clock=clock)
+    channel.put("a")
+    assert channel.due()
+
+
+class RecordingLoop:
+    """Stands in for the event loop: records the wake-ups a put schedules (each is a write to the
+    loop's self-pipe and a loop iteration on a GIL it shares with the generating thread)."""
+
+    def __init__(self) -> None:
+        self.wakes: list[object] = []
+
+    def call_soon_threadsafe(self, callback: object, *args: object) -> None:
+        self.wakes.append(callback)
+
+
+def test_piece_channel_wakes_the_loop_once_until_the_reader_has_caught_up() -> None:
+    loop = RecordingLoop()
+    channel = PieceChannel(loop, min_interval_s=0.0)  # type: ignore[arg-type]
+    for piece in ("a", "b", "c"):
+        channel.put(piece)
+    assert len(loop.wakes) == 1

@@ -50,17 +50,33 @@ class StopFilter:
 
 class RequestOutput:
     """Token ids in, text pieces out through `emit`; `text` is everything emitted, which is the
-    whole answer once `finish()` ran."""
+    whole answer once `finish()` ran.
 
-    def __init__(self, decode: Decode, stops: Sequence[str] = (), emit: Callable[[str], None] | None = None) -> None:
+    `due` (PieceChannel.due) says whether the reader wants a piece now. Until it does, new tokens
+    are kept as ids and decoded together with the next piece that is due: a streamed request then
+    decodes once per hand-over (every 20 ms by default) instead of twice per token, which on a small
+    model was a tenth of a decoding step (bench/ANALYSIS.md, Serving). Stop strings are still looked
+    for after every token, so generation ends at the step that completes one; the text they let
+    through waits for the next due piece."""
+
+    def __init__(
+        self,
+        decode: Decode,
+        stops: Sequence[str] = (),
+        emit: Callable[[str], None] | None = None,
+        due: Callable[[], bool] | None = None,
+    ) -> None:
         self._decoder = IncrementalDecoder(decode)
         self._filter = StopFilter(stops)
         self._emit = emit
+        self._due = due
+        self._watch_stops = any(stops)
         self._pieces: list[str] = []
+        self._unsent: list[str] = []
         self.tokens = 0
         # Nobody reads pieces and no stop string is watched: decode once at the end (a decode per
         # token is most of a small model's per-row cost in a batch).
-        self._lazy = emit is None and not stops
+        self._lazy = emit is None and not self._watch_stops
 
     @property
     def stopped(self) -> bool:
@@ -75,18 +91,27 @@ class RequestOutput:
         if self.stopped:
             return
         self.tokens += len(token_ids)
-        if self._lazy:
+        if self._lazy or not (self._watch_stops or self._is_due()):
+            # Decoded with the next piece (IncrementalDecoder.push decodes every id not yet read).
             self._decoder.ids.extend(token_ids)
             return
         self._hand_on(self._filter.push(self._decoder.push(token_ids)))
 
     def finish(self) -> None:
         if not self.stopped:
-            self._hand_on(self._filter.push(self._decoder.finish()))
-        self._hand_on(self._filter.flush())
+            self._hand_on(self._filter.push(self._decoder.finish()), final=True)
+        self._hand_on(self._filter.flush(), final=True)
 
-    def _hand_on(self, piece: str) -> None:
+    def _is_due(self) -> bool:
+        return self._due is None or self._due()
+
+    def _hand_on(self, piece: str, final: bool = False) -> None:
         if piece:
             self._pieces.append(piece)
             if self._emit is not None:
-                self._emit(piece)
+                self._unsent.append(piece)
+        if self._unsent and (final or self._is_due()):
+            assert self._emit is not None
+            text = "".join(self._unsent)
+            self._unsent.clear()
+            self._emit(text)

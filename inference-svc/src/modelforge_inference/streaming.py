@@ -10,7 +10,9 @@ from the generation thread.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -79,28 +81,43 @@ class TokenStreamer:
 class PieceChannel:
     """Text pieces from the generation thread to the event loop.
 
-    The first piece is handed over at once (time to first token); after that, at most one hand-over
-    per `min_interval_s`, with everything generated meanwhile joined into one piece. Each hand-over
-    becomes one gRPC message and one SSE event, and in this process the event loop shares the GIL
-    with the generation thread: one message per token cost a streamed request about 1.5 ms of CPU
-    per token, and 0.7x the tokens/s of a plain generate() (bench/ANALYSIS.md). A reader that is
-    still busy when a piece arrives gets it joined with the next ones anyway, and the thread wakes
-    the loop at most once per hand-over."""
+    Each put wakes the loop at most once (a reader still busy with the last piece gets the new ones
+    joined to it). How often pieces are put is the producer's call: it asks `due()` first, which is
+    true for the first piece (time to first token) and then once `min_interval_s` has passed since
+    the last put, and keeps what it generated meanwhile as token ids, decoded into one piece when the
+    next one is due (stops.RequestOutput). Each hand-over becomes one gRPC message and one SSE
+    event, and in this process the loop shares the GIL with the generation thread: one message per
+    token cost a streamed request about 1.5 ms of CPU per token, and 0.7x the tokens/s of a plain
+    generate(); waking the loop per token and sleeping there until the interval passed still cost
+    two loop wake-ups and two decodes per token's worth of pieces (bench/ANALYSIS.md, Serving)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, min_interval_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        min_interval_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._loop = loop
         self._min_interval_s = min_interval_s
+        self._clock = clock
         self._lock = threading.Lock()
         self._pieces: list[str] = []
         self._closed = False
         self._wake_pending = False
         self._ready = asyncio.Event()
-        self._last_handover: float | None = None
+        # When the next piece is due; the first one at once.
+        self._next_due = -math.inf
+
+    def due(self) -> bool:
+        """Called from the producing thread: whether a piece put now keeps to the interval."""
+        return self._min_interval_s <= 0 or self._clock() >= self._next_due
 
     def put(self, piece: str) -> None:
         """Called from any thread."""
         with self._lock:
             self._pieces.append(piece)
+            if self._min_interval_s > 0:
+                self._next_due = self._clock() + self._min_interval_s
             if self._wake_pending:
                 return
             self._wake_pending = True
@@ -116,22 +133,13 @@ class PieceChannel:
         """Everything put since the last take, joined; None once closed and drained."""
         while True:
             with self._lock:
-                waiting, closed = bool(self._pieces), self._closed
-                if not waiting:
-                    if closed:
-                        return None
-                    # Nothing left: the next put must wake us (a wake-up already scheduled is harmless).
-                    self._wake_pending = False
-                    self._ready.clear()
-            if waiting:
-                break
+                if self._pieces:
+                    text = "".join(self._pieces)
+                    self._pieces.clear()
+                    return text
+                if self._closed:
+                    return None
+                # Nothing left: the next put must wake us (a wake-up already scheduled is harmless).
+                self._wake_pending = False
+                self._ready.clear()
             await self._ready.wait()
-        if self._last_handover is not None and not closed:
-            delay = self._last_handover + self._min_interval_s - self._loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)  # what arrives meanwhile joins this hand-over
-        with self._lock:
-            text = "".join(self._pieces)
-            self._pieces.clear()
-        self._last_handover = self._loop.time()
-        return text

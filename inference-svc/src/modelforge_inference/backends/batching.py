@@ -110,6 +110,10 @@ def _pad_left(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
+def _has_padding(mask: torch.Tensor) -> bool:
+    return not bool(mask.all())
+
+
 class ContinuousBatcher:
     """Decodes the requests submitted for one base host, together, until each ends."""
 
@@ -124,6 +128,10 @@ class ContinuousBatcher:
         self._rows: list[BatchRequest] = []
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None
+        # Whether any row of the batch has padding (a zero in the mask); without, the model is given
+        # no mask and takes its plain causal path (building a mask per step cost a lone request a
+        # tenth of a small model's step).
+        self._padded = False
         self._last_tokens: list[int] = []
         self.steps = 0
         self.largest_batch = 0
@@ -191,10 +199,12 @@ class ContinuousBatcher:
     def _reset(self) -> None:
         self._cache = None
         self._mask = None
+        self._padded = False
         self._last_tokens = []
 
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor,
                  cache: DynamicCache, adapters: list[str]) -> torch.Tensor:
+        """Last-position logits; `mask` None when no row has padding."""
         kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._logits_to_keep else {}
         kwargs[self._cache_kwarg] = cache
         adapter_context, adapter_kwargs = self.host.adapter_setup(adapters)
@@ -238,7 +248,9 @@ class ContinuousBatcher:
             request.position = len(request.input_ids)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.host.model.config)
-        logits = self._forward(ids, mask, positions, cache, [r.served.adapter_name for r in joiners])
+        padded = any(len(r.input_ids) < length for r in joiners)
+        adapters = [r.served.adapter_name for r in joiners]
+        logits = self._forward(ids, mask if padded else None, positions, cache, adapters)
         self._join(joiners, cache, mask)
         self._advance(joiners, logits, offset=len(self._rows) - len(joiners))
         return [r for r in joiners if r in self._rows]
@@ -253,6 +265,7 @@ class ContinuousBatcher:
                 mine.keys = torch.cat([_pad_left(mine.keys, length, -2), _pad_left(theirs.keys, length, -2)])
                 mine.values = torch.cat([_pad_left(mine.values, length, -2), _pad_left(theirs.values, length, -2)])
             self._mask = torch.cat([_pad_left(self._mask, length, 1), _pad_left(mask, length, 1)])
+        self._padded = _has_padding(self._mask)
         with self._condition:
             self._rows.extend(joiners)
         self._last_tokens.extend(first_tokens)
@@ -264,7 +277,8 @@ class ContinuousBatcher:
         ids = torch.tensor(self._last_tokens, device=device)[:, None]
         mask = torch.cat([self._mask, self._mask.new_ones((len(self._rows), 1))], dim=1)
         positions = torch.tensor([row.position for row in self._rows], device=device)[:, None]
-        logits = self._forward(ids, mask, positions, self._cache, [r.served.adapter_name for r in self._rows])
+        logits = self._forward(ids, mask if self._padded else None, positions, self._cache,
+                               [r.served.adapter_name for r in self._rows])
         self._mask = mask
         self.steps += 1
         self._advance(list(self._rows), logits, offset=0)
@@ -309,6 +323,7 @@ class ContinuousBatcher:
         used = mask.any(dim=0).nonzero()
         start = int(used[0]) if used.numel() else mask.shape[1]
         self._mask = mask[:, start:]
+        self._padded = _has_padding(self._mask)
         for layer in self._cache.layers:
             layer.keys = layer.keys.index_select(0, index)[:, :, start:]
             layer.values = layer.values.index_select(0, index)[:, :, start:]

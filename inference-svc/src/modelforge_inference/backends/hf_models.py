@@ -469,13 +469,14 @@ def generate_text(
     params: GenerationParams,
     emit: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
+    due: Callable[[], bool] | None = None,
 ) -> TextGeneration:
     """One request through generate() under the host's lock (encoder-decoder models, and decoder
     models whose cache the batcher cannot merge). Returns the new text (prompt excluded)."""
     host = served.host
     tokenizer = served.tokenizer
     input_ids = encode_request(served, task, params)
-    output = RequestOutput(decoder(served), params.stop, emit)
+    output = RequestOutput(decoder(served), params.stop, emit, due)
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = torch.tensor([input_ids], device=host.device)
     with host.lock, torch.inference_mode():

@@ -80,6 +80,16 @@ class _Run:
         if self.pieces is not None:
             self.pieces.put(piece)
 
+    @property
+    def due(self) -> Callable[[], bool] | None:
+        """Whether the reader wants a piece now (None: nobody reads pieces)."""
+        return self.pieces.due if self.pieces is not None else None
+
+    @property
+    def emit_to(self) -> Callable[[str], None] | None:
+        """Where pieces go (None: nobody reads them, and the text is decoded once at the end)."""
+        return self.emit if self.pieces is not None else None
+
     def done(self, outcome: TextGeneration | BaseException) -> None:
         """Called from the generating thread."""
         self.loop.call_soon_threadsafe(self._settle, outcome)
@@ -169,7 +179,7 @@ class LocalBackend:
         served.active += 1
         if batcher is None:
             worker = asyncio.ensure_future(
-                asyncio.to_thread(hf.generate_text, served, ref.task, params, run.emit, run.cancel)
+                asyncio.to_thread(hf.generate_text, served, ref.task, params, run.emit_to, run.cancel, run.due)
             )
             worker.add_done_callback(lambda done: run._settle(done.exception() or done.result()))
             return run, served, worker
@@ -198,7 +208,7 @@ class LocalBackend:
             served=served,
             input_ids=input_ids,
             params=params,
-            output=_stops().RequestOutput(decode, params.stop, run.emit),
+            output=_stops().RequestOutput(decode, params.stop, run.emit_to, run.due),
             eos_ids=hf.eos_token_ids(served),
             done=run.done,
             cancel=run.cancel,
