@@ -33,6 +33,49 @@ from modelforge_trainer.settings import TrainerSettings
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = service_name(trainer_pb2, "TrainerService")
+NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def kubeflow_runner(
+    settings: TrainerSettings,
+    sink: Any,
+    registrar: Any,
+    paths: JobPaths,
+    closers: list[Any],
+    runner_options: dict[str, Any],
+) -> JobRunner:
+    """The kubeflow backend's runner (kubeflow.py): in-cluster API credentials, the pods' NATS subjects
+    followed over a connection of its own (opened at the first job)."""
+    from modelforge_trainer.kubeflow import KubeflowJobRunner, KubeflowOptions, KubernetesApi, nats_subscriber
+
+    api = KubernetesApi.in_cluster()
+    closers.append(api.close)
+    namespace = settings.kubeflow_namespace
+    if not namespace:
+        with open(NAMESPACE_FILE, encoding="utf-8") as handle:
+            namespace = handle.read().strip()
+    options = KubeflowOptions(
+        namespace=namespace,
+        runtime=settings.kubeflow_runtime,
+        nats_url=settings.kubeflow_nats_url or settings.nats_url,
+        queue_name=settings.kubeflow_queue,
+        gpus_per_process=settings.kubeflow_gpus_per_process,
+        poll_s=settings.kubeflow_poll_s,
+    )
+    connection: Any = None
+
+    async def subscribe(subject: str, on_message: Any) -> Any:
+        nonlocal connection
+        if connection is None:
+            connection = await connect(settings.nats_url, "trainer-svc-kubeflow")
+        return await nats_subscriber(connection)(subject, on_message)
+
+    async def close_connection() -> None:
+        if connection is not None:
+            await connection.close()
+
+    closers.append(close_connection)
+    return KubeflowJobRunner(sink, registrar, paths, api=api, options=options, subscribe=subscribe, **runner_options)
 
 
 @dataclass
@@ -138,14 +181,21 @@ def build_app(
             max_attempts=settings.job_max_attempts,
             heartbeat_s=max(0.5, settings.job_ack_wait_s / 3),
         )
-    runner = JobRunner(
-        recorder or publisher,
-        registrar or registry,  # type: ignore[arg-type]
-        paths,
-        stop_grace_s=settings.stop_grace_s,
-        registration_retry_s=settings.registration_retry_s,
+    runner_options: dict[str, Any] = {
+        "stop_grace_s": settings.stop_grace_s,
+        "registration_retry_s": settings.registration_retry_s,
         **({"worker_command": worker_command} if worker_command else {}),
-    )
+    }
+    runner: JobRunner
+    if settings.trainer_backend == "kubeflow":
+        runner = kubeflow_runner(settings, recorder or publisher, registrar or registry, paths, closers, runner_options)
+    else:
+        runner = JobRunner(
+            recorder or publisher,
+            registrar or registry,  # type: ignore[arg-type]
+            paths,
+            **runner_options,
+        )
     service = TrainerService(
         jobs=jobs,
         runner=runner,

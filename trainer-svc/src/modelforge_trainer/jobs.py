@@ -170,6 +170,21 @@ class Job:
         self.message = message
         return self._event(EventKind.STATUS)
 
+    def mark_waiting(self, message: str) -> JobEvent:
+        """A started job its scheduler holds back (a TrainJob suspended by Kueue): queued again, the
+        same attempt."""
+        self._require_active("queue it")
+        self.status = JobStatus.QUEUED
+        self.message = message
+        return self._event(EventKind.STATUS)
+
+    def mark_admitted(self, message: str) -> JobEvent:
+        """A job its scheduler held back runs again (the same attempt as before it waited)."""
+        self._require_active("run it")
+        self.status = JobStatus.RUNNING
+        self.message = message
+        return self._event(EventKind.STATUS)
+
     def update_progress(self, update: Progress) -> JobEvent:
         self._require_active("report progress")
         self.current_step = update.step

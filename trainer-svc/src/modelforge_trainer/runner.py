@@ -377,25 +377,29 @@ class JobRunner:
         )
         try:
             while line := await reader.readline():
-                message = decode(line)
-                if message is None:
-                    log.warning("ignoring a malformed worker message: %r", line[:200], extra={"job_id": job.job_id})
-                elif not job.active:
-                    continue
-                elif isinstance(message, Progress):
-                    watch.loss_curve.add(message)
-                    watch.step_timer.report(message)
-                    if message.gpu_memory_bytes is not None:
-                        self.gpu_memory[job.job_id] = message.gpu_memory_bytes
-                    self.sink.publish(job.update_progress(message))
-                elif isinstance(message, MetricMessage):
-                    self.sink.publish(job.record_metrics(message.metrics, message.message or "Evaluation finished"))
-                elif isinstance(message, LogMessage):
-                    self.sink.publish(job.log(message.message))
-                elif isinstance(message, ErrorMessage):
-                    watch.error = message.message
+                self._handle_line(job, line, watch)
         finally:
             transport.close()
+
+    def _handle_line(self, job: Job, line: bytes, watch: _Watch) -> None:
+        """One line of the worker protocol (from the events pipe, or NATS for a Kubeflow job's pods)."""
+        message = decode(line)
+        if message is None:
+            log.warning("ignoring a malformed worker message: %r", line[:200], extra={"job_id": job.job_id})
+        elif not job.active:
+            return
+        elif isinstance(message, Progress):
+            watch.loss_curve.add(message)
+            watch.step_timer.report(message)
+            if message.gpu_memory_bytes is not None:
+                self.gpu_memory[job.job_id] = message.gpu_memory_bytes
+            self.sink.publish(job.update_progress(message))
+        elif isinstance(message, MetricMessage):
+            self.sink.publish(job.record_metrics(message.metrics, message.message or "Evaluation finished"))
+        elif isinstance(message, LogMessage):
+            self.sink.publish(job.log(message.message))
+        elif isinstance(message, ErrorMessage):
+            watch.error = message.message
 
     async def _read_output(self, job: Job, process: asyncio.subprocess.Process, watch: _Watch) -> None:
         assert process.stdout is not None

@@ -35,6 +35,16 @@ class TrainerSettings(ServiceSettings):
     # Where jobs run (MODELFORGE_TRAINER_BACKEND): "local", this trainer's worker processes (torchrun
     # for several processes on this node), or "kubeflow", TrainJobs on Kubeflow Trainer (kubeflow.py).
     trainer_backend: Literal["local", "kubeflow"] = "local"
+    # The kubeflow backend (kubeflow.py): the TrainJobs' namespace ("" = this pod's own), the
+    # ClusterTrainingRuntime they reference, an optional Kueue LocalQueue, GPUs per training process
+    # (0: train on the nodes' CPUs), how often a TrainJob's status is read, and the NATS URL as the
+    # pods reach it ("" = nats_url).
+    kubeflow_namespace: str = ""
+    kubeflow_runtime: str = "modelforge-torch"
+    kubeflow_queue: str = ""
+    kubeflow_gpus_per_process: int = 1
+    kubeflow_poll_s: float = 5.0
+    kubeflow_nats_url: str = ""
     # Ask hardware-svc whether a job fits in memory before starting it.
     memory_check: bool = True
     # Events kept while NATS is unreachable (the oldest are dropped beyond this).

@@ -33,6 +33,8 @@ def main(argv: list[str]) -> int:
     target.add_argument("--events-fd", type=int, help="the events pipe the service reads")
     # A rank of a distributed job: the launcher's pipe (/proc/<launcher pid>/fd/N); rank 0 writes to it.
     target.add_argument("--events-path", help=argparse.SUPPRESS)
+    # A rank in a Kubeflow TrainJob pod: rank 0 publishes to the job's NATS subject (worker/nats_events.py).
+    target.add_argument("--events-nats", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.events_fd is not None and not under_torchrun():
@@ -52,7 +54,11 @@ def main(argv: list[str]) -> int:
     stop = StopFlag()
     install_stop_handler(lifeline, stop.set)
     lifeline.start()
-    events = EventWriter(events_fd)
+    events: EventWriter = EventWriter(events_fd)
+    if args.events_nats and rank.is_main:
+        from modelforge_trainer.worker.nats_events import NatsEventWriter
+
+        events = NatsEventWriter.from_environment()
 
     try:
         job = WorkerJob.read(args.job_file)
