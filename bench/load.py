@@ -33,6 +33,7 @@ from bench.common import BenchContext, Goal, Section, Table, cpu_seconds, median
 from bench.httpclient import KeepAliveClient
 from bench.profile_gateway import profile_gateway
 from modelforge_common.testing import free_port
+from modelforge_gateway.settings import GatewaySettings
 
 PATHS = ("/api/training_status", "/api/models")
 CLIENTS = 64
@@ -179,9 +180,10 @@ def run(context: BenchContext) -> Section:
             f"GET {PATHS[0]} and GET {PATHS[1]}. The bare app (bench/bare_app.py: FastAPI under uvicorn, one "
             "process, as the gateway runs) answers the bodies the gateway returned at the start; the listing "
             f"held {len(bodies['/api/models'].get('models', []))} model(s). The gateway runs with its default "
-            f"read caches (answers at most {os.environ.get('MODELFORGE_STATUS_CACHE_S', '1')} s / "
-            f"{os.environ.get('MODELFORGE_MODELS_CACHE_S', '1')} s old, MODELFORGE_STATUS_CACHE_S / "
-            "MODELFORGE_MODELS_CACHE_S, refreshed from the services past half that). Figures are medians over rounds."
+            f"read caches (answers at most {GatewaySettings.model_fields['status_cache_s'].default:g} s / "
+            f"{GatewaySettings.model_fields['models_cache_s'].default:g} s old: MODELFORGE_STATUS_CACHE_S / "
+            "MODELFORGE_MODELS_CACHE_S, which the bench's stack leaves unset; refreshed from the services past "
+            "half that). Figures are medians over rounds."
         ),
     )
     table = Table(
