@@ -342,3 +342,41 @@ async def test_a_refused_submission_fails_the_job(harness: Harness) -> None:
     await harness.runner.wait(job.job_id, WAIT_S)
     assert job.status is JobStatus.ERROR and "could not submit the TrainJob" in (job.error or "")
     assert "403" in (job.error or "")
+
+
+async def test_a_pods_rank_zero_publishes_worker_lines_to_nats() -> None:
+    import nats
+
+    from modelforge_common.testing import nats_server
+    from modelforge_trainer.kubeflow import nats_subscriber
+    from modelforge_trainer.worker.nats_events import NatsEventWriter
+    from modelforge_trainer.worker.protocol import decode
+
+    received: list[bytes] = []
+    with nats_server() as server:
+        connection = await nats.connect(server.url)
+        try:
+            unsubscribe = await nats_subscriber(connection)("modelforge.worker.train_n", received.append)
+            await connection.flush()
+            # The worker's side is synchronous (its own loop in a thread), as in a pod.
+            writer = await asyncio.to_thread(NatsEventWriter, server.url, "modelforge.worker.train_n")
+            await asyncio.to_thread(writer.log, "hello from rank 0")
+            await asyncio.to_thread(writer.metrics, {"final_loss": 0.5, "bad": float("nan")}, "Evaluation finished")
+            await asyncio.to_thread(writer.close)
+            async with asyncio.timeout(WAIT_S):
+                while len(received) < 2:  # noqa: ASYNC110 - filled by the subscription's callback
+                    await asyncio.sleep(0.02)
+            await unsubscribe()
+        finally:
+            await connection.close()
+    assert [decode(line) for line in received] == [
+        LogMessage("hello from rank 0"), MetricMessage({"final_loss": 0.5}, "Evaluation finished")]
+
+
+def test_a_worker_without_nats_trains_on() -> None:
+    from modelforge_trainer.worker.nats_events import NatsEventWriter
+
+    # Nothing listens there: the connection is given up after its timeout.
+    writer = NatsEventWriter("nats://127.0.0.1:1", "modelforge.worker.x", connect_timeout_s=1.0)
+    writer.log("dropped")  # no connection: dropped, no error
+    writer.close()

@@ -27,7 +27,7 @@ FLUSH_TIMEOUT_S = 10.0
 class NatsEventWriter(EventWriter):
     """EventWriter publishing to NATS; a NATS outage drops lines (training goes on), as a closed pipe does."""
 
-    def __init__(self, url: str, subject: str) -> None:
+    def __init__(self, url: str, subject: str, connect_timeout_s: float = FLUSH_TIMEOUT_S) -> None:
         super().__init__(None)
         self.subject = subject
         self._loop = asyncio.new_event_loop()
@@ -35,7 +35,7 @@ class NatsEventWriter(EventWriter):
         self._thread.start()
         self._connection: Any = None
         try:
-            self._connection = self._run(self._connect(url), FLUSH_TIMEOUT_S)
+            self._connection = self._run(self._connect(url), connect_timeout_s)
         except Exception as exc:  # noqa: BLE001 - reported on stderr, training goes on
             log.warning("events to NATS unavailable (%s): progress will not be reported", exc)
 
@@ -49,7 +49,20 @@ class NatsEventWriter(EventWriter):
         return await nats.connect(url, name="modelforge-worker", max_reconnect_attempts=-1, reconnect_time_wait=1)
 
     def _run(self, coroutine: Any, timeout_s: float) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout_s)
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    @staticmethod
+    async def _cancel_pending() -> None:
+        """Ends what the loop still runs (a connect given up on) before the loop stops."""
+        pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def send(self, message: WorkerMessage) -> None:
         if self._connection is None:
@@ -66,5 +79,7 @@ class NatsEventWriter(EventWriter):
             with contextlib.suppress(Exception):  # closing anyway
                 self._run(self._connection.drain(), FLUSH_TIMEOUT_S)
             self._connection = None
+        with contextlib.suppress(Exception):
+            self._run(self._cancel_pending(), FLUSH_TIMEOUT_S)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(FLUSH_TIMEOUT_S)
