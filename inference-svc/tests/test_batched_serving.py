@@ -128,6 +128,43 @@ async def test_a_request_joining_a_running_batch_streams_correctly(adapter_refs:
     await local.close()
 
 
+async def test_users_arriving_together_are_prefilled_in_one_forward_pass(adapter_refs: list[ModelRef]) -> None:
+    local = backend()
+    for ref in adapter_refs:  # loaded and attached beforehand: nothing to await before each submit
+        await local.served_model(ref)
+    await local.generate(adapter_refs[0], dataclasses.replace(GREEDY, max_new_tokens=2))  # starts the thread
+    served = await local.served_model(adapter_refs[0])
+    batcher = local.batcher_for(served.host)
+    assert batcher is not None
+    # The scheduler thread is back to waiting for work (a thread's state: no event to await).
+    while not batcher.idle:  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
+    prefills = batcher.prefills
+    submitted_with_wake: list[bool] = []
+    queued_at_wake: list[int] = []
+    submit, wake = batcher.submit, batcher.wake
+
+    def recording_submit(request: object, wake: bool = True) -> None:
+        submitted_with_wake.append(wake)
+        submit(request, wake)  # type: ignore[arg-type]
+
+    def recording_wake() -> None:
+        queued_at_wake.append(batcher.active)
+        wake()
+
+    batcher.submit, batcher.wake = recording_submit, recording_wake  # type: ignore[method-assign]
+    params = [dataclasses.replace(GREEDY, prompt=prompt, max_new_tokens=4) for prompt in PROMPTS]
+    together = await asyncio.gather(*(local.generate(adapter_refs[i % 3], p) for i, p in enumerate(params)))
+    # All four were queued in one event-loop iteration; the scheduler was woken once, after the last.
+    assert submitted_with_wake == [False] * len(PROMPTS) and queued_at_wake == [len(PROMPTS)]
+    assert batcher.prefills == prefills + 1 and batcher.largest_batch == len(PROMPTS)
+    alone = backend()
+    expected = [await alone.generate(adapter_refs[i % 3], p) for i, p in enumerate(params)]
+    assert [r.generated_text for r in together] == [r.generated_text for r in expected]
+    await alone.close()
+    await local.close()
+
+
 async def test_a_disconnect_frees_its_slot_while_others_continue(adapter_refs: list[ModelRef]) -> None:
     base, one, _ = adapter_refs
     local = backend()

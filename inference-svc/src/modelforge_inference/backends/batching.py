@@ -123,6 +123,7 @@ class ContinuousBatcher:
         self._condition = threading.Condition()
         self._pending: list[BatchRequest] = []
         self._closed = False
+        self._idle = False
         self._thread: threading.Thread | None = None
         # Batch state, touched only by the scheduler thread.
         self._rows: list[BatchRequest] = []
@@ -134,6 +135,8 @@ class ContinuousBatcher:
         self._padded = False
         self._last_tokens: list[int] = []
         self.steps = 0
+        # Prefill forward passes (one per group of requests that joined together).
+        self.prefills = 0
         self.largest_batch = 0
         model = served_host.model
         forward = getattr(model, "get_base_model", lambda: model)().forward
@@ -143,12 +146,21 @@ class ContinuousBatcher:
         self._cache_kwarg = "cache" if "cache" in accepted else "past_key_values"
 
     @property
+    def idle(self) -> bool:
+        """Whether the scheduler thread waits for work (submits without a wake stay queued)."""
+        with self._condition:
+            return self._idle
+
+    @property
     def active(self) -> int:
         """Requests waiting or decoding."""
         with self._condition:
             return len(self._pending) + len(self._rows)
 
-    def submit(self, request: BatchRequest) -> None:
+    def submit(self, request: BatchRequest, wake: bool = True) -> None:
+        """Queues the request for the next step. A running batch takes it at its next step; an
+        idle scheduler waits for `wake()` when `wake` is False, so that a burst of requests
+        submitted one after another (one event-loop iteration) is prefilled in one forward pass."""
         with self._condition:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
@@ -156,6 +168,12 @@ class ContinuousBatcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="inference-batcher", daemon=True)
                 self._thread.start()
+            if wake:
+                self._condition.notify()
+
+    def wake(self) -> None:
+        """Starts an idle scheduler on what was submitted."""
+        with self._condition:
             self._condition.notify()
 
     def close(self) -> None:
@@ -170,7 +188,9 @@ class ContinuousBatcher:
         while True:
             with self._condition:
                 while not self._pending and not self._rows and not self._closed:
+                    self._idle = True
                     self._condition.wait()
+                self._idle = False
                 if self._closed:
                     leftover = self._pending + self._rows
                     self._pending, self._rows = [], []
@@ -248,6 +268,7 @@ class ContinuousBatcher:
             request.position = len(request.input_ids)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.host.model.config)
+        self.prefills += 1
         padded = any(len(r.input_ids) < length for r in joiners)
         adapters = [r.served.adapter_name for r in joiners]
         logits = self._forward(ids, mask if padded else None, positions, cache, adapters)
