@@ -83,7 +83,8 @@ def test_csv_json_and_parquet_are_stored_as_jsonl(
         "original_filename": filename,
         "original_sha256": hashlib.sha256(content).hexdigest(),
     }
-    assert stored_files(data_dir) == ["pairs.jsonl"]
+    # The JSONL and, beside it, where it came from (for the lineage).
+    assert stored_files(data_dir) == ["pairs.jsonl", "pairs.jsonl.source.json"]
     assert registry.datasets.get("pairs.jsonl") == dataset
 
 
@@ -228,3 +229,15 @@ def test_a_hub_dataset_not_cached_while_offline_is_unavailable(
         registry.datasets.register_hub("../etc", "", "train", "")
     assert [v.field for v in info.value.violations] == ["repo_id"]
     assert stored_files(data_dir) == []
+
+
+def test_the_origin_is_stored_beside_the_file_for_the_lineage(registry: Registry, data_dir: Path) -> None:
+    from modelforge_common.dataset_rows import dataset_origin
+
+    mapped = upload(registry, "qa.csv", csv_bytes(QA), MAPPING)
+    assert dataset_origin(mapped.path) == {"column_mapping": MAPPING, "source": mapped.source}
+    plain = upload(registry, "plain.jsonl", b"".join(json.dumps(r).encode() + b"\n" for r in PAIRS))
+    assert dataset_origin(plain.path) == {}
+    assert stored_files(data_dir) == ["plain.jsonl", "qa.jsonl", "qa.jsonl.columns.json", "qa.jsonl.source.json"]
+    registry.datasets.delete("qa.jsonl")
+    assert stored_files(data_dir) == ["plain.jsonl"]

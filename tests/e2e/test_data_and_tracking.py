@@ -162,6 +162,13 @@ def test_every_source_trains_and_is_tracked_and_compared(
         models[dataset] = train(client, tiny_causal_model, dataset, f"from-{index}", learning_rate=1e-3 * (index + 1))
     for dataset, details in models.items():
         assert details["lineage"]["dataset"]["filename"] == dataset
+    # The lineage keeps where the rows came from and how they were read.
+    hub_lineage = models["org__facts-train.jsonl"]["lineage"]["dataset"]
+    assert hub_lineage["source"]["hub_sha"] == HUB_SHA and hub_lineage["source"]["hub_revision"] == "main"
+    assert hub_lineage["column_mapping"] == mapping
+    assert models["facts.jsonl"]["lineage"]["dataset"]["source"]["original_filename"] == "facts.csv"
+    assert models["facts.jsonl"]["lineage"]["dataset"]["column_mapping"] == mapping
+    assert models["chats.jsonl"]["lineage"]["dataset"]["source"]["format"] == "json"
 
     # MLflow: one finished run per job, with its settings, series and evaluation.
     reader = MlflowReader(tracking)

@@ -192,6 +192,9 @@ def parse_line(raw: bytes | str, line_no: int) -> tuple[dict[str, Any] | None, R
 
 
 MAPPING_SUFFIX = ".columns.json"
+# Where rows that were not uploaded as JSONL came from (registry-svc writes it: format, original file
+# or Hub id/config/split/revision/sha); the trainer copies it into the model's lineage.
+SOURCE_SUFFIX = ".source.json"
 
 
 def mappable_fields() -> tuple[str, ...]:
@@ -240,6 +243,29 @@ def read_mapping(path: str | Path) -> dict[str, str] | None:
     if not isinstance(value, dict) or mapping_problems(value):
         raise ValueError(f"the column mapping beside {path} is damaged")
     return {str(k): str(v) for k, v in value.items()}
+
+
+def source_path(path: str | Path) -> Path:
+    return Path(f"{path}{SOURCE_SUFFIX}")
+
+
+def dataset_origin(path: str | Path) -> dict[str, dict[str, str]]:
+    """{"column_mapping": ..., "source": ...} as stored beside a dataset file, each only when there
+    is one (a plain JSONL upload has neither)."""
+    found: dict[str, dict[str, str]] = {}
+    try:
+        mapping = read_mapping(path)
+    except ValueError:
+        mapping = None
+    if mapping:
+        found["column_mapping"] = mapping
+    try:
+        source = json.loads(source_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        source = None
+    if isinstance(source, dict) and source:
+        found["source"] = {str(k): str(v) for k, v in source.items()}
+    return found
 
 
 def validate_lines(

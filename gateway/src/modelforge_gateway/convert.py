@@ -117,6 +117,9 @@ def model_lineage(model: registry_pb2.Model) -> dict[str, Any] | None:
             "eval_rows": dataset.eval_rows,
             "eval_split": dataset.eval_split,
             "seed": dataset.seed,
+            # Only for datasets read through a column mapping / not uploaded as JSONL.
+            **({"column_mapping": dict(dataset.column_mapping)} if dataset.column_mapping else {}),
+            **({"source": dict(dataset.source)} if dataset.source else {}),
         },
         "config": struct_dict(lineage.config),
         "task": lineage.task,

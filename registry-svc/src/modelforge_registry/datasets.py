@@ -34,6 +34,7 @@ from modelforge_common.dataset_rows import (
     mapping_path,
     mapping_problems,
     read_mapping,
+    source_path,
     validate_lines,
 )
 from modelforge_common.errors import (
@@ -229,6 +230,25 @@ def _write_mapping(target: Path, mapping: Mapping[str, str] | None) -> None:
         os.fsync(handle.fileno())
 
 
+def _write_source(target: Path, source: Mapping[str, str] | None) -> None:
+    """Where the rows came from, beside the file, for what was not uploaded as JSONL (the trainer
+    copies it into the model's lineage)."""
+    path = source_path(target)
+    if not source or source.get("format") == "jsonl":
+        path.unlink(missing_ok=True)
+        return
+    with path.open("w", encoding="utf-8") as handle:
+        json.dump(dict(source), handle, ensure_ascii=False, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _unlink_with_sidecars(target: Path) -> None:
+    target.unlink(missing_ok=True)
+    mapping_path(target).unlink(missing_ok=True)
+    source_path(target).unlink(missing_ok=True)
+
+
 def jsonl_rows(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
     """Rows of JSONL files one after another (a Hub split in shards); TableError names the line."""
     for path in paths:
@@ -399,19 +419,18 @@ class DatasetStore:
                         raise _NameTaken(candidate)
                     claimed = True
                     _write_mapping(target, mapping)
+                    _write_source(target, source)
                     _fsync_directory(target.parent)
                     info = self._info(record)
                     _check_storable(info)
             except (IntegrityError, _NameTaken):
                 if claimed:
-                    target.unlink(missing_ok=True)
-                    mapping_path(target).unlink(missing_ok=True)
+                    _unlink_with_sidecars(target)
                 continue
             except BaseException:
                 # The row did not commit: the file it named must not stay.
                 if claimed:
-                    target.unlink(missing_ok=True)
-                    mapping_path(target).unlink(missing_ok=True)
+                    _unlink_with_sidecars(target)
                 raise
             if candidate != name:
                 log.info("dataset %s exists; stored the upload as %s", name, candidate)
@@ -495,10 +514,12 @@ class DatasetStore:
                 if path is not None and path.is_relative_to(self.data_dir.datasets):
                     trashed = self.data_dir.move_to_trash(path, f"dataset-{name}")
                     mapping_path(path).unlink(missing_ok=True)
+                    source_path(path).unlink(missing_ok=True)
         except BaseException:
             if trashed is not None and path is not None:
                 os.replace(trashed, path)  # the row stays: so does its file
                 _write_mapping(path, info.column_mapping)
+                _write_source(path, info.source)
             raise
         if trashed is not None:
             remove(trashed)

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from modelforge_common.dataset_rows import dataset_origin
 from modelforge_trainer.config import ResolvedConfig
 from modelforge_trainer.jobs import Progress
 
@@ -136,6 +137,9 @@ def build_lineage(
             "eval_rows": int(used.get("eval_examples", 0)),
             "eval_split": config.eval_split,
             "seed": config.seed,
+            # The column mapping and the source (CSV/Parquet/JSON file, Hub revision and sha) stored
+            # beside the dataset file, when it has them.
+            **dataset_origin(config.dataset_path),
         },
         "config": used,
         "task": config.task,
