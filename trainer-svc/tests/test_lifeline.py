@@ -128,3 +128,15 @@ def test_stop_handler_asks_for_a_graceful_stop_first() -> None:
         assert asked == [True] and lifeline.stop_asked()  # recorded: the next one would end it
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_closed_events_pipe_is_not_a_trainer_gone() -> None:
+    """The worker closes its events pipe as it exits: the watchdog must not kill it for that."""
+    from modelforge_trainer.worker.lifeline import pipe_reader_gone
+
+    read_fd, write_fd = os.pipe()
+    assert not pipe_reader_gone(write_fd)
+    os.close(read_fd)
+    assert pipe_reader_gone(write_fd)  # the reader went away
+    os.close(write_fd)
+    assert not pipe_reader_gone(write_fd)  # our own end closed: nothing to say about the reader

@@ -61,11 +61,13 @@ def set_parent_death_signal(signum: int) -> bool:
 
 
 def pipe_reader_gone(fd: int) -> bool:
-    """True when nobody reads the pipe whose write end fd is (Linux reports POLLERR then)."""
+    """True when nobody reads the pipe whose write end fd is (Linux reports POLLERR then). An fd this
+    process has closed (POLLNVAL: the worker closes its events pipe as it exits) is not a trainer
+    gone: ending the process then would kill a worker that finished its job."""
     poller = select.poll()
     poller.register(fd, 0)  # POLLERR, POLLHUP and POLLNVAL are reported whatever is asked
     try:
-        return any(mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _, mask in poller.poll(0))
+        return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in poller.poll(0))
     except OSError:
         return True
 

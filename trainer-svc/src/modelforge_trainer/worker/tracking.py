@@ -280,6 +280,7 @@ class JobTracking(TrainerCallback):
         if self.finished:
             return
         self.finished = True
+        atexit.unregister(self._close_on_exit)
         final = {f"eval_{k}" if not k.startswith("eval_") else k: v for k, v in (metrics or {}).items()
                  if _number(v) is not None}
         for name, value in final.items():
