@@ -66,6 +66,8 @@ def memory_request_from_pb(request: hardware_pb2.EstimateMemoryRequest) -> Memor
         lora_dropout=request.lora_dropout if request.HasField("lora_dropout") else None,
         gradient_accumulation_steps=request.gradient_accumulation_steps,
         providers=tuple(request.providers),
+        world_size=request.world_size,
+        distributed=request.distributed,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from modelforge_common.catalog import STRATEGIES, STRATEGIES_BY_TASK, TASKS
 from modelforge_common.errors import FieldViolation, InvalidArgument
+from modelforge_hardware.distributed import DDP, FSDP, MAX_WORLD_SIZE, per_process
 from modelforge_hardware.estimator import PRECISION_BYTES, PROVIDERS, MemoryEstimate, TrainingJob, estimate
 from modelforge_hardware.fit import MOST_FREE_GPU, Target, choose_target, judge
 from modelforge_hardware.model_shape import ConfigError, ModelShape, infer_task, shape_from_config
@@ -75,6 +76,9 @@ class MemoryRequest:
     gradient_accumulation_steps: int = 0
     # Providers the caller can train with; proposals offer no other. Empty: any.
     providers: tuple[str, ...] = ()
+    # A job of several processes: the estimate is one process's (distributed.py). 0 = 1; "" = ddp.
+    world_size: int = 0
+    distributed: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,10 @@ def _validate(request: MemoryRequest) -> list[FieldViolation]:
         violations.append(FieldViolation("model_name", "is required"))
     if request.strategy and request.strategy not in STRATEGIES:
         violations.append(FieldViolation("strategy", f"must be one of {', '.join(STRATEGIES)}"))
+    if not 0 <= request.world_size <= MAX_WORLD_SIZE:
+        violations.append(FieldViolation("world_size", f"must be between 1 and {MAX_WORLD_SIZE}"))
+    if request.distributed not in ("", DDP, FSDP):
+        violations.append(FieldViolation("distributed", f"must be {DDP} or {FSDP}"))
     if request.task and request.task not in TASKS:
         violations.append(FieldViolation("task", f"must be one of {', '.join(TASKS)}"))
     if request.precision and request.precision not in PRECISION_BYTES:
@@ -263,7 +271,7 @@ class HardwareService:
                 "unsloth requires an NVIDIA GPU", [FieldViolation("provider", "unsloth requires an NVIDIA GPU")]
             )
         accumulation = request.gradient_accumulation_steps or 1
-        result = estimate(shape, job)
+        result = per_process(estimate(shape, job), shape, request.world_size or 1, request.distributed or DDP)
         fit = judge(result, target)
         proposals: tuple[Proposal, ...] = ()
         message = fit.message

@@ -137,6 +137,8 @@ class HardwareClient:
             lora_dropout=query.lora_dropout,
             gradient_accumulation_steps=query.gradient_accumulation_steps,
             providers=list(query.providers),
+            world_size=query.world_size,
+            distributed=query.distributed,
         )
         try:
             reply = await self._stub.EstimateMemory(request, timeout=self._timeout_s)

@@ -34,6 +34,9 @@ class MemoryQuery:
     gradient_accumulation_steps: int = 1
     # Providers this trainer can run: the hardware service proposes no other.
     providers: tuple[str, ...] = ()
+    # A job of several processes: the estimate is one process's (what each GPU holds).
+    world_size: int = 1
+    distributed: str = ""
 
 
 @dataclass(frozen=True)

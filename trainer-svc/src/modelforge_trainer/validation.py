@@ -347,6 +347,8 @@ async def check_memory(
         lora_dropout=config.lora_dropout,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         providers=("huggingface", "unsloth") if device.cuda and device.unsloth_installed else ("huggingface",),
+        world_size=config.world_size,
+        distributed=config.distributed,
     )
     try:
         estimate = await estimator.estimate_memory(query)
