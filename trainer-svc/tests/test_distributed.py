@@ -63,9 +63,13 @@ async def test_two_processes_default_to_ddp_and_one_process_is_not_distributed(
     assert (two.processes_per_node, two.num_nodes, two.distributed, two.world_size) == (2, 1, "ddp", 2)
     fsdp = await check(model_dir, datasets, tmp_path, processes_per_node=2, distributed="fsdp")
     assert fsdp.distributed == "fsdp"
-    one = await check(model_dir, datasets, tmp_path, distributed="fsdp")
-    assert (one.world_size, one.distributed) == (1, "")  # nothing to share out
-    assert distributed_mode(one.to_dict()) == "" and distributed_mode(fsdp.to_dict()) == "fsdp"
+    plain = await check(model_dir, datasets, tmp_path)
+    assert (plain.world_size, plain.distributed) == (1, "") and distributed_mode(plain.to_dict()) == ""
+    # Named, one process runs under torchrun too (the GPU check's one-process nccl job).
+    one = await check(model_dir, datasets, tmp_path, distributed="ddp")
+    assert (one.world_size, one.distributed) == (1, "ddp") and distributed_mode(one.to_dict()) == "ddp"
+    assert distributed_mode(fsdp.to_dict()) == "fsdp"
+    assert distributed_mode({"processes_per_node": 2}) == "ddp"  # a job file from before the field
 
 
 async def test_refusals_say_why(model_dir: Path, datasets: FakeDatasets, tmp_path: Path) -> None:
@@ -73,6 +77,8 @@ async def test_refusals_say_why(model_dir: Path, datasets: FakeDatasets, tmp_pat
     assert "kubeflow" in problems["num_nodes"]
     problems = await refusal(model_dir, datasets, tmp_path, processes_per_node=2, strategy="dpo")
     assert "one process" in problems["processes_per_node"]
+    problems = await refusal(model_dir, datasets, tmp_path, distributed="ddp", strategy="dpo")
+    assert "one process" in problems["distributed"]
     problems = await refusal(model_dir, datasets, tmp_path, TWO_GPUS, processes_per_node=2, provider="unsloth")
     assert "unsloth cannot train in several processes" in problems["provider"]
     problems = await refusal(model_dir, datasets, tmp_path, processes_per_node=2, strategy="qlora", distributed="fsdp")

@@ -121,7 +121,7 @@ class ResolvedConfig:
     eval_dataset_path: str = ""
     processes_per_node: int = 1
     num_nodes: int = 1
-    distributed: str = ""  # "ddp" | "fsdp" with more than one process in all, else ""
+    distributed: str = ""  # "ddp" | "fsdp": runs under torchrun (always with more than one process)
 
     @property
     def world_size(self) -> int:
@@ -194,6 +194,7 @@ def resolve(
         eval_dataset_path=eval_dataset_path,
         processes_per_node=processes_per_node,
         num_nodes=num_nodes,
-        distributed=(request.distributed or DEFAULT_DISTRIBUTED) if processes_per_node * num_nodes > 1 else "",
+        # Asked for by name, one process runs under torchrun too (the GPU check's nccl path).
+        distributed=request.distributed or (DEFAULT_DISTRIBUTED if processes_per_node * num_nodes > 1 else ""),
         **{name: pick(name) for name in HYPERPARAMETER_NAMES},
     )

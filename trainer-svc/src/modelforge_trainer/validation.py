@@ -204,12 +204,12 @@ def check_distributed(request: TrainingRequest, device: DeviceInfo, problems: Pr
             "a GPU job runs one process per GPU",
         )
         return
-    if processes * nodes <= 1:
+    if processes * nodes <= 1 and request.distributed is None:
         return
     provider = request.provider or DEFAULT_PROVIDER
     strategy = request.strategy or DEFAULT_STRATEGY
     mode = request.distributed or DEFAULT_DISTRIBUTED
-    field_name = "processes_per_node" if processes > 1 else "num_nodes"
+    field_name = "processes_per_node" if processes > 1 else "num_nodes" if nodes > 1 else "distributed"
     if provider in SINGLE_PROCESS_PROVIDERS:
         problems.add(
             "provider",

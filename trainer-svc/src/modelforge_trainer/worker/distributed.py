@@ -53,10 +53,11 @@ def world_size(config: dict[str, Any]) -> int:
 
 
 def distributed_mode(config: dict[str, Any]) -> str:
-    """"ddp" or "fsdp" for a job of more than one process, "" for a single-process one."""
-    if world_size(config) <= 1:
-        return ""
-    return str(config.get("distributed") or DDP)
+    """"ddp" or "fsdp" for a job that runs under torchrun (more than one process, or a mode asked
+    for by name), "" for a plain single-process one."""
+    if config.get("distributed"):
+        return str(config["distributed"])
+    return DDP if world_size(config) > 1 else ""
 
 
 def distributed_training_arguments(mode: str, *, cuda: bool) -> dict[str, Any]:

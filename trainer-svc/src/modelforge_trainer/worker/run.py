@@ -16,7 +16,7 @@ from modelforge_trainer.strategies import IMPLEMENTED
 from modelforge_trainer.strategies.common import StrategyContext
 from modelforge_trainer.tasks import split_rows
 from modelforge_trainer.worker.callbacks import ProgressCallback
-from modelforge_trainer.worker.distributed import enable_fsdp_on_cpu, rank_info
+from modelforge_trainer.worker.distributed import enable_fsdp_on_cpu, rank_info, under_torchrun
 from modelforge_trainer.worker.protocol import WorkerJob, WorkerResult
 from modelforge_trainer.worker.reporting import EventWriter, StopFlag
 from modelforge_trainer.worker.runtime import detect_runtime
@@ -80,7 +80,7 @@ def run_job(job: WorkerJob, events: EventWriter, stop: StopFlag) -> WorkerResult
     if rank.is_main:
         tracking = JobTracking.from_environment(job, config, events.log)
         trainer.add_callback(tracking)
-    if rank.distributed:
+    if under_torchrun():
         context.details.update(world_size=rank.world_size, distributed_backend=trainer.args.ddp_backend or "")
         if config.distributed == "fsdp" and not runtime.cuda:
             enable_fsdp_on_cpu(trainer)
