@@ -488,3 +488,15 @@ async def test_a_job_end_first_seen_in_the_trainers_answer_refreshes_the_listing
         app.state.status_view.invalidate()
         assert (await client.get("/api/training_status")).json()["status"] == "completed"
         assert app.state.model_listings.stats.invalidations == invalidations  # once per job
+
+
+async def test_a_job_end_told_by_any_route_refreshes_the_listing(fakes: FakeServices) -> None:
+    """/api/jobs/{id} asks the trainer too: once it said "completed", the new model is listed."""
+    async with running_client(settings_for(fakes, models_cache_s=60)) as (_, client):
+        assert (await client.get("/api/models")).json()["total"] == 2
+        finished = running_job()
+        finished.status = common_pb2.JOB_STATUS_COMPLETED
+        fakes.trainer.job = finished
+        fakes.registry.models[3] = make_model(3)
+        assert (await client.get(f"/api/jobs/{finished.job_id}")).json()["status"] == "completed"
+        assert (await client.get("/api/models")).json()["total"] == 3

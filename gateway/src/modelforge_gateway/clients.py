@@ -4,17 +4,39 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from modelforge.v1 import hardware_pb2_grpc, inference_pb2_grpc, registry_pb2_grpc, trainer_pb2_grpc
+from modelforge.v1 import hardware_pb2_grpc, inference_pb2_grpc, registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from modelforge_common.grpc_client import make_channel
 from modelforge_gateway.settings import GatewaySettings
 
 SERVICES = ("trainer", "registry", "hardware", "inference")
+
+
+class TrainerStubWatchingStatus(trainer_pb2_grpc.TrainerServiceStub):
+    """The trainer stub, with every GetTrainingStatus reply also handed to `on_status` (whatever
+    route asked: /api/jobs/{id}, the wizard, the OpenAI jobs). The read caches learn from it that a
+    job ended the moment any route could tell a client so (readcache.TrainingStatusView.note_job)."""
+
+    def __init__(
+        self, channel: grpc.aio.Channel, on_status: Callable[[trainer_pb2.GetTrainingStatusResponse], None]
+    ) -> None:
+        super().__init__(channel)
+        ask = self.GetTrainingStatus
+
+        async def get_training_status(
+            request: trainer_pb2.GetTrainingStatusRequest, **kwargs: Any
+        ) -> trainer_pb2.GetTrainingStatusResponse:
+            reply: trainer_pb2.GetTrainingStatusResponse = await ask(request, **kwargs)
+            on_status(reply)
+            return reply
+
+        self.GetTrainingStatus = get_training_status  # type: ignore[assignment,method-assign]
 
 
 @dataclass
@@ -26,7 +48,11 @@ class Clients:
     inference: inference_pb2_grpc.InferenceServiceStub
 
     @classmethod
-    def open(cls, settings: GatewaySettings) -> Clients:
+    def open(
+        cls,
+        settings: GatewaySettings,
+        on_trainer_status: Callable[[trainer_pb2.GetTrainingStatusResponse], None] | None = None,
+    ) -> Clients:
         addresses = {
             "trainer": settings.trainer_addr,
             "registry": settings.registry_addr,
@@ -36,7 +62,11 @@ class Clients:
         channels = {name: make_channel(addr, settings.grpc_max_message_bytes) for name, addr in addresses.items()}
         return cls(
             channels=channels,
-            trainer=trainer_pb2_grpc.TrainerServiceStub(channels["trainer"]),
+            trainer=(
+                trainer_pb2_grpc.TrainerServiceStub(channels["trainer"])
+                if on_trainer_status is None
+                else TrainerStubWatchingStatus(channels["trainer"], on_trainer_status)
+            ),
             registry=registry_pb2_grpc.RegistryServiceStub(channels["registry"]),
             hardware=hardware_pb2_grpc.HardwareServiceStub(channels["hardware"]),
             inference=inference_pb2_grpc.InferenceServiceStub(channels["inference"]),

@@ -10,6 +10,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
+from modelforge.v1 import trainer_pb2
+from modelforge_common.status import status_word
 from modelforge_common.tracing import TracingASGIMiddleware
 from modelforge_gateway import console, metrics
 from modelforge_gateway.auth import ApiKeyMiddleware, ApiKeys, BodyLimitMiddleware
@@ -49,13 +51,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     model_listings = ModelListings(settings.models_cache_s)
     status_view = TrainingStatusView(settings.status_cache_s, on_job_ended=model_listings.invalidate)
 
+    def note_trainer_status(reply: trainer_pb2.GetTrainingStatusResponse) -> None:
+        if reply.has_job:
+            status_view.note_job(reply.job.job_id, status_word(reply.job.status))
+
     def invalidate_reads() -> None:
         status_view.invalidate()
         model_listings.invalidate()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.clients = Clients.open(settings)
+        app.state.clients = Clients.open(settings, on_trainer_status=note_trainer_status)
         invalidate_reads()  # nothing cached on another event loop (a test's earlier lifespan) is reused
         hub = EventHub(queue_size=settings.ws_queue_size)
         feed = TrainingEventFeed(

@@ -204,9 +204,9 @@ class TrainingStatusView:
     ) -> None:
         self.answers: SingleFlightCache[TrainerAnswer] = SingleFlightCache(max_age_s, clock=clock, name="status")
         self.job_capacity = job_capacity
-        # Called when a trainer answer is the first news here of a job's end: the trainer can answer
-        # "completed" a moment before its event reaches this gateway, and a client that saw it must
-        # then find the new model in the listing (ModelListings.invalidate).
+        # Called when a trainer answer (to any route) is the first news here of a job's end: the
+        # trainer can answer "completed" a moment before its event reaches this gateway, and a client
+        # that saw it must then find the new model in the listing (ModelListings.invalidate).
         self.on_job_ended = on_job_ended
         self._events: OrderedDict[str, _EventState] = OrderedDict()
         self._ended: OrderedDict[str, None] = OrderedDict()
@@ -254,14 +254,12 @@ class TrainingStatusView:
 
     async def body(self, job_id: str, fetch: Callable[[], Awaitable[TrainerAnswer]]) -> bytes:
         """The JSON body of GET /api/training_status[?job_id=...]."""
+        return self._render(await self.answers.get(job_id, fetch))
 
-        async def fetch_and_note_the_end() -> TrainerAnswer:
-            answer = await fetch()
-            if answer.job_id and answer.fields.get("status") in TERMINAL_WORDS:
-                self._note_end(answer.job_id)
-            return answer
-
-        return self._render(await self.answers.get(job_id, fetch_and_note_the_end))
+    def note_job(self, job_id: str, status: str) -> None:
+        """A job's status as the trainer just told some route (clients.TrainerStubWatchingStatus)."""
+        if job_id and status in TERMINAL_WORDS:
+            self._note_end(job_id)
 
     def _note_end(self, job_id: str) -> None:
         if job_id in self._ended:
