@@ -213,7 +213,9 @@ async def inspect_dataset(
                 raise InvalidArgument(
                     f"{model_name} has no tokenizer: {exc}", [FieldViolation("model_name", "holds no tokenizer")]
                 ) from None
-            raise Unavailable(f"The tokenizer of {model_name} could not be fetched from the Hub: {exc}") from None
+            raise Unavailable(
+                f"The tokenizer of {model_name} could not be fetched from the Hugging Face Hub: {exc}"
+            ) from None
         try:
             rows = load_rows(info.path)
         except ValueError as exc:
