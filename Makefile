@@ -20,9 +20,13 @@ help:
 	@echo "               again with one down: start only what is missing"
 	@echo "make down      stop everything 'make up' started, whatever MODELFORGE_DATA_DIR is"
 	@echo "make demo      build a tiny model + dataset, fine-tune it through the API, generate"
+	@echo "make lint      ruff, buf lint and buf breaking (protos/ against the last landed main:"
+	@echo "               protos/buf-breaking.sh); a strict type checker joins later (issue 15, item 2)"
 	@echo "make test      lint, then the whole test suite"
 	@echo "make bench     side-by-side benchmarks (writes bench/RESULTS.md)"
 	@echo "make gpu-check on a GPU: QLoRA with both providers through the stack vs plain scripts (writes bench/GPU.md)"
+	@echo "make images    the five service images from deploy/docker/Dockerfile via docker-bake.hcl"
+	@echo "               (Docker with buildx; IMAGE_PREFIX=modelforge IMAGE_TAG=0.1.0 by default)"
 
 install: $(STAMP) $(PROTO_STAMP)
 	@# Headless Chromium for the browser test: Debian's package, installed when missing and running as
@@ -66,14 +70,16 @@ status: install
 demo: install
 	$(PY) -m modelforge_devkit.demo
 
+# Proto lint (STANDARD) and breaking-change check (FILE): protos/buf.yaml. buf-bin runs offline.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/buf lint protos
+	BUF=$(VENV)/bin/buf protos/buf-breaking.sh
 
 fmt: install
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
-test: install
-	$(VENV)/bin/ruff check .
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Unit and component tests only (no training, no real processes).
@@ -89,19 +95,18 @@ bench: install
 gpu-check: install
 	$(PY) -m bench.gpu_check
 
-# Container images (needs a Docker engine; CI only checks the Dockerfiles statically).
-IMAGE_PREFIX ?= ghcr.io/modelforge
-IMAGE_TAG    ?= dev
-DOCKER       ?= docker
-IMAGE_DIRS   := gateway trainer-svc registry-svc inference-svc hardware-svc
+# Container images: docker-bake.hcl builds every service from the one template, deploy/docker/Dockerfile
+# (needs Docker with buildx; CI checks both statically: deploy/tests/test_dockerfiles.py). The names and
+# tag default to the manifests' (modelforge/<service>:0.1.0); IMAGE_PREFIX and IMAGE_TAG given to make
+# reach bake through the environment (make exports command-line variables), e.g.
+#   make images-push IMAGE_PREFIX=registry.example.com/modelforge IMAGE_TAG=0.1.0
+DOCKER ?= docker
 
 images:
-	for d in $(IMAGE_DIRS); do \
-	  $(DOCKER) build -f $$d/Dockerfile -t $(IMAGE_PREFIX)/$$d:$(IMAGE_TAG) . || exit 1; \
-	done
+	$(DOCKER) buildx bake --file docker-bake.hcl --load
 
-images-push: images
-	for d in $(IMAGE_DIRS); do $(DOCKER) push $(IMAGE_PREFIX)/$$d:$(IMAGE_TAG) || exit 1; done
+images-push:
+	$(DOCKER) buildx bake --file docker-bake.hcl --push
 
 clean: down
 	rm -rf protos/gen $(VENV)
