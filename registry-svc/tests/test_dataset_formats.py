@@ -241,3 +241,9 @@ def test_the_origin_is_stored_beside_the_file_for_the_lineage(registry: Registry
     assert stored_files(data_dir) == ["plain.jsonl", "qa.jsonl", "qa.jsonl.columns.json", "qa.jsonl.source.json"]
     registry.datasets.delete("qa.jsonl")
     assert stored_files(data_dir) == ["plain.jsonl"]
+
+
+def test_a_long_csv_cell_is_a_long_text(registry: Registry) -> None:
+    rows = [{"prompt": "x" * 200_000 if i == 0 else f"p{i}", "completion": f"c{i}"} for i in range(10)]
+    dataset = upload(registry, "long.csv", csv_bytes(rows))
+    assert load_rows(dataset.path)[0]["prompt"] == "x" * 200_000

@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -355,7 +355,7 @@ class DatasetStore:
 
     def store_rows(
         self,
-        rows: Any,
+        rows: Callable[[], Iterator[dict[str, Any]]],
         label: str,
         name: str,
         mapping: Mapping[str, str],
@@ -366,7 +366,7 @@ class DatasetStore:
         converted = PartFile(self.data_dir.datasets, max(self.max_upload_bytes, 1) * 8)
         try:
             try:
-                write_jsonl(rows(), converted)  # type: ignore[arg-type]
+                write_jsonl(rows(), converted)
             except TableError as exc:
                 raise table_error(label, exc) from None
             converted.close()

@@ -21,10 +21,14 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
+
+from modelforge_common.dataset_lines import MAX_LINE_BYTES
 
 TABLE_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _PARQUET_MAGIC = b"PAR1"
+# A CSV cell may be as long as a JSONL line may be (the csv module's default is 128 KiB).
+csv.field_size_limit(MAX_LINE_BYTES)
 _PARQUET_BATCH_ROWS = 1024
 
 
@@ -170,7 +174,11 @@ def table_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
     return readers[fmt](path)
 
 
-def write_jsonl(rows: Iterator[dict[str, Any]], target: BinaryIO) -> int:
+class _Writable(Protocol):
+    def write(self, chunk: bytes, /) -> object: ...
+
+
+def write_jsonl(rows: Iterator[dict[str, Any]], target: _Writable | BinaryIO) -> int:
     """Writes one JSON object per line (text kept as is; an unpaired surrogate is written through so
     the line rules can name its row). Returns the row count."""
     count = 0
