@@ -169,3 +169,50 @@ def test_a_rank_other_than_zero_writes_nothing() -> None:
     silent.log("nobody reads this")  # no descriptor: dropped, no error
     silent.error("nor this")
     silent.close()
+
+
+FAKE_TRAINER = """
+import os, subprocess, sys, time
+from modelforge_trainer.worker.lifeline import PARENT_ENV, parent_marker
+from modelforge_trainer.orphans import process_start_time
+read_fd, write_fd = os.pipe()
+env = dict(os.environ, **{PARENT_ENV: parent_marker(os.getpid(), process_start_time(os.getpid()))})
+worker = subprocess.Popen([sys.executable, "-m", "modelforge_trainer.worker", sys.argv[1], "--events-fd",
+                           str(write_fd)], pass_fds=(write_fd,), env=env, start_new_session=True)
+print(worker.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_ranks_end_with_their_trainer(tmp_path: Path) -> None:
+    """kill -9 of the trainer: its distributed worker (the launcher) and the ranks torchrun started in
+    sessions of their own all end (the launcher's lifeline ends the ranks; theirs watch the launcher)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    job_file = tmp_path / "job.json"
+    WorkerJob(job_id="train_lifeline", config={"processes_per_node": 2, "distributed": "ddp",
+                                                "dataset_path": str(tmp_path / "none.jsonl")},
+              output_dir=str(tmp_path / "out"), checkpoint_dir=str(tmp_path / "ckpt"),
+              result_path=str(tmp_path / "result.json")).write(job_file)
+    trainer = subprocess.Popen([sys.executable, "-c", FAKE_TRAINER, str(job_file)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert trainer.stdout is not None
+        launcher = psutil.Process(int(trainer.stdout.readline()))
+        deadline = time.monotonic() + 60
+        ranks: list[psutil.Process] = []
+        while len(ranks) < 2 and time.monotonic() < deadline:
+            ranks = [p for p in launcher.children(recursive=True) if "--events-path" in p.cmdline()]
+            time.sleep(0.1)
+        assert len(ranks) == 2, "torchrun did not start two ranks"
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait(10)
+        _gone, alive = psutil.wait_procs([launcher, *ranks], timeout=15)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        trainer.kill()
