@@ -243,7 +243,8 @@ def test_the_origin_is_stored_beside_the_file_for_the_lineage(registry: Registry
     assert stored_files(data_dir) == ["plain.jsonl"]
 
 
-def test_a_long_csv_cell_is_a_long_text(tmp_path: Path) -> None:
+def test_a_long_csv_cell_is_a_long_text(tmp_path: Path, database_url: str) -> None:
+    """(database_url: this module's parametrization; the reader needs no database.)"""
     from modelforge_registry.tables import table_rows
 
     # Over the csv module's default 128 KiB field limit (and the test registry's upload cap).
