@@ -26,7 +26,10 @@ against="${BUF_BREAKING_AGAINST:-}"
 if [ -z "$against" ]; then
   base="$(git rev-parse HEAD)"
   if git rev-parse --verify --quiet origin/main >/dev/null; then
-    base="$(git merge-base HEAD origin/main)"
+    if ! base="$(git merge-base HEAD origin/main)"; then
+      echo "buf breaking: no history shared with origin/main here (a shallow clone?); comparing with HEAD" >&2
+      base="$(git rev-parse HEAD)"
+    fi
   fi
   if [ "$base" = "$(git rev-parse HEAD)" ] && [ -z "$(git status --porcelain -- protos)" ]; then
     if parent="$(git rev-parse --verify --quiet 'HEAD^1')"; then

@@ -169,3 +169,16 @@ def test_a_branch_is_checked_from_where_it_left_main(buf: str, landed: Path, tmp
     done = breaking(clone, buf)
     assert done.returncode != 0
     assert 'Previously present field "2" with name "steps" on message "Job" was deleted.' in done.stdout
+
+
+def test_a_shallow_clone_says_it_lacks_the_parent_until_deepened(buf: str, landed: Path, tmp_path: Path) -> None:
+    write_protos(landed, JOBS_PROTO.replace("string job_id = 1;", "int64 job_id = 1;"))
+    commit_all(landed, "retype job_id")
+    clone = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{landed}", str(clone))
+    done = breaking(clone, buf)
+    assert done.returncode == 0 and "HEAD has no parent here" in done.stderr
+    git(clone, "fetch", "-q", "--deepen=1")  # what .ci/run does in a shallow clone
+    done = breaking(clone, buf)
+    assert done.returncode != 0
+    assert 'changed type from "string" to "int64"' in done.stdout
