@@ -276,7 +276,9 @@ def run_with_fakes(
     return done, calls
 
 
-def run_instruction(run: Instruction, workdir: Path, fakes: tuple[str, ...]):
+def run_instruction(
+    run: Instruction, workdir: Path, fakes: tuple[str, ...]
+) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
     command = re.sub(r"^(--\S+\s+)*", "", run.args)  # RUN's own flags (--mount=...)
     return run_with_fakes(["/bin/sh", "-c", command], run.environment, workdir, fakes)
 
@@ -310,7 +312,7 @@ def test_hadolint_finds_nothing() -> None:
 def test_the_image_is_the_one_the_manifests_run(rendered, svc: str) -> None:
     (tag,) = BAKE_TARGETS[svc].tags
     workload = rendered.workload(svc)
-    ours = [c for c in rendered.containers(workload) + rendered.containers(workload, init=True)]
+    ours = rendered.containers(workload) + rendered.containers(workload, init=True)
     assert ours and all(c["image"] == tag for c in ours), [c["image"] for c in ours]
 
 
@@ -433,11 +435,17 @@ def test_the_build_installs_the_service_with_its_extras_and_pins(images, svc: st
         assert EXTRAS[svc] in project["optional-dependencies"]
 
 
-def test_a_build_without_a_service_stops_before_copying(tmp_path: Path) -> None:
-    image = evaluate("none", {})
-    (guard,) = [r for r in image.stage("build").runs() if "SERVICE is required" in r.args]
-    done, _ = run_instruction(guard, tmp_path, fakes=())
-    assert done.returncode != 0 and "build argument SERVICE is required" in done.stderr
+@pytest.mark.parametrize("missing", ["SERVICE", "SERVICE_MODULE"])
+def test_a_build_without_a_service_stops_before_copying(missing: str, tmp_path: Path) -> None:
+    image = evaluate("none", {k: v for k, v in BAKE_TARGETS["gateway"].args.items() if k != missing})
+    (guard,) = [r for r in image.stage("build").runs() if "are required" in r.args]
+    done, _ = run_instruction(guard, tmp_path / "without", fakes=())
+    assert done.returncode != 0 and "build arguments SERVICE and SERVICE_MODULE are required" in done.stderr
+    complete = evaluate("gateway", BAKE_TARGETS["gateway"].args)
+    (guard_passes,) = [r for r in complete.stage("build").runs() if "are required" in r.args]
+    assert run_instruction(guard_passes, tmp_path / "with", fakes=())[0].returncode == 0
+    if missing != "SERVICE":
+        return
     instructions = image.stage("build").instructions
     whole_context = next(i for i, x in enumerate(instructions) if x.name == "COPY" and x.args == "/ /")
     assert instructions.index(guard) < whole_context
