@@ -389,6 +389,18 @@ def test_the_interpreter_is_the_bases_or_a_standalone_one(images, svc: str) -> N
     assert "--from=build /opt/python /opt/python" in images[svc].final.args_of("COPY")
 
 
+@pytest.mark.parametrize("group", [("gateway", "registry", "hardware"), CUDA_SERVICES])
+def test_images_of_one_base_share_the_build_layers_before_the_service(images, group: tuple[str, ...]) -> None:
+    # A RUN sees every ARG declared before it, so a service's argument declared early would give each
+    # image its own interpreter, codegen venv and generated protos.
+    prefixes = []
+    for svc in group:
+        build = images[svc].stage("build")
+        last_shared = next(i for i, x in enumerate(build.instructions) if x.args == "common/ common/")
+        prefixes.append([(x.name, x.args, x.environment) for x in build.instructions[: last_shared + 1]])
+    assert all(prefix == prefixes[0] for prefix in prefixes)
+
+
 @pytest.mark.parametrize("svc", FOLDERS)
 def test_final_stage_runs_as_a_numeric_non_root_user(images, svc: str, gpu) -> None:
     users = images[svc].final.args_of("USER")
