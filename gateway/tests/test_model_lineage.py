@@ -108,7 +108,11 @@ async def test_lineage_endpoint_gives_a_reproduce_body(client: httpx.AsyncClient
     assert response.status_code == 200
     body = response.json()
     assert body["model_id"] == model.model_id
-    assert body["environment"] == {"versions": {"torch": "2.13.0"}, "device": "cpu", "python": "3.12.3"}
+    # A run recorded without a world size trained in one process.
+    assert body["environment"] == {
+        "versions": {"torch": "2.13.0"}, "device": "cpu", "python": "3.12.3",
+        "world_size": 1, "distributed": "", "processes_per_node": 1, "num_nodes": 1,
+    }
     assert body["reproduce"] == {
         "task": "text-generation",
         "model_name": "/data/models/tiny-llama",

@@ -138,6 +138,7 @@ def test_lineage_reproduce_listing_and_trusted_artifacts(
         "versions": {p: importlib.metadata.version(p) for p in ("torch", "transformers", "peft", "trl", "datasets")},
         "device": "cpu",
         "python": platform.python_version(),
+        "world_size": 1, "distributed": "", "processes_per_node": 1, "num_nodes": 1,  # one process
     }
     job = lineage["job"]
     assert (job["job_id"], job["status"], job["owner"]) == (first["job_id"], "completed", "")
