@@ -106,6 +106,53 @@ async def test_a_mixed_adapter_batch_gives_each_request_its_tokens_alone(adapter
     await shared.close()
 
 
+async def test_rows_without_padding_decode_without_a_mask_and_match_alone(adapter_refs: list[ModelRef]) -> None:
+    # Same prompt, so the same length: the batch has no padding and the model is given no mask.
+    params = dataclasses.replace(GREEDY, max_new_tokens=10)
+    alone = []
+    for ref in adapter_refs:
+        solo = backend()
+        alone.append(await solo.generate(ref, params))
+        await solo.close()
+    shared = backend()
+    for ref in adapter_refs:
+        await shared.served_model(ref)
+    served = await shared.served_model(adapter_refs[0])
+    batcher = shared.batcher_for(served.host)
+    assert batcher is not None
+    masks: list[bool] = []
+    forward = batcher._forward
+
+    def recording_forward(*args: object) -> object:
+        masks.append(args[1] is not None)
+        return forward(*args)  # type: ignore[arg-type]
+
+    batcher._forward = recording_forward  # type: ignore[method-assign]
+    together = await asyncio.gather(*(shared.generate(ref, params) for ref in adapter_refs))
+    assert [r.generated_text for r in together] == [r.generated_text for r in alone]
+    assert batcher.largest_batch == len(adapter_refs) and masks and not any(masks)
+    await shared.close()
+
+
+async def test_a_request_queued_before_the_scheduler_woke_ends_when_it_closes(refs: dict[str, ModelRef]) -> None:
+    from modelforge_inference.backends.batching import Abandoned, BatchRequest, ContinuousBatcher
+    from modelforge_inference.stops import RequestOutput
+
+    local = backend()
+    served = await local.served_model(refs["lora"])
+    batcher = ContinuousBatcher(served.host)
+    outcomes: list[object] = []
+    request = BatchRequest(served, [1, 2, 3], GREEDY, RequestOutput(lambda ids: ""), set(), outcomes.append)
+    batcher.submit(request, wake=False)
+    assert batcher.active == 1
+    batcher.close()  # before the wake: no thread ever took it
+    assert len(outcomes) == 1 and isinstance(outcomes[0], Abandoned) and batcher.active == 0
+    batcher.wake()
+    with pytest.raises(RuntimeError):
+        batcher.submit(request)
+    await local.close()
+
+
 async def test_a_request_joining_a_running_batch_streams_correctly(adapter_refs: list[ModelRef]) -> None:
     _base, one, two = adapter_refs
     late_params = dataclasses.replace(GREEDY, prompt="Hi", max_new_tokens=10)

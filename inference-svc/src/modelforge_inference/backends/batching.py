@@ -165,22 +165,31 @@ class ContinuousBatcher:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
             self._pending.append(request)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="inference-batcher", daemon=True)
-                self._thread.start()
             if wake:
-                self._condition.notify()
+                self._notify()
 
     def wake(self) -> None:
         """Starts an idle scheduler on what was submitted."""
         with self._condition:
-            self._condition.notify()
+            if not self._closed:
+                self._notify()
+
+    def _notify(self) -> None:
+        # Called with the condition held; the thread starts on the first wake, not the first submit.
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="inference-batcher", daemon=True)
+            self._thread.start()
+        self._condition.notify()
 
     def close(self) -> None:
         with self._condition:
             self._closed = True
             self._condition.notify()
             thread = self._thread
+            # Queued but never woken: no thread will end them.
+            unstarted, self._pending = (self._pending, []) if thread is None else ([], self._pending)
+        for request in unstarted:
+            request.done(Abandoned("the model was unloaded while generating; try again"))
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
