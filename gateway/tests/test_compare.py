@@ -72,3 +72,10 @@ async def test_bad_comparisons_are_400_naming_the_parameter(client: httpx.AsyncC
     unknown = await client.get("/api/compare", params=[("model", "1"), ("model", "nope")])
     assert unknown.status_code == 404
     assert "Model nope not found" in unknown.text
+
+
+def test_the_mapping_fields_the_document_declares_are_the_formats_fields() -> None:
+    from modelforge_common.dataset_rows import mappable_fields
+    from modelforge_gateway.routes.datasets import MappableField
+
+    assert set(MappableField.__args__) == set(mappable_fields())

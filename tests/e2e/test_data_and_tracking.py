@@ -124,7 +124,7 @@ def test_bad_uploads_are_400_naming_file_row_and_column(client: httpx.Client, tr
     assert bad_mapping.json()["detail"][0]["loc"] == ["body", "column_mapping"]
     assert dataset_files(tracked_stack) == before
     # A Hub dataset that is neither cached nor reachable (the stack runs with HF_HUB_OFFLINE=1).
-    offline = client.post("/api/datasets/hub", json={"repo_id": "org/not-cached", "split": "train"})
+    offline = client.post("/api/hub/datasets", json={"repo_id": "org/not-cached", "split": "train"})
     assert offline.status_code == 503, offline.text
     assert "cannot be reached" in offline.text
 
@@ -146,7 +146,7 @@ def test_every_source_trains_and_is_tracked_and_compared(
     chats = json.dumps(text_generation_rows(ROWS, seed=5)).encode()
     assert upload(client, "chats.json", chats).status_code == 200
     hub_body = {"repo_id": "org/facts", "split": "train", "column_mapping": mapping}
-    registered = client.post("/api/datasets/hub", json=hub_body)
+    registered = client.post("/api/hub/datasets", json=hub_body)
     assert registered.status_code == 200, registered.text
     assert registered.json()["dataset"]["source"] == {
         "format": "hub", "hub_id": "org/facts", "hub_split": "train", "hub_revision": "main", "hub_sha": HUB_SHA,

@@ -28,6 +28,7 @@ MODEL_NAMED = frozenset({"/api/finetune/estimate_memory", "/api/finetune/validat
                          "/api/finetune/set_custom_model"})
 GENERATION = frozenset({"/api/playground/generate", "/api/playground/new", "/api/playground/stream"})
 UPLOAD = "/api/upload_dataset"
+INSIGHT = "/api/datasets/{name}/insight"
 
 # One pinned run: what this machine and the stored data support, and small enough to finish fast.
 PINNED_TRAINING: dict[str, Any] = {
@@ -71,6 +72,12 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             body["repo_name"] = os.environ[FUZZ_MODEL]
     elif path == UPLOAD and isinstance(body, dict):
         body["file"] = VALID_ROWS.decode()
+        # Which columns a mapping may name depends on the file's own columns.
+        body.pop("column_mapping", None)
+    elif path == INSIGHT:
+        # A dataset stored here, read with a tokenizer that exists here.
+        case.path_parameters = {**(case.path_parameters or {}), "name": os.environ[FUZZ_DATASET]}
+        case.query = {**(case.query or {}), "model": os.environ[FUZZ_MODEL]}
 
 
 @schemathesis.hook

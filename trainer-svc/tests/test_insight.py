@@ -86,7 +86,6 @@ def test_bad_requests_name_their_field(tmp_path: Path, mapped_dataset: Path) -> 
     for kwargs, field in (
         ({"dataset": "", "model_name": str(model)}, "dataset"),
         ({"dataset": "qa.jsonl", "model_name": " "}, "model_name"),
-        ({"dataset": "qa.jsonl", "model_name": "not a model"}, "model_name"),
         ({"dataset": "qa.jsonl", "model_name": str(model), "max_length": -1}, "max_length"),
         ({"dataset": "qa.jsonl", "model_name": str(model), "sample_size": 21}, "sample_size"),
         ({"dataset": "qa.jsonl", "model_name": str(tmp_path)}, "model_name"),  # a folder without a tokenizer
@@ -96,3 +95,5 @@ def test_bad_requests_name_their_field(tmp_path: Path, mapped_dataset: Path) -> 
         assert [v.field for v in caught.value.violations] == [field], kwargs
     with pytest.raises(NotFound):
         asyncio.run(inspect_dataset(datasets, tmp_path, "missing.jsonl", str(model)))
+    with pytest.raises(NotFound, match="Model not-a-model not found"):
+        asyncio.run(inspect_dataset(datasets, tmp_path, "qa.jsonl", "not-a-model"))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from modelforge_common.dataset_rows import load_rows
-from modelforge_common.errors import FieldViolation, InvalidArgument, Unavailable
+from modelforge_common.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
 from modelforge_common.model_paths import model_roots, resolve_local_model
 from modelforge_trainer.ports import DatasetLookup
 from modelforge_trainer.tasks import text_generation
@@ -197,10 +197,8 @@ async def inspect_dataset(
         raise InvalidArgument("Invalid dataset inspection: " + "; ".join(p.description for p in problems), problems)
     folder = resolve_local_model(model_name, model_roots(data_dir), data_dir=data_dir)
     if folder is None and not HUB_MODEL_ID.match(model_name.strip()):
-        raise InvalidArgument(
-            f"Invalid model_name: {model_name}. Use a Hub id such as 'org/name' or a local model folder",
-            [FieldViolation("model_name", "must be a Hub id or an allowed local model folder")],
-        )
+        # A bare name that is neither a folder in the model roots nor a Hub id (org/name).
+        raise NotFound(f"Model {model_name} not found: use a Hub id such as 'org/name' or a local model folder")
     info = await datasets.get_dataset(dataset)
 
     def run() -> DatasetInsight:

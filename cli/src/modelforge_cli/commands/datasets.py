@@ -103,7 +103,7 @@ def hub(
     }
     with api(ctx) as client:
         try:
-            answer = client.post("/api/datasets/hub", json=body)
+            answer = client.post("/api/hub/datasets", json=body)
         except ApiError as exc:
             if exc.status not in (400, 422):
                 raise

@@ -12,7 +12,7 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints
 
 from modelforge_common.catalog import TRAINING_SETTINGS
 from modelforge_gateway.convert import model_details, model_lineage
@@ -119,12 +119,13 @@ def comparison(models: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> Co
 
 
 ModelsQuery = Annotated[
-    list[str],
+    list[Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=r"\S")]],
     Query(
         alias="model",
         min_length=MIN_MODELS,
         max_length=MAX_MODELS,
-        description="A model's numeric id or model_id, two to five times",
+        description="A model's numeric id or model_id, two to five different ones",
+        json_schema_extra={"uniqueItems": True},
     ),
 ]
 
@@ -133,9 +134,8 @@ ModelsQuery = Annotated[
 async def compare_models(registry: RegistryStub, rpc: Rpc, models: ModelsQuery) -> ComparisonResponse:
     """Two to five registered models side by side: loss curves, metrics and the settings that differ.
     400 for fewer than two, more than five or the same model twice; 404 naming an unknown model."""
-    for index, model_id in enumerate(models):
-        if not model_id.strip() or len(model_id) > 300:
-            raise invalid(["query", "model", index], "must be a model's numeric id or model_id")
+    if len(set(models)) != len(models):
+        raise invalid(["query", "model"], "names the same model twice: compare different models")
     found = await asyncio.gather(*(fetch_model(registry, rpc, model_id) for model_id in models))
     ids = [model.id for model in found]
     if len(set(ids)) != len(ids):

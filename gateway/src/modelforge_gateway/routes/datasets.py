@@ -1,12 +1,13 @@
 """Dataset upload (JSONL, JSON, CSV or Parquet, streamed to registry-svc in chunks, optionally with
-a column mapping), registration of a Hub dataset split, listing and deletion."""
+a column mapping), registration of a Hub dataset split (POST /api/hub/datasets), listing, insight
+and deletion."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
 from pathlib import PurePath
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Path, Query, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
@@ -98,6 +99,11 @@ async def upload_dataset(
 
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# The fields a column mapping may map to (modelforge_common.dataset_rows.mappable_fields).
+MappableField = Literal[
+    "answers", "chosen", "completion", "context", "document", "input", "instruction", "messages", "output",
+    "prompt", "question", "rejected", "summary", "text",
+]
 
 
 class HubDatasetRequest(BaseModel):
@@ -112,12 +118,12 @@ class HubDatasetRequest(BaseModel):
     revision: str = Field(
         default="", max_length=200, pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9._/-]*$", description="Branch, tag or commit"
     )
-    column_mapping: dict[str, Annotated[str, Field(min_length=1, max_length=200)]] = Field(
-        default_factory=dict, max_length=16, description=MAPPING_DESCRIPTION
+    column_mapping: dict[MappableField, Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]] = Field(
+        default_factory=dict, description=MAPPING_DESCRIPTION
     )
 
 
-@router.post("/api/datasets/hub", response_model=HubDatasetResponse)
+@router.post("/api/hub/datasets", response_model=HubDatasetResponse)
 async def register_hub_dataset(body: HubDatasetRequest, registry: RegistryStub, rpc: Rpc) -> HubDatasetResponse:
     """Stores one split of a Hub dataset as a dataset (fetched once by the registry with the server's
     token; the revision and its commit sha are kept in `dataset.source`). 503 when the Hub cannot be
