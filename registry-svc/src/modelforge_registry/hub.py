@@ -74,6 +74,7 @@ def fetch_split(
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -91,6 +92,10 @@ def fetch_split(
             local_files_only=offline,
             allow_patterns=patterns,
         )
+    except HFValidationError as exc:
+        raise InvalidArgument(
+            f"Invalid Hub dataset id {repo_id}: {exc}", [FieldViolation("repo_id", "must be a Hub dataset id")]
+        ) from None
     except RepositoryNotFoundError:
         raise NotFound(
             f"Hub dataset {repo_id} not found (or it is private and the server's token cannot read it)"

@@ -16,6 +16,7 @@ from modelforge.v1 import registry_pb2, trainer_pb2
 from modelforge_gateway.convert import dataset_summary, issue_text
 from modelforge_gateway.deps import RegistryStub, Rpc, SettingsDep, TrainerStub
 from modelforge_gateway.errors import ApiError, invalid
+from modelforge_gateway.routes.hub import HUB_REPO_NAME, HUB_REPO_NAME_MAX_LENGTH
 from modelforge_gateway.schemas import (
     DatasetsResponse,
     DatasetSummary,
@@ -98,7 +99,9 @@ async def upload_dataset(
     return upload_reply(reply.dataset)
 
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# Names as the Hub spells them: letters and digits joined by single separators (no "..").
+_NAME = r"^[A-Za-z0-9]+(?:[-_.][A-Za-z0-9]+)*$"
+_REVISION = r"^$|^[A-Za-z0-9]+(?:[-_./][A-Za-z0-9]+)*$"
 # The fields a column mapping may map to (modelforge_common.dataset_rows.mappable_fields).
 MappableField = Literal[
     "answers", "chosen", "completion", "context", "document", "input", "instruction", "messages", "output",
@@ -110,14 +113,11 @@ class HubDatasetRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     repo_id: str = Field(
-        min_length=1, max_length=193, pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*$",
-        description='A Hub dataset id, "name" or "org/name"',
+        max_length=HUB_REPO_NAME_MAX_LENGTH, pattern=HUB_REPO_NAME, description='A Hub dataset id, "name" or "org/name"'
     )
-    config: str = Field(default="", max_length=64, pattern=r"^$|" + _NAME, description="Config (subset) name")
+    config: str = Field(default="", max_length=64, pattern=rf"^$|{_NAME}", description="Config (subset) name")
     split: str = Field(default="train", min_length=1, max_length=64, pattern=_NAME)
-    revision: str = Field(
-        default="", max_length=200, pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9._/-]*$", description="Branch, tag or commit"
-    )
+    revision: str = Field(default="", max_length=200, pattern=_REVISION, description="Branch, tag or commit")
     column_mapping: dict[MappableField, Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]] = Field(
         default_factory=dict, description=MAPPING_DESCRIPTION
     )
