@@ -29,6 +29,7 @@ MODEL_NAMED = frozenset({"/api/finetune/estimate_memory", "/api/finetune/validat
 GENERATION = frozenset({"/api/playground/generate", "/api/playground/new", "/api/playground/stream"})
 UPLOAD = "/api/upload_dataset"
 INSIGHT = "/api/datasets/{name}/insight"
+DATASET_DELETE = "/api/datasets/{name}"
 
 # One pinned run: what this machine and the stored data support, and small enough to finish fast.
 PINNED_TRAINING: dict[str, Any] = {
@@ -78,6 +79,10 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         # A dataset stored here, read with a tokenizer that exists here.
         case.path_parameters = {**(case.path_parameters or {}), "name": os.environ[FUZZ_DATASET]}
         case.query = {**(case.query or {}), "model": os.environ[FUZZ_MODEL]}
+    if path == DATASET_DELETE and (case.path_parameters or {}).get("name") == os.environ[FUZZ_DATASET]:
+        # Stateful runs carry the pinned dataset's name from the insight call to its deletion:
+        # every later training start needs it, so another (unknown, 404) name is deleted instead.
+        case.path_parameters = {**case.path_parameters, "name": "not-the-fuzz-dataset.jsonl"}
 
 
 @schemathesis.hook
