@@ -58,9 +58,13 @@ def _positive(case: Any) -> bool:
 
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    path = case.operation.path
+    if path == DATASET_DELETE and (case.path_parameters or {}).get("name") == os.environ[FUZZ_DATASET]:
+        # Stateful runs (in whatever mode) carry the pinned dataset's name from the insight call to
+        # its deletion: every later training start needs it, so an unknown name (404) goes instead.
+        case.path_parameters = {**case.path_parameters, "name": "not-the-fuzz-dataset.jsonl"}
     if not _positive(case):
         return
-    path = case.operation.path
     body = case.body
     if path in TRAINING_STARTS and isinstance(body, dict):
         for name in DROPPED_TRAINING:
@@ -79,10 +83,6 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         # A dataset stored here, read with a tokenizer that exists here.
         case.path_parameters = {**(case.path_parameters or {}), "name": os.environ[FUZZ_DATASET]}
         case.query = {**(case.query or {}), "model": os.environ[FUZZ_MODEL]}
-    if path == DATASET_DELETE and (case.path_parameters or {}).get("name") == os.environ[FUZZ_DATASET]:
-        # Stateful runs carry the pinned dataset's name from the insight call to its deletion:
-        # every later training start needs it, so another (unknown, 404) name is deleted instead.
-        case.path_parameters = {**case.path_parameters, "name": "not-the-fuzz-dataset.jsonl"}
 
 
 @schemathesis.hook
