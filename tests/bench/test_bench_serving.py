@@ -65,3 +65,31 @@ def test_the_section_is_registered_in_make_bench() -> None:
 
     assert "serving" in BENCHMARKS
     assert Path(__file__).resolve().parents[2].joinpath("bench", "serving.py").is_file()
+
+
+@pytest.fixture(scope="module")
+def through_the_stack(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The quick run with a real stack (bench_context, as `python -m bench --quick --only serving`)."""
+    from bench.common import bench_context
+    from bench.serving import run
+
+    with bench_context(tmp_path_factory.mktemp("serving-stack"), quick=True, size="tiny") as context:
+        section = run(context)
+    section.seconds = 1.0
+    return section.markdown()
+
+
+@pytest.mark.e2e
+def test_through_the_stack_every_user_streamed_and_both_goals_are_judged(through_the_stack: str) -> None:
+    rows = table(through_the_stack, "Through the stack, POST /api/playground/stream")
+    assert [row[0] for row in rows] == ["users", "1 at a time", "8 at once"]
+    for row in rows[1:]:
+        assert all(NUMBER.match(cell) and float(cell.replace(",", "")) > 0 for cell in row[1:]), row
+    side_by_side = table(through_the_stack, "Time to first token, in process vs through the stack")
+    assert [row[0].split(" (")[0] for row in side_by_side[1:]] == ["in process", "through the stack"]
+    # Every user of the round saw visible text: 8 first tokens a side, in process and through the stack.
+    assert [row[1] for row in side_by_side[1:]] == ["8", "8"]
+    goals = table(through_the_stack, "Goals")
+    ttft = [row for row in goals[1:] if row[0].startswith("time to first token p99")]
+    assert len(ttft) == 2 and ttft[0][0].endswith("in process") and "through the stack" in ttft[1][0]
+    assert all(VERDICT.match(row[3]) for row in goals[1:]), goals
