@@ -127,6 +127,15 @@ def test_bad_uploads_are_400_naming_file_row_and_column(client: httpx.Client, tr
     offline = client.post("/api/hub/datasets", json={"repo_id": "org/not-cached", "split": "train"})
     assert offline.status_code == 503, offline.text
     assert "cannot be reached" in offline.text
+    runner = CliRunner(env={"COLUMNS": "200", "MODELFORGE_URL": None, "MODELFORGE_API_KEY": None})
+    url = tracked_stack.gateway_url
+    cli_offline = runner.invoke(cli_app, ["--url", url, "datasets", "hub", "org/not-cached", "--split", "train"])
+    assert cli_offline.exit_code == 1 and "cannot be reached" in cli_offline.output, cli_offline.output
+    ragged = tracked_stack.env["MODELFORGE_DATA_DIR"] + "/ragged.csv"
+    Path(ragged).write_bytes(b"prompt,completion\na,b\nc\n")
+    cli_ragged = runner.invoke(cli_app, ["--url", url, "datasets", "upload", ragged, "--map", "prompt=prompt"])
+    assert cli_ragged.exit_code == 1 and "row 2" in cli_ragged.output, cli_ragged.output
+    assert dataset_files(tracked_stack) == before
 
 
 def test_every_source_trains_and_is_tracked_and_compared(
