@@ -42,6 +42,10 @@ PINNED_TRAINING: dict[str, Any] = {
     "max_seq_length": 64,
     "use_4bit": False,
     "bf16": False,
+    # Several nodes need the kubeflow backend and several processes a node with that many GPUs (or
+    # spare cores): what this machine's trainer is configured with, not something a schema can say.
+    "processes_per_node": 1,
+    "num_nodes": 1,
 }
 # Settings whose valid values depend on what exists here (a checkpoint, this exact file).
 DROPPED_TRAINING = ("resume_from_job", "dataset_sha256")

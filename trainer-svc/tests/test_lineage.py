@@ -174,3 +174,16 @@ def test_a_hub_model_records_the_cached_commit(tmp_path: Path, monkeypatch: pyte
 def test_unsloth_runs_record_its_version_too() -> None:
     assert set(installed_versions("unsloth")) == {"torch", "transformers", "peft", "trl", "datasets", "unsloth"}
     assert "unsloth" not in installed_versions("huggingface")
+
+
+def test_the_runs_tracking_locations_are_no_setting_of_the_lineage(tmp_path: Path) -> None:
+    # A reproduced run writes its series elsewhere; its lineage config must still equal the first's.
+    config, _ = local_config(tmp_path, b'{"prompt": "a", "completion": "b"}\n' * 3)
+    used = {**config.to_dict(), "device": "cpu", "tensorboard_dir": "/d/jobs/x/tensorboard",
+            "tracking_url": "http://mlflow/#/experiments/1/runs/2"}
+    lineage = build_lineage(
+        job_id="train_x", config=config, used=used, metrics={}, loss_curve=LossCurve(),
+        queued_at=QUEUED, started_at=None, finished_at=QUEUED,
+    )
+    assert "tensorboard_dir" not in lineage["config"] and "tracking_url" not in lineage["config"]
+    assert lineage["config"]["device"] == "cpu"

@@ -67,6 +67,10 @@ def installed_versions(provider: str) -> dict[str, str]:
     return versions
 
 
+# Keys of the worker's reported config that locate one run's tracking, not how it trained.
+RUN_LOCATIONS = frozenset({"tensorboard_dir", "tracking_url"})
+
+
 def base_model_lineage(config: ResolvedConfig) -> dict[str, Any]:
     """Name, config.json digest and (for a Hub model in the local cache) the commit it came from."""
     config_file: Path | None = None
@@ -141,7 +145,8 @@ def build_lineage(
             # beside the dataset file, when it has them.
             **dataset_origin(config.dataset_path),
         },
-        "config": used,
+        # Where this run's series can be seen (worker/tracking.py) is no setting: a rerun has others.
+        "config": {name: value for name, value in used.items() if name not in RUN_LOCATIONS},
         "task": config.task,
         "strategy": config.strategy,
         "provider": config.provider,
