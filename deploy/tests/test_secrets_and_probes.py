@@ -22,7 +22,7 @@ SECRET_USERS: dict[str, set[str]] = {
     "trainer": {"modelforge-hf"},
     "inference": {"modelforge-hf"},
     "hardware": {"modelforge-hf"},
-    "registry": {"modelforge-postgres"},
+    "registry": {"modelforge-postgres", "modelforge-hf"},
     "postgres": {"modelforge-postgres"},
     "nats": set(),
 }
@@ -53,7 +53,9 @@ def test_each_workload_references_only_the_secrets_it_uses(rendered) -> None:
         app = workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
         used = secrets_referenced(rendered.pod_spec(workload))
         # A new workload declares here which Secrets it reads (none unless listed).
-        expected = SECRET_USERS.get(app, set()) if rendered.overlay == "gpu" or app != "registry" else set()
+        expected = SECRET_USERS.get(app, set())
+        if rendered.overlay != "gpu" and app == "registry":
+            expected = expected - {"modelforge-postgres"}  # the cpu overlay's registry keeps SQLite
         assert used == expected, f"{rendered.overlay}: {app} reads {sorted(used)} (SECRET_USERS says {expected})"
 
 

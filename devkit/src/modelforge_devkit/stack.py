@@ -51,7 +51,8 @@ TRAINER = "trainer"
 # workers inherit the trainer's environment: they download the base model. hardware-svc reads
 # config.json of gated Hub repos for its estimates, so it gets the read token too; only inference-svc
 # pushes (MODELFORGE_HF_TOKEN, which may hold a write token).
-HUB_READERS = frozenset({TRAINER, "inference", "hardware"})
+# The registry fetches Hub datasets (POST /api/hub/datasets) with the read token, like the others read models.
+HUB_READERS = frozenset({TRAINER, "inference", "hardware", "registry"})
 SECRET_CONSUMERS: dict[str, frozenset[str]] = {
     "MODELFORGE_API_KEYS": frozenset({"gateway"}),
     "MODELFORGE_HF_TOKEN": frozenset({"inference"}),
