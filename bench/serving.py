@@ -37,6 +37,7 @@ from bench.common import (
     Goal,
     Section,
     Table,
+    cpu_seconds,
     median,
     percentile,
     ratio,
@@ -73,8 +74,11 @@ TTFT_ROUNDS = 40
 TTFT_MAX_NEW_TOKENS = 8
 # Through the stack: rounds of 8 users at once, then the same 8 one at a time (each request costs the
 # HTTP, gRPC and SSE hops on top, so fewer rounds fit the same minutes).
-STACK_TTFT_ROUNDS = 30
+STACK_TTFT_ROUNDS = 40
 STACK_THROUGHPUT_ROUNDS = 3
+# The processes a playground request passes through: the gateway, registry-svc (the gateway looks the
+# model up there for every request) and inference-svc.
+STACK_PROCESSES = ("gateway", "registry", "inference")
 
 
 def _stream_interval_s() -> float:
@@ -424,6 +428,9 @@ class StackRuns:
     ttft_together: list[Run] = field(default_factory=list)
     ttft_alone: list[list[Run]] = field(default_factory=list)
     max_new_tokens: int = 0
+    # CPU seconds of each stack process over the TTFT rounds: 8 at once, and one at a time.
+    cpu_together_s: dict[str, float] = field(default_factory=dict)
+    cpu_alone_s: dict[str, float] = field(default_factory=dict)
 
 
 async def measure_stack(stack: Stack, base: Path, adapters: list[Path], quick: bool, max_new_tokens: int) -> StackRuns:
@@ -438,9 +445,19 @@ async def measure_stack(stack: Stack, base: Path, adapters: list[Path], quick: b
         for _ in range(1 if quick else STACK_THROUGHPUT_ROUNDS):
             runs.together.append(await stream_together(users, max_new_tokens))
             runs.alone.append([await stream_together([user], max_new_tokens) for user in users])
+        running = stack.running()
+        pids = {name: running[name] for name in STACK_PROCESSES if name in running}
+        runs.cpu_together_s = dict.fromkeys(pids, 0.0)
+        runs.cpu_alone_s = dict.fromkeys(pids, 0.0)
         for _ in range(1 if quick else STACK_TTFT_ROUNDS):
+            before = {name: cpu_seconds([pid]) for name, pid in pids.items()}
             runs.ttft_together.append(await stream_together(users, TTFT_MAX_NEW_TOKENS))
+            middle = {name: cpu_seconds([pid]) for name, pid in pids.items()}
             runs.ttft_alone.append([await stream_together([user], TTFT_MAX_NEW_TOKENS) for user in users])
+            after = {name: cpu_seconds([pid]) for name, pid in pids.items()}
+            for name in pids:
+                runs.cpu_together_s[name] += middle[name] - before[name]
+                runs.cpu_alone_s[name] += after[name] - middle[name]
     finally:
         for user in users:
             await user.close()
@@ -523,6 +540,16 @@ def add_stack_results(section: Section, runs: StackRuns, in_process: FirstTokens
                          percentile(ttft.together_ms, 0.5), percentile(ttft.together_ms, 0.99), ttft.p99_ratio,
                          ttft.p50_ratio, spread(ttft.p50_per_round))
     section.tables.append(side_by_side)
+
+    requests = max(1, sum(len(r.first_token_s) for r in runs.ttft_together))
+    cpu_table = Table(
+        "Through the stack, where a request's CPU goes: CPU ms per request of each process over the "
+        "time-to-first-token rounds (the 8 arrivals of a round queue behind each other's share of it)",
+        ["process", "8 at once", "1 at a time"],
+    )
+    for name in runs.cpu_together_s:
+        cpu_table.add(name, runs.cpu_together_s[name] * 1000 / requests, runs.cpu_alone_s[name] * 1000 / requests)
+    section.tables.append(cpu_table)
 
     scaling = scaling_per_round(runs.together, runs.alone)
     section.goals.append(Goal(
@@ -610,6 +637,7 @@ def measure(base: Path, work_dir: Path, quick: bool, stack: Stack | None = None)
             f"(choose_users); greedy, max_new_tokens {max_new_tokens}; {rounds} round(s), plain and served "
             "alternating per user count, after a warm-up. "
             + (__doc__ or "").split("\n\n")[1].replace("\n", " ")
+            + (" " + (__doc__ or "").split("\n\n")[2].replace("\n", " ") if stack is not None else "")
         ),
     )
     table = Table(

@@ -89,6 +89,9 @@ def test_through_the_stack_every_user_streamed_and_both_goals_are_judged(through
     assert [row[0].split(" (")[0] for row in side_by_side[1:]] == ["in process", "through the stack"]
     # Every user of the round saw visible text: 8 first tokens a side, in process and through the stack.
     assert [row[1] for row in side_by_side[1:]] == ["8", "8"]
+    cpu = table(through_the_stack, "Through the stack, where a request's CPU goes")
+    assert [row[0] for row in cpu[1:]] == ["gateway", "registry", "inference"]
+    assert all(NUMBER.match(cell) for row in cpu[1:] for cell in row[1:]), cpu
     goals = table(through_the_stack, "Goals")
     ttft = [row for row in goals[1:] if row[0].startswith("time to first token p99")]
     assert len(ttft) == 2 and ttft[0][0].endswith("in process") and "through the stack" in ttft[1][0]
