@@ -40,6 +40,9 @@ def test_given_values_are_kept() -> None:
         (RequestedParams(prompt="hi", top_p=1.5), "top_p"),
         (RequestedParams(prompt="hi", top_k=-1), "top_k"),
         (RequestedParams(prompt="hi", repetition_penalty=0.0), "repetition_penalty"),
+        # Far below 1 the penalty overflows the logits it divides: sampling then fails (was a 500).
+        (RequestedParams(prompt="hi", repetition_penalty=5e-324), "repetition_penalty"),
+        (RequestedParams(prompt="hi", repetition_penalty=10.5), "repetition_penalty"),
     ],
 )
 def test_each_bad_field_is_named(requested: RequestedParams, field: str) -> None:
@@ -64,6 +67,15 @@ def test_qa_takes_the_question_from_the_prompt_when_no_question_is_given() -> No
     params = validate_params(EXTRACTIVE_QA, RequestedParams(prompt="Who?", context="Ann did."), 100)
     assert params.question == "Who?"
     assert params.context == "Ann did."
+
+
+def test_a_generation_model_takes_a_lone_question_as_its_prompt() -> None:
+    # The public API accepts a prompt, a question or messages whatever the model's task.
+    params = validate_params(TEXT_GENERATION, RequestedParams(question="Why?"), 100)
+    assert params.prompt == "Why?"
+    with pytest.raises(InvalidArgument) as exc:
+        validate_params(TEXT_GENERATION, RequestedParams(question="  "), 100)
+    assert fields_of(exc) == ["prompt"]
 
 
 def test_unknown_task_is_refused() -> None:

@@ -661,7 +661,8 @@ class GenerateRequest(_Body):
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(0.9, gt=0, le=1)
     top_k: int | None = Field(None, ge=0, le=1000)
-    repetition_penalty: float | None = Field(None, gt=0, le=10)
+    # inference-svc's bounds: far below 1 the penalty overflows the logits it divides.
+    repetition_penalty: float | None = Field(None, ge=0.01, le=10)
     # Generation ends before any of these strings (not returned).
     stop: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=16)
     seed: int | None = Field(None, ge=-JSON_SAFE_INT, le=JSON_SAFE_INT)

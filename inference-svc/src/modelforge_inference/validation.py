@@ -21,6 +21,10 @@ MAX_TEMPERATURE = 2.0
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 200
 MAX_MESSAGES = 1000
+# A penalty divides (or multiplies) the logits of seen tokens: far below 1 it overflows them to inf,
+# and sampling from inf logits fails. 1 is no penalty; usual values lie between 1 and 2.
+MIN_REPETITION_PENALTY = 0.01
+MAX_REPETITION_PENALTY = 10.0
 
 
 def _message_violations(requested: RequestedParams) -> list[FieldViolation]:
@@ -70,7 +74,7 @@ def validate_params(task: str, requested: RequestedParams, default_max_new_token
             violations.append(FieldViolation("messages", message))
     elif requested.messages:
         violations.extend(_message_violations(requested))
-    elif not requested.prompt.strip():
+    elif not (requested.prompt.strip() or requested.question.strip()):
         violations.append(FieldViolation("prompt", "prompt must not be empty"))
     violations.extend(_stop_violations(requested.stop))
 
@@ -90,13 +94,19 @@ def validate_params(task: str, requested: RequestedParams, default_max_new_token
     if requested.top_k is not None and requested.top_k < 0:
         violations.append(FieldViolation("top_k", f"must be 0 (disabled) or positive, got {requested.top_k}"))
     penalty = requested.repetition_penalty
-    if penalty is not None and not (math.isfinite(penalty) and penalty > 0.0):
-        violations.append(FieldViolation("repetition_penalty", f"must be greater than 0, got {penalty}"))
+    if penalty is not None and not (
+        math.isfinite(penalty) and MIN_REPETITION_PENALTY <= penalty <= MAX_REPETITION_PENALTY
+    ):
+        violations.append(FieldViolation(
+            "repetition_penalty",
+            f"must be between {MIN_REPETITION_PENALTY:g} and {MAX_REPETITION_PENALTY:g} (1 = none), got {penalty}",
+        ))
 
     if violations:
         raise InvalidArgument("invalid generation parameters: " + "; ".join(v.field for v in violations), violations)
     return GenerationParams(
-        prompt=requested.prompt,
+        # A generation model given only a question (the public API allows either) takes it as the prompt.
+        prompt=requested.prompt if requested.prompt.strip() or task == EXTRACTIVE_QA else requested.question,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,
