@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from modelforge_common.testing import free_port
 from modelforge_devkit.stack import Stack
 from modelforge_devkit.tiny_models import build_tiny_model
+
+# The steps the test modules share (tests/stack_api.py); this folder is not a package.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
+from stack_api import gateway_client, running_stack
 
 # Model folders the tests build live under pytest's base temp dir: the stacks' model roots.
 _MODEL_ROOTS: list[str] = []
@@ -44,13 +51,15 @@ def tiny_causal_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data_dir = tmp_path_factory.mktemp("stack")
-    running = Stack.from_environment(stack_env(data_dir))
-    try:
-        running.start()
+    with running_stack(stack_env(tmp_path_factory.mktemp("stack"))) as running:
         yield running
-    finally:
-        running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    """The gateway of the module's `stack` (this file's, or the module's own with its settings)."""
+    with gateway_client(stack) as http:
+        yield http
 
 
 @pytest.fixture(scope="session")

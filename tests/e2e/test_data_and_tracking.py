@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from stack_api import gateway_client, model_of_job, running_stack, start_training, wait_training_end
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
@@ -58,17 +58,13 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def tracked_stack(tmp_path_factory: pytest.TempPathFactory, stack_env_for: Any, tracking: str) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("tracked-stack")
-    running = Stack.from_environment({**stack_env_for(data_dir), "MODELFORGE_MLFLOW_URI": tracking})
-    try:
-        running.start()
+    with running_stack({**stack_env_for(data_dir), "MODELFORGE_MLFLOW_URI": tracking}) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
 def client(tracked_stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=tracked_stack.gateway_url, timeout=120) as http:
+    with gateway_client(tracked_stack, timeout=120) as http:
         yield http
 
 
@@ -87,22 +83,10 @@ def train(client: httpx.Client, model: Path, dataset: str, name: str, learning_r
         "dataset": dataset, "num_train_epochs": 1, "per_device_train_batch_size": 2, "max_seq_length": 64,
         "learning_rate": learning_rate, "max_steps": STEPS, "logging_steps": 1, "name": name,
     }
-    started = client.post("/api/start_training", json=body)
-    assert started.status_code == 200, started.text
-    job_id = started.json()["job_id"]
-    deadline = time.monotonic() + 300
-    while True:
-        status = client.get("/api/training_status", params={"job_id": job_id}).json()
-        if status["status"] in ("completed", "error", "stopped"):
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(0.3)
+    job_id = start_training(client, body)
+    status = wait_training_end(client, job_id)
     assert status["status"] == "completed", status
-    for summary in client.get("/api/models", params={"base_model": str(model)}).json()["models"]:
-        details = client.get(f"/api/models/{summary['model_id']}").json()
-        if details["job_id"] == job_id:
-            return details
-    raise AssertionError(f"no model for {job_id}")
+    return model_of_job(client, job_id, str(model))
 
 
 def test_bad_uploads_are_400_naming_file_row_and_column(client: httpx.Client, tracked_stack: Stack) -> None:

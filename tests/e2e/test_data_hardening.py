@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +42,6 @@ POISON = [
     ("nul-byte", b'{"prompt": "p", "completion": "c"}\x00', "NUL byte"),
     ("invalid-utf8", b'{"prompt": "\xff", "completion": "c"}', "not UTF-8"),
 ]
-
-
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.gateway_url, timeout=60) as http:
-        yield http
 
 
 def upload(client: httpx.Client, name: str, content: bytes) -> httpx.Response:

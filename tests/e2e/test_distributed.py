@@ -11,44 +11,34 @@ so their final training loss agrees to float rounding and the order of the gradi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import pytest
+from stack_api import TERMINAL, start_training, training_request, upload_jsonl
 
-from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
+from modelforge_devkit.sample_data import text_generation_rows
 from modelforge_devkit.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-TERMINAL = ("completed", "error", "stopped")
 LOSS_TOLERANCE = 0.01  # relative to the 1-process run's final loss
 STEPS = 6
 
 
 @pytest.fixture(scope="module")
-def client(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.gateway_url, timeout=60) as http:
-        yield http
-
-
-@pytest.fixture(scope="module")
 def dataset(client: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = write_jsonl(text_generation_rows(24, seed=3), tmp_path_factory.mktemp("data") / "distributed.jsonl")
-    with path.open("rb") as handle:
-        uploaded = client.post("/api/upload_dataset", files={"file": (path.name, handle, "application/jsonl")})
-    assert uploaded.status_code == 200, uploaded.text
-    return str(uploaded.json()["filename"])
+    return upload_jsonl(
+        client, text_generation_rows(24, seed=3), tmp_path_factory.mktemp("data") / "distributed.jsonl"
+    )
 
 
 def body(model: Path, dataset: str, **overrides: Any) -> dict[str, Any]:
-    return {"task": "text-generation", "model_name": str(model), "strategy": "sft", "dataset": dataset,
-            "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_seq_length": 64,
-            "learning_rate": 1e-3, "lora_dropout": 0.0, "seed": 7, "logging_steps": 1, "save_steps": 1000,
-            "max_steps": STEPS} | overrides
+    return training_request(
+        model, dataset, max_seq_length=64, lora_dropout=0.0, seed=7, save_steps=1000, max_steps=STEPS
+    ) | overrides
 
 
 def wait_status(client: httpx.Client, done: Any, limit_s: float = 300) -> dict[str, Any]:
@@ -63,9 +53,7 @@ def wait_status(client: httpx.Client, done: Any, limit_s: float = 300) -> dict[s
 
 
 def train(client: httpx.Client, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    started = client.post("/api/start_training", json=request)
-    assert started.status_code == 200, started.text
-    job_id = str(started.json()["job_id"])
+    job_id = start_training(client, request)
     final = wait_status(client, lambda s: s.get("job_id") == job_id and s["status"] in TERMINAL)
     return job_id, final
 
@@ -111,10 +99,7 @@ def test_two_process_ddp_and_fsdp_match_one_process(
 def test_two_process_job_stops_with_a_checkpoint_and_resumes(
     client: httpx.Client, stack: Stack, dataset: str, tiny_causal_model: Path
 ) -> None:
-    first = client.post("/api/start_training", json=body(
-        tiny_causal_model, dataset, processes_per_node=2, max_steps=100_000))
-    assert first.status_code == 200, first.text
-    first_job = first.json()["job_id"]
+    first_job = start_training(client, body(tiny_causal_model, dataset, processes_per_node=2, max_steps=100_000))
     wait_status(client, lambda s: s.get("job_id") == first_job and (s.get("current_step") or 0) >= 3)
     assert client.post("/api/stop_training").status_code == 200
     stopped = wait_status(client, lambda s: s.get("job_id") == first_job and s["status"] in TERMINAL)
@@ -125,10 +110,8 @@ def test_two_process_job_stops_with_a_checkpoint_and_resumes(
     assert not job_processes(first_job)
 
     steps_seen: list[int] = []
-    resumed = client.post("/api/start_training", json=body(
+    resumed_job = start_training(client, body(
         tiny_causal_model, dataset, processes_per_node=2, max_steps=stop_step + 3, resume_from_job=first_job))
-    assert resumed.status_code == 200, resumed.text
-    resumed_job = resumed.json()["job_id"]
 
     def finished(status: dict[str, Any]) -> bool:
         if status.get("job_id") == resumed_job and status.get("current_step"):
@@ -145,10 +128,7 @@ def test_two_process_job_stops_with_a_checkpoint_and_resumes(
 def test_a_killed_rank_fails_the_job_and_leaves_no_process(
     client: httpx.Client, dataset: str, tiny_causal_model: Path
 ) -> None:
-    started = client.post("/api/start_training", json=body(
-        tiny_causal_model, dataset, processes_per_node=2, max_steps=100_000))
-    assert started.status_code == 200, started.text
-    job_id = started.json()["job_id"]
+    job_id = start_training(client, body(tiny_causal_model, dataset, processes_per_node=2, max_steps=100_000))
     wait_status(client, lambda s: s.get("job_id") == job_id and (s.get("current_step") or 0) >= 2)
     ranks = [p for p in job_processes(job_id) if "--events-path" in p.cmdline()]
     assert len(ranks) == 2, [p.cmdline() for p in ranks]

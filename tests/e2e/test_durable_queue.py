@@ -17,14 +17,12 @@ import httpx
 import psutil
 import pytest
 import websockets
+from stack_api import TERMINAL, WAIT_S, running_stack, training_request, upload_jsonl, wait_job
 
-from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
+from modelforge_devkit.sample_data import text_generation_rows
 from modelforge_devkit.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-TERMINAL = ("completed", "error", "stopped")
-WAIT_S = 240.0
 
 
 @pytest.fixture(scope="module")
@@ -38,64 +36,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory, stack_env_for: Callable[[Pat
             "MODELFORGE_MEMORY_CHECK": "false",
         }
     )
-    running = Stack.from_environment(env)
-    try:
-        running.start()
+    with running_stack(env) as running:
         yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.gateway_url, timeout=60) as http:
-        yield http
 
 
 @pytest.fixture(scope="module")
 def dataset(client: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = write_jsonl(text_generation_rows(16, seed=5), tmp_path_factory.mktemp("data") / "chat.jsonl")
-    with path.open("rb") as handle:
-        response = client.post("/api/upload_dataset", files={"file": (path.name, handle, "application/jsonl")})
-    assert response.status_code == 200, response.text
-    return str(response.json()["filename"])
-
-
-def job_body(model: Path, dataset: str, **overrides: Any) -> dict[str, Any]:
-    return {
-        "task": "text-generation",
-        "model_name": str(model),
-        "strategy": "sft",
-        "dataset": dataset,
-        "per_device_train_batch_size": 2,
-        "gradient_accumulation_steps": 1,
-        "max_seq_length": 32,
-        "learning_rate": 1e-3,
-        "logging_steps": 1,
-        "max_steps": 4,
-    } | overrides
+    return upload_jsonl(client, text_generation_rows(16, seed=5), tmp_path_factory.mktemp("data") / "chat.jsonl")
 
 
 def submit(client: httpx.Client, body: dict[str, Any]) -> str:
     response = client.post("/api/jobs", json=body)
     assert response.status_code == 201, response.text
     return str(response.json()["job_id"])
-
-
-def job(client: httpx.Client, job_id: str) -> dict[str, Any]:
-    response = client.get(f"/api/jobs/{job_id}")
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-def wait_job(client: httpx.Client, job_id: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        with_retry = client.get(f"/api/jobs/{job_id}")  # the gateway may be restarting in between
-        if with_retry.status_code == 200 and done(with_retry.json()):
-            return dict(with_retry.json())
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} never got there: {job(client, job_id)}")
 
 
 def events(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
@@ -139,7 +92,7 @@ def worker_of(stack: Stack, job_id: str) -> tuple[str, psutil.Process]:
 def test_two_replicas_run_three_queued_jobs_exactly_once(
     client: httpx.Client, stack: Stack, dataset: str, tiny_causal_model: Path
 ) -> None:
-    job_ids = [submit(client, job_body(tiny_causal_model, dataset, name=f"queued-{n}")) for n in range(3)]
+    job_ids = [submit(client, training_request(tiny_causal_model, dataset, name=f"queued-{n}")) for n in range(3)]
     replicas = {worker_of(stack, job_id)[0] for job_id in job_ids[:2]}
     finished = [wait_job(client, job_id, lambda j: j["status"] in TERMINAL) for job_id in job_ids]
 
@@ -158,7 +111,7 @@ def test_two_replicas_run_three_queued_jobs_exactly_once(
 def test_kill_9_of_the_running_replica_redelivers_the_job_from_its_checkpoint(
     client: httpx.Client, stack: Stack, dataset: str, tiny_causal_model: Path
 ) -> None:
-    job_id = submit(client, job_body(tiny_causal_model, dataset, max_steps=20, save_steps=2, name="killed"))
+    job_id = submit(client, training_request(tiny_causal_model, dataset, max_steps=20, save_steps=2, name="killed"))
     replica, worker = worker_of(stack, job_id)
     checkpoints = Path(stack.env["MODELFORGE_DATA_DIR"]) / "checkpoints" / job_id
 
@@ -187,7 +140,7 @@ def test_nats_killed_and_restarted_mid_training_the_job_completes(
 ) -> None:
     # Long enough that the outage falls inside the run: the record's progress is written every 2 s
     # at most, so "running" (written at once) is what the test waits for.
-    job_id = submit(client, job_body(tiny_causal_model, dataset, max_steps=24, name="through-nats-restart"))
+    job_id = submit(client, training_request(tiny_causal_model, dataset, max_steps=24, name="through-nats-restart"))
     wait_job(client, job_id, lambda j: j["status"] == "running")
     stack.stop_one("nats", sig=signal.SIGKILL)
     time.sleep(1.0)
@@ -232,7 +185,7 @@ async def read_until(url: str, stop: Callable[[dict[str, Any]], bool]) -> list[d
 def test_gateway_restart_a_client_resuming_with_since_gets_every_event_once(
     client: httpx.Client, stack: Stack, dataset: str, tiny_causal_model: Path
 ) -> None:
-    job_id = submit(client, job_body(tiny_causal_model, dataset, max_steps=10, name="through-gateway-restart"))
+    job_id = submit(client, training_request(tiny_causal_model, dataset, max_steps=10, name="through-gateway-restart"))
     ws_url = stack.gateway_url.replace("http", "ws") + "/ws/training"
 
     before = asyncio.run(read_until(f"{ws_url}?job_id={job_id}&since=0", lambda e: e["type"] == "progress"))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from stack_api import gateway_client, running_stack
 
 from modelforge_devkit.stack import Stack
 
@@ -29,17 +30,13 @@ def keyed_stack(
 ) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("hardening-stack")
     env = stack_env_for(data_dir) | {"MODELFORGE_API_KEYS": f"ops:{KEY}", "MODELFORGE_MAX_UPLOAD_BYTES": str(CAP)}
-    running = Stack.from_environment(env)
-    try:
-        running.start()
+    with running_stack(env) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
 def client(keyed_stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=keyed_stack.gateway_url, timeout=60) as http:
+    with gateway_client(keyed_stack) as http:
         yield http
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from stack_api import gateway_client, running_stack
 
 from modelforge.v1 import registry_pb2, registry_pb2_grpc
 from modelforge_devkit.stack import Stack
@@ -26,17 +27,13 @@ def hub_stack(
     data_dir = tmp_path_factory.mktemp("hub-stack")
     # HF_HUB_OFFLINE=1 (from stack_env) is how these machines run: no route to the Hub.
     env = stack_env_for(data_dir) | {"MODELFORGE_HF_TOKEN": HF_TOKEN}
-    running = Stack.from_environment(env)
-    try:
-        running.start()
+    with running_stack(env) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
 def client(hub_stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=hub_stack.gateway_url, timeout=120) as http:
+    with gateway_client(hub_stack, timeout=120) as http:
         yield http
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import platform
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from stack_api import model_of_job, start_training, wait_training_end
 
 from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
 from modelforge_devkit.stack import Stack
@@ -52,23 +52,10 @@ def sha256(path: Path) -> str:
 
 def train(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     """Starts a job, waits for it to end, returns the details of the model it registered."""
-    started = client.post("/api/start_training", json=body)
-    assert started.status_code == 200, started.text
-    job_id = started.json()["job_id"]
-    deadline = time.monotonic() + 300
-    while True:
-        status = client.get("/api/training_status", params={"job_id": job_id}).json()
-        if status["status"] in ("completed", "error", "stopped"):
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(0.3)
+    job_id = start_training(client, body)
+    status = wait_training_end(client, job_id)
     assert status["status"] == "completed", status
-    listed = client.get("/api/models", params={"base_model": body["model_name"]}).json()["models"]
-    for summary in listed:
-        details = client.get(f"/api/models/{summary['model_id']}").json()
-        if details["job_id"] == job_id:
-            return details
-    raise AssertionError(f"no model registered for {job_id}: {listed}")
+    return model_of_job(client, job_id, body["model_name"])
 
 
 def moment(text: str) -> datetime:

@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+from stack_api import running_stack, upload_jsonl
 
-from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
+from modelforge_devkit.sample_data import text_generation_rows
 from modelforge_devkit.stack import Stack
 
 pytestmark = [pytest.mark.e2e]
@@ -38,18 +39,8 @@ FIELD_VALUE = re.compile(r"(\w+)=(\w+)")
 def stack(tmp_path_factory: pytest.TempPathFactory, stack_env_for: Callable[[Path], dict[str, str]]) -> Iterator[Stack]:
     env = stack_env_for(tmp_path_factory.mktemp("memory-gate"))
     env["MODELFORGE_FAKE_HARDWARE"] = "rtx3070"
-    running = Stack.from_environment(env)
-    try:
-        running.start()
+    with running_stack(env) as running:
         yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.gateway_url, timeout=60) as http:
-        yield http
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +57,7 @@ def llama_1b_shaped(tmp_path_factory: pytest.TempPathFactory, tiny_causal_model:
 
 @pytest.fixture(scope="module")
 def dataset(client: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = write_jsonl(text_generation_rows(12), tmp_path_factory.mktemp("gate-data") / "gen.jsonl")
-    with path.open("rb") as handle:
-        response = client.post("/api/upload_dataset", files={"file": (path.name, handle, "application/jsonl")})
-    assert response.status_code == 200, response.text
-    name: str = response.json()["filename"]
-    return name
+    return upload_jsonl(client, text_generation_rows(12), tmp_path_factory.mktemp("gate-data") / "gen.jsonl")
 
 
 def start_body(model: Path, dataset: str, **settings: Any) -> dict[str, Any]:

@@ -5,23 +5,17 @@ registered model records what it resumed."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from stack_api import upload_jsonl
 
-from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
+from modelforge_devkit.sample_data import text_generation_rows
 from modelforge_devkit.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.gateway_url, timeout=60) as http:
-        yield http
 
 
 def wait_status(client: httpx.Client, done: Any, limit_s: float = 180) -> dict[str, Any]:
@@ -43,11 +37,7 @@ def body(model: Path, dataset: str, **overrides: Any) -> dict[str, Any]:
 def test_stop_saves_a_checkpoint_that_resume_continues_from(
     client: httpx.Client, stack: Stack, tiny_causal_model: Path, tmp_path: Path
 ) -> None:
-    path = write_jsonl(text_generation_rows(24), tmp_path / "resume.jsonl")
-    with path.open("rb") as handle:
-        uploaded = client.post("/api/upload_dataset", files={"file": (path.name, handle, "application/jsonl")})
-    assert uploaded.status_code == 200, uploaded.text
-    dataset = uploaded.json()["filename"]
+    dataset = upload_jsonl(client, text_generation_rows(24), tmp_path / "resume.jsonl")
 
     # Long enough that it is still running when the stop arrives.
     first = client.post("/api/start_training", json=body(tiny_causal_model, dataset, max_steps=100_000))

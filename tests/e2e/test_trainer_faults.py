@@ -12,20 +12,18 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
 import pytest
+from stack_api import TERMINAL, WAIT_S, running_stack, start_training, training_request, upload_jsonl, wait_job
 
 from modelforge_common.metrics import metrics_port_for
-from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
+from modelforge_devkit.sample_data import text_generation_rows
 from modelforge_devkit.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-TERMINAL = ("completed", "error", "stopped")
-WAIT_S = 240.0
 # host:port, a gRPC target or a URL with an address: what no job message may show.
 INTERNAL_ADDRESS = re.compile(r"\d{1,3}(\.\d{1,3}){3}:\d+|localhost:\d+|ipv4:|ipv6:|dns:")
 
@@ -40,60 +38,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, stack_env_for: Callable[[Pat
             "MODELFORGE_MEMORY_CHECK": "false",
         }
     )
-    running = Stack.from_environment(env)
-    try:
-        running.start()
+    with running_stack(env) as running:
         yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.gateway_url, timeout=60) as http:
-        yield http
 
 
 @pytest.fixture(scope="module")
 def dataset(client: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = write_jsonl(text_generation_rows(16, seed=7), tmp_path_factory.mktemp("data") / "chat.jsonl")
-    with path.open("rb") as handle:
-        response = client.post("/api/upload_dataset", files={"file": (path.name, handle, "application/jsonl")})
-    assert response.status_code == 200, response.text
-    return str(response.json()["filename"])
-
-
-def body(model: Path, dataset: str, **overrides: Any) -> dict[str, Any]:
-    return {
-        "task": "text-generation",
-        "model_name": str(model),
-        "strategy": "sft",
-        "dataset": dataset,
-        "per_device_train_batch_size": 2,
-        "gradient_accumulation_steps": 1,
-        "max_seq_length": 32,
-        "learning_rate": 1e-3,
-        "logging_steps": 1,
-        "max_steps": 4,
-    } | overrides
-
-
-def start(client: httpx.Client, request: dict[str, Any]) -> str:
-    response = client.post("/api/start_training", json=request)
-    assert response.status_code == 200, response.text
-    return str(response.json()["job_id"])
-
-
-def wait_job(client: httpx.Client, job_id: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT_S
-    last: Any = None
-    while time.monotonic() < deadline:
-        response = client.get(f"/api/jobs/{job_id}")  # services may be restarting in between
-        last = response.json() if response.headers.get("content-type", "").startswith("application/json") else None
-        if response.status_code == 200 and done(last):
-            return dict(last)
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} never got there: {last}")
+    return upload_jsonl(client, text_generation_rows(16, seed=7), tmp_path_factory.mktemp("data") / "chat.jsonl")
 
 
 def worker_of(stack: Stack, job_id: str) -> psutil.Process:
@@ -132,9 +83,11 @@ def model_names(client: httpx.Client) -> list[str]:
 def test_kill_9_of_the_trainer_during_a_seed_start_job_redelivers_it_and_leaves_no_worker(
     client: httpx.Client, stack: Stack, dataset: str, tiny_causal_model: Path
 ) -> None:
-    job_id = start(client, body(tiny_causal_model, dataset, max_steps=20, save_steps=2, name="seed-killed"))
+    job_id = start_training(
+        client, training_request(tiny_causal_model, dataset, max_steps=20, save_steps=2, name="seed-killed")
+    )
     # The seed start keeps its 409 while that job is in progress (queued or running, anywhere).
-    conflict = client.post("/api/start_training", json=body(tiny_causal_model, dataset, name="second"))
+    conflict = client.post("/api/start_training", json=training_request(tiny_causal_model, dataset, name="second"))
     assert conflict.status_code == 409, conflict.text
     worker = worker_of(stack, job_id)
     checkpoints = Path(stack.env["MODELFORGE_DATA_DIR"]) / "checkpoints" / job_id
@@ -160,7 +113,7 @@ def test_kill_9_of_the_trainer_during_a_seed_start_job_redelivers_it_and_leaves_
 def test_a_registry_outage_near_the_end_of_training_delays_the_registration_only(
     client: httpx.Client, stack: Stack, dataset: str, tiny_causal_model: Path
 ) -> None:
-    job_id = start(client, body(tiny_causal_model, dataset, max_steps=16, name="through-outage"))
+    job_id = start_training(client, training_request(tiny_causal_model, dataset, max_steps=16, name="through-outage"))
     wait_job(client, job_id, lambda j: j["status"] == "running" and j["current_step"] >= 8)
     stack.stop_one("registry", sig=signal.SIGKILL)
 
@@ -198,7 +151,7 @@ def test_the_trainers_metrics_count_the_job_and_its_step_times(
         }
 
     before = scrape()
-    job_id = start(client, body(tiny_causal_model, dataset, max_steps=5, name="measured"))
+    job_id = start_training(client, training_request(tiny_causal_model, dataset, max_steps=5, name="measured"))
     assert wait_job(client, job_id, lambda j: j["status"] in TERMINAL)["status"] == "completed"
     after = scrape()
 

@@ -5,7 +5,6 @@ out-of-range training settings. Each is a 400 with the reason, and nothing is st
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +17,12 @@ from modelforge_devkit.sample_data import (
     text_generation_rows,
     write_jsonl,
 )
-from modelforge_devkit.stack import Stack
 
 pytestmark = [pytest.mark.e2e]
 
 GOOD = {"prompt": "What is a fox?", "completion": "A small wild dog."}
 QA = {"context": "Foxes live in dens.", "question": "Where do foxes live?",
       "answers": {"text": ["in dens"], "answer_start": [11]}}
-
-
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.gateway_url, timeout=60) as http:
-        yield http
 
 
 def jsonl(*rows: Any, padding: int = 11) -> bytes:

@@ -12,8 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
+from stack_api import upload_jsonl
 
-from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
+from modelforge_devkit.sample_data import text_generation_rows
 from modelforge_devkit.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -141,15 +142,12 @@ def test_the_whole_flow_on_this_machine_ends_in_a_trained_model(
     assert session == {"success": True, "task": "text-generation", "selected_model": model, "is_custom_model": True}
 
     settings = client.get("/api/finetune/load_settings").json()
-    path = write_jsonl(text_generation_rows(16), tmp_path / "wizard.jsonl")
-    with path.open("rb") as handle:
-        uploaded = client.post("/api/upload_dataset", files={"file": (path.name, handle, "application/jsonl")})
-    assert uploaded.status_code == 200, uploaded.text
+    dataset = upload_jsonl(client, text_generation_rows(16), tmp_path / "wizard.jsonl")
 
     assert client.get("/api/finetune/status").json()["status"] in ("idle", "completed", "error")
     # Task and model come from the session; the tiny CPU run overrides the low_end defaults.
     start = client.post("/api/finetune/start_training", json=settings | {
-        "dataset": uploaded.json()["filename"], "provider": "huggingface", "strategy": "sft", "use_4bit": False,
+        "dataset": dataset, "provider": "huggingface", "strategy": "sft", "use_4bit": False,
         "bf16": False, "max_steps": 3, "max_seq_length": 64, "per_device_train_batch_size": 2,
         "gradient_accumulation_steps": 1, "optim": "adamw_torch",
     })
