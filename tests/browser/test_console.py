@@ -11,70 +11,34 @@ MODELFORGE_REQUIRE_BROWSER=1 (as CI sets it).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from console_browser import SCREENSHOTS, launched_chromium
 
 from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
 from modelforge_devkit.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = Path(os.environ.get("MODELFORGE_TEST_OUTPUT", REPO_ROOT / "test-output")) / "console"
-BROWSER_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 # Generous: the tiny training and the first generation load models on 2 CPU cores.
 WAIT_MS = 180_000
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("MODELFORGE_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"browser test required (MODELFORGE_REQUIRE_BROWSER=1) but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def chromium_path() -> str:
-    configured = os.environ.get("MODELFORGE_CHROMIUM")
-    if configured:
-        return configured
-    for name in BROWSER_CANDIDATES:
-        found = shutil.which(name)
-        if found:
-            return found
-    _unavailable(
-        "no Chromium found: install Debian's `chromium` (make install does as root) or set MODELFORGE_CHROMIUM"
-    )
-    raise AssertionError("unreachable")
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (requirements-dev.txt pins it)")
-    executable = chromium_path()
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with launched_chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")
 def page(browser: Any, stack: Stack) -> Iterator[Any]:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport=DESKTOP, base_url=stack.gateway_url)
     opened = context.new_page()
     opened.set_default_timeout(30_000)

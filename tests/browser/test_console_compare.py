@@ -7,57 +7,28 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from console_browser import SCREENSHOTS, console_page
+from stack_api import gateway_client, start_training, wait_training_end
 
 from modelforge_devkit.sample_data import text_generation_rows
 from modelforge_devkit.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = Path(os.environ.get("MODELFORGE_TEST_OUTPUT", REPO_ROOT / "test-output")) / "console"
 PHONE = {"width": 390, "height": 844}
 ROWS = 16
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("MODELFORGE_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"browser test required (MODELFORGE_REQUIRE_BROWSER=1) but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def page(stack: Stack) -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (requirements-dev.txt pins it)")
-    executable = os.environ.get("MODELFORGE_CHROMIUM") or next(
-        (found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))), None
-    )
-    if not executable:
-        _unavailable("no Chromium found: install Debian's `chromium` or set MODELFORGE_CHROMIUM")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=stack.gateway_url)
-        opened = context.new_page()
-        opened.set_default_timeout(30_000)
-        errors: list[str] = []
-        opened.on("pageerror", lambda error: errors.append(str(error)))
+    with console_page(stack.gateway_url, {"width": 1280, "height": 900}) as opened:
         yield opened
-        assert errors == []
-        browser.close()
 
 
 def qa_csv(path: Path) -> Path:
@@ -76,15 +47,8 @@ def train(client: httpx.Client, model: Path, name: str, learning_rate: float) ->
         "dataset": "console-qa.jsonl", "num_train_epochs": 1, "per_device_train_batch_size": 2,
         "max_seq_length": 64, "learning_rate": learning_rate, "max_steps": 3, "logging_steps": 1, "name": name,
     }
-    started = client.post("/api/start_training", json=body)
-    assert started.status_code == 200, started.text
-    job_id = started.json()["job_id"]
-    deadline = time.monotonic() + 300
-    while (status := client.get("/api/training_status", params={"job_id": job_id}).json())["status"] not in (
-        "completed", "error", "stopped",
-    ):
-        assert time.monotonic() < deadline, status
-        time.sleep(0.3)
+    job_id = start_training(client, body)
+    status = wait_training_end(client, job_id)
     assert status["status"] == "completed", status
     return job_id
 
@@ -126,7 +90,7 @@ def test_mapped_upload_insight_and_runs_side_by_side(
     page.screenshot(path=str(SCREENSHOTS / "13-datasets-insight.png"), full_page=True)
 
     # Two runs with different learning rates, overlaid on the Models page.
-    with httpx.Client(base_url=stack.gateway_url, timeout=60) as client:
+    with gateway_client(stack) as client:
         train(client, tiny_causal_model, "run-slow", 1e-3)
         train(client, tiny_causal_model, "run-fast", 5e-3)
     page.goto("/#/models")

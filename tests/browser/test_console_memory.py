@@ -6,68 +6,36 @@ the system, as tests/browser/test_console.py (skips without one unless MODELFORG
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from console_browser import SCREENSHOTS, console_page
+from stack_api import running_stack
 
 from modelforge_devkit.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = Path(os.environ.get("MODELFORGE_TEST_OUTPUT", REPO_ROOT / "test-output")) / "console"
 LLAMA_1B = {
     "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
     "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256, "tie_word_embeddings": True,
 }
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("MODELFORGE_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"browser test required (MODELFORGE_REQUIRE_BROWSER=1) but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, stack_env_for: Callable[[Path], dict[str, str]]) -> Iterator[Stack]:
     env = stack_env_for(tmp_path_factory.mktemp("console-memory"))
     env["MODELFORGE_FAKE_HARDWARE"] = "rtx3070"
-    running = Stack.from_environment(env)
-    try:
-        running.start()
+    with running_stack(env) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
 def page(stack: Stack) -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (requirements-dev.txt pins it)")
-    executable = os.environ.get("MODELFORGE_CHROMIUM") or next(
-        (found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))), None
-    )
-    if not executable:
-        _unavailable("no Chromium found: install Debian's `chromium` or set MODELFORGE_CHROMIUM")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=stack.gateway_url)
-        opened = context.new_page()
-        opened.set_default_timeout(30_000)
-        errors: list[str] = []
-        opened.on("pageerror", lambda error: errors.append(str(error)))
+    with console_page(stack.gateway_url, {"width": 1280, "height": 900}) as opened:
         yield opened
-        assert errors == []
-        browser.close()
 
 
 def test_new_training_offers_the_settings_that_fit_and_applies_them(

@@ -23,8 +23,8 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from stack_api import gateway_client, running_stack
 
 from modelforge_devkit.stack import Stack
 
@@ -46,17 +46,13 @@ def fuzz_stack(
     env = stack_env_for(data_dir) | {
         "MODELFORGE_MODEL_ROOTS": os.pathsep.join([str(tiny_causal_model.parent), str(data_dir)]),
     }
-    running = Stack.from_environment(env)
-    try:
-        running.start()
+    with running_stack(env) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
 def uploaded_dataset(fuzz_stack: Stack) -> str:
-    with httpx.Client(base_url=fuzz_stack.gateway_url, timeout=60) as client:
+    with gateway_client(fuzz_stack) as client:
         response = client.post("/api/upload_dataset", files={"file": (DATASET, ROWS, "application/jsonl")})
     assert response.status_code == 200, response.text
     return str(response.json()["filename"])
@@ -64,7 +60,7 @@ def uploaded_dataset(fuzz_stack: Stack) -> str:
 
 def run_schemathesis(stack: Stack, model: Path, dataset: str, report_dir: Path) -> subprocess.CompletedProcess[str]:
     schema_path = report_dir / "openapi.json"
-    with httpx.Client(base_url=stack.gateway_url, timeout=60) as client:
+    with gateway_client(stack) as client:
         schema_path.write_text(json.dumps(client.get("/openapi.json").json()))
     config = report_dir / "schemathesis.toml"
     # Streams (SSE) are read for a bounded number of events: a job's stream ends only with the job.
