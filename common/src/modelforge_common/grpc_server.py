@@ -8,7 +8,7 @@ import asyncio
 import logging
 import signal
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from modelforge_common.errors import ModelForgeError
+from modelforge_common.grpc_handlers import Behaviour, rewrap_handler
 from modelforge_common.logging import request_id_var
 from modelforge_common.metrics import MetricsInterceptor, metrics_port_for, start_metrics_server
 from modelforge_common.tracing import TracingServerInterceptor, configure_tracing
@@ -70,10 +71,8 @@ class ExceptionToStatusInterceptor(grpc.aio.ServerInterceptor):
         metadata = dict(handler_call_details.invocation_metadata or ())
         request_id = str(metadata.get("x-request-id", ""))
 
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
-
-            async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        def unary_response(inner: Behaviour) -> Behaviour:
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 request_id_var.set(request_id)
                 try:
                     return await inner(request, context)
@@ -82,34 +81,22 @@ class ExceptionToStatusInterceptor(grpc.aio.ServerInterceptor):
                 except Exception as exc:  # noqa: BLE001 - mapped to a status
                     await _abort(context, exc)
 
-            factory = (
-                grpc.unary_unary_rpc_method_handler
-                if handler.unary_unary
-                else grpc.stream_unary_rpc_method_handler
-            )
-        else:
-            inner_stream = handler.unary_stream or handler.stream_stream
+            return call
 
-            async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[misc]
+        def stream_response(inner: Behaviour) -> Behaviour:
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 request_id_var.set(request_id)
                 try:
-                    async for item in inner_stream(request, context):
+                    async for item in inner(request, context):
                         yield item
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
                 except Exception as exc:  # noqa: BLE001 - mapped to a status
                     await _abort(context, exc)
 
-            factory = (
-                grpc.unary_stream_rpc_method_handler
-                if handler.unary_stream
-                else grpc.stream_stream_rpc_method_handler
-            )
-        return factory(
-            unary_response,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            return call
+
+        return rewrap_handler(handler, unary_response, stream_response)
 
 
 def build_server(

@@ -40,6 +40,8 @@ from prometheus_client import (
 )
 from prometheus_client.metrics import MetricWrapperBase
 
+from modelforge_common.grpc_handlers import observed_handler
+
 log = logging.getLogger(__name__)
 
 METRICS_PORT_ENV = "MODELFORGE_METRICS_PORT"
@@ -143,7 +145,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             return handler
         service, method = split_method(handler_call_details.method)
 
-        def record(context: grpc.aio.ServicerContext, started: float, failed: BaseException | None) -> None:
+        def record(started: float, context: grpc.aio.ServicerContext, failed: BaseException | None) -> None:
             if failed is None:
                 code = _code_name(context, grpc.StatusCode.OK)
             elif isinstance(failed, grpc.aio.AbortError):
@@ -155,50 +157,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             GRPC_HANDLED.labels(service, method, code).inc()
             GRPC_LATENCY.labels(service, method).observe(time.perf_counter() - started)
 
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = time.perf_counter()
-                try:
-                    response = await inner(request, context)
-                except BaseException as exc:
-                    record(context, started, exc)
-                    raise
-                record(context, started, None)
-                return response
-
-            factory = (
-                grpc.unary_unary_rpc_method_handler
-                if handler.unary_unary
-                else grpc.stream_unary_rpc_method_handler
-            )
-            return factory(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-
-        inner_stream = handler.unary_stream or handler.stream_stream
-
-        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = time.perf_counter()
-            try:
-                async for item in inner_stream(request, context):
-                    yield item
-            except BaseException as exc:
-                record(context, started, exc)
-                raise
-            record(context, started, None)
-
-        factory = (
-            grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        )
-        return factory(
-            streaming,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return observed_handler(handler, lambda _context: time.perf_counter(), record)
 
 
 def metrics_port_for(grpc_port: int, env: Mapping[str, str] | None = None) -> int:

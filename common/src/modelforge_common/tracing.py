@@ -43,6 +43,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from modelforge_common.grpc_handlers import observed_handler
 from modelforge_common.logging import request_id_var
 
 log = logging.getLogger(__name__)
@@ -227,48 +228,7 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.OK if failed is None else grpc.StatusCode.UNKNOWN
             _end_span(span, code)
 
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                span = begin(context)
-                try:
-                    response = await inner(request, context)
-                except BaseException as exc:
-                    finish(span, context, exc)
-                    raise
-                finish(span, context, None)
-                return response
-
-            factory = (
-                grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-            )
-            return factory(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-
-        inner_stream = handler.unary_stream or handler.stream_stream
-
-        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            span = begin(context)
-            try:
-                async for item in inner_stream(request, context):
-                    yield item
-            except BaseException as exc:
-                finish(span, context, exc)
-                raise
-            finish(span, context, None)
-
-        factory = (
-            grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        )
-        return factory(
-            streaming,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return observed_handler(handler, begin, finish)
 
 
 def _server_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode | None:
