@@ -311,11 +311,11 @@ async def _publish(hub: Any, event: dict[str, Any]) -> None:
 
 
 def test_the_documented_choices_are_the_trainers_own() -> None:
-    from modelforge_gateway import schemas
-    from modelforge_trainer import options  # plain tuples: no torch
+    from modelforge_common.training_options import LR_SCHEDULERS, OPTIMIZERS  # what trainer-svc validates
 
-    assert schemas.LR_SCHEDULERS == options.LR_SCHEDULERS
-    assert schemas.OPTIMIZERS == options.OPTIMIZERS
+    start = create_app().openapi()["components"]["schemas"]["StartTrainingRequest"]["properties"]
+    assert start["lr_scheduler_type"]["anyOf"][0]["enum"] == list(LR_SCHEDULERS)
+    assert start["optim"]["anyOf"][0]["enum"] == list(OPTIMIZERS)
 
 
 def test_the_document_declares_enums_non_blank_strings_ranges_and_the_upload_name() -> None:

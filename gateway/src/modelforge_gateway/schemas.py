@@ -13,6 +13,7 @@ from pydantic_core import PydanticCustomError
 
 from modelforge.v1 import common_pb2
 from modelforge_common.catalog import PROFILES, PROVIDERS, STRATEGIES, TASKS
+from modelforge_common.training_options import LR_SCHEDULERS, OPTIMIZERS  # the trainer's own lists
 
 
 def invalid_choice_message(what: str, value: str, choices: tuple[str, ...]) -> str:
@@ -35,35 +36,6 @@ def _choices(choices: tuple[str, ...]) -> WithJsonSchema:
     """The OpenAPI document lists the accepted values (the check above keeps the documented message)."""
     return WithJsonSchema({"type": "string", "enum": list(choices)})
 
-
-# Names as transformers' TrainingArguments spells them; the same tuples as trainer-svc's
-# options.py (a gateway test compares them), so a value the document offers is never refused.
-LR_SCHEDULERS = (
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "constant",
-    "constant_with_warmup",
-    "inverse_sqrt",
-    "cosine_with_min_lr",
-)
-OPTIMIZERS = (
-    "adamw_torch",
-    "adamw_torch_fused",
-    "adafactor",
-    "sgd",
-    "adagrad",
-    "rmsprop",
-    "adamw_8bit",
-    "adamw_bnb_8bit",
-    "paged_adamw_32bit",
-    "paged_adamw_8bit",
-    "lion_32bit",
-    "lion_8bit",
-    "paged_lion_32bit",
-    "paged_lion_8bit",
-)
 
 # Model names and dataset paths: a Hub id, a file name or a path, never whitespace only.
 NON_BLANK_MAX_LENGTH = 1024

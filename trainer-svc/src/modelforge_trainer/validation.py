@@ -17,6 +17,7 @@ from modelforge_common.catalog import PROFILES, PROVIDERS, STRATEGIES, STRATEGIE
 from modelforge_common.dataset_rows import DatasetReport, validate_file
 from modelforge_common.errors import FieldViolation, InvalidArgument, ModelForgeError, NotFound
 from modelforge_common.model_paths import model_roots, resolve_local_model
+from modelforge_common.training_options import LR_SCHEDULERS, OPTIMIZERS
 from modelforge_trainer.config import (
     DEFAULT_DISTRIBUTED,
     DEFAULT_PROVIDER,
@@ -28,7 +29,6 @@ from modelforge_trainer.config import (
     resolve,
 )
 from modelforge_trainer.device import DeviceInfo
-from modelforge_trainer.options import LR_SCHEDULERS, OPTIMIZERS
 from modelforge_trainer.ports import DatasetLookup, MemoryEstimator, MemoryQuery
 from modelforge_trainer.strategies import (
     DISTRIBUTED_MODES,

@@ -1,7 +1,9 @@
 """Accepted values of the string hyperparameters (names as transformers' TrainingArguments spells them).
 
-Kept here rather than read from transformers so the service validates without importing torch; a unit
-test checks they are still names transformers knows.
+One list for both sides: the gateway declares them in the OpenAPI document and refuses others, and
+trainer-svc validates against them, so a value the document offers is never refused. Kept here rather
+than read from transformers so neither service imports torch to validate; a trainer-svc unit test checks
+they are still names transformers knows.
 """
 
 from __future__ import annotations
