@@ -29,7 +29,8 @@ from huggingface_hub.errors import (
     ValidationError,
 )
 
-from modelforge_common.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from modelforge_common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from modelforge_inference.backends.remote import error_for_status
 from modelforge_inference.domain import (
     FINISH_LENGTH,
     FINISH_STOP,
@@ -154,13 +155,7 @@ class TgiBackend:
             raise Unavailable(f"TGI server at {self._url} did not answer within {self._timeout_s:g}s") from exc
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else 0
-            if status in (400, 422):
-                raise InvalidArgument(f"TGI rejected the request: {exc}") from exc
-            if status == 404:
-                raise NotFound(f"TGI does not serve this model or adapter: {exc}") from exc
-            if status == 429:
-                raise ResourceExhausted(f"TGI server is overloaded: {exc}") from exc
-            raise Unavailable(f"TGI server answered HTTP {status}: {exc}") from exc
+            raise error_for_status("TGI", status, str(exc)) from exc
         except httpx2.TransportError as exc:
             raise Unavailable(f"TGI server at {self._url} is unreachable: {exc}") from exc
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx2
 
-from modelforge_common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from modelforge_common.errors import FailedPrecondition, NotFound, Unavailable
+from modelforge_inference.backends.remote import error_for_status
 from modelforge_inference.backends.tgi import _prompt_format
 from modelforge_inference.domain import (
     FINISH_LENGTH,
@@ -98,13 +99,7 @@ class VllmBackend:
             body = json.loads(text)
             error = body.get("error", body) if isinstance(body, dict) else body
             detail = str(error.get("message", error) if isinstance(error, dict) else error)[:500]
-        if status in (400, 422):
-            raise InvalidArgument(f"vLLM rejected the {what}: {detail}")
-        if status == 404:
-            raise NotFound(f"vLLM does not serve this model or adapter: {detail}")
-        if status == 429:
-            raise ResourceExhausted(f"vLLM server is overloaded: {detail}")
-        raise Unavailable(f"vLLM server answered HTTP {status} to the {what}: {detail}")
+        raise error_for_status("vLLM", status, detail, what)
 
     async def _served(self) -> set[str]:
         if self._served_names is None:
