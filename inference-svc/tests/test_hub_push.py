@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from modelforge_common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
-from modelforge_common.testing import free_port, wait_for_port
+from modelforge_common.testing import asgi_served, free_port
 from modelforge_inference.domain import ModelRef
 from modelforge_inference.hub import push_folder
 from modelforge_inference.publishing import ModelPublisher
@@ -83,14 +82,8 @@ def _app(hub: FakeHub) -> Starlette:
 async def fake_hub() -> AsyncIterator[FakeHub]:
     port = free_port()
     hub = FakeHub(url=f"http://127.0.0.1:{port}")
-    server = uvicorn.Server(uvicorn.Config(_app(hub), host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    await asyncio.to_thread(wait_for_port, port)
-    try:
+    async with asgi_served(_app(hub), port):
         yield hub
-    finally:
-        server.should_exit = True
-        await serving
 
 
 @pytest.fixture

@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from modelforge_common.errors import InvalidArgument, ResourceExhausted, Unavailable
-from modelforge_common.testing import free_port, wait_for_port
+from modelforge_common.testing import asgi_served, free_port
 from modelforge_inference.backends.tgi import TgiBackend, tgi_parameters
 from modelforge_inference.domain import GenerationParams, ModelRef
 
@@ -97,14 +96,8 @@ def _app(fake: FakeTgi) -> Starlette:
 async def fake_tgi() -> AsyncIterator[FakeTgi]:
     port = free_port()
     fake = FakeTgi(url=f"http://127.0.0.1:{port}")
-    server = uvicorn.Server(uvicorn.Config(_app(fake), host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    await asyncio.to_thread(wait_for_port, port)
-    try:
+    async with asgi_served(_app(fake), port):
         yield fake
-    finally:
-        server.should_exit = True
-        await serving
 
 
 GREEDY = GenerationParams(prompt="What is machine learning?", max_new_tokens=50)

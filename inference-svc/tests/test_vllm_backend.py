@@ -12,14 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from modelforge_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from modelforge_common.testing import free_port, wait_for_port
+from modelforge_common.testing import asgi_served, free_port
 from modelforge_inference.__main__ import build_service
 from modelforge_inference.backends.vllm import VllmBackend, sampling_body
 from modelforge_inference.domain import ChatMessage, GenerationParams, ModelRef, RequestedParams
@@ -131,14 +130,8 @@ def _app(fake: FakeVllm) -> Starlette:
 async def fake_vllm() -> AsyncIterator[FakeVllm]:
     port = free_port()
     fake = FakeVllm(url=f"http://127.0.0.1:{port}")
-    server = uvicorn.Server(uvicorn.Config(_app(fake), host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    await asyncio.to_thread(wait_for_port, port)
-    try:
+    async with asgi_served(_app(fake), port):
         yield fake
-    finally:
-        server.should_exit = True
-        await serving
 
 
 GREEDY = GenerationParams(prompt="What is machine learning?", max_new_tokens=50)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import socket
@@ -9,9 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -30,6 +32,22 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> 
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+@contextlib.asynccontextmanager
+async def asgi_served(app: Any, port: int) -> AsyncIterator[None]:
+    """app served by uvicorn on 127.0.0.1:port, in the running event loop (a test's fake HTTP server),
+    until the block ends."""
+    import uvicorn  # only tests serve fakes; the services that need uvicorn depend on it themselves
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    await asyncio.to_thread(wait_for_port, port)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await serving
 
 
 def wait_for_grpc_health(addr: str, timeout: float = 60.0) -> None:
