@@ -1,5 +1,5 @@
 """Pieces every command module shares: the API client of the current invocation, the --json flag,
-and following a job to its end."""
+confirmed deletes, and following a job to its end."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from rich.markup import escape
 from modelforge_cli.client import ApiClient, CliError
 from modelforge_cli.config import CliConfig
 from modelforge_cli.follow import follow_events
-from modelforge_cli.render import FollowView, cell, stderr, stdout
+from modelforge_cli.render import FollowView, cell, print_json, stderr, stdout
 from modelforge_cli.wsstream import websocket_connector
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer (for scripts).")]
+YesFlag = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
 def config_of(ctx: typer.Context) -> CliConfig:
@@ -37,6 +38,22 @@ def fail(message: str) -> typer.Exit:
 
 def note(message: str) -> None:
     stderr().print(f"note: {message}", markup=False, style="dim")
+
+
+def confirmed_delete(
+    ctx: typer.Context, path: str, what: str, files: str, *, yes: bool, as_json: bool
+) -> None:
+    """Asks "delete {what} and {files}?" (unless --yes), DELETEs path and prints the answer's message
+    (or the raw answer with --json)."""
+    if not yes:
+        typer.confirm(f"delete {what} and {files}?", abort=True)
+    with api(ctx) as client:
+        answer = client.delete(path)
+    if as_json:
+        print_json(answer)
+        return
+    message = answer.get("message") if isinstance(answer, dict) else None
+    stdout().print(message or f"deleted {what}", markup=False)
 
 
 def follow_job(ctx: typer.Context, job_id: str, as_json: bool) -> None:

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from modelforge_cli.client import ApiError, CliError, items_of
-from modelforge_cli.commands._common import JsonFlag, api
+from modelforge_cli.commands._common import JsonFlag, YesFlag, api, confirmed_delete
 from modelforge_cli.render import fields_table, print_json, stderr, stdout, table
 
 app = typer.Typer(
@@ -184,19 +184,12 @@ def list_datasets(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 def delete(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The uploaded filename.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Delete an uploaded dataset and its file (refused while a queued or running job uses it)."""
-    if not yes:
-        typer.confirm(f"delete dataset {name} and its file?", abort=True)
-    with api(ctx) as client:
-        answer = client.delete(f"/api/datasets/{quote(name, safe='')}")
-    if as_json:
-        print_json(answer)
-        return
-    message = answer.get("message") if isinstance(answer, dict) else None
-    stdout().print(message or f"deleted dataset {name}", markup=False)
+    path = f"/api/datasets/{quote(name, safe='')}"
+    confirmed_delete(ctx, path, f"dataset {name}", "its file", yes=yes, as_json=as_json)
 
 
 @app.command()

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from modelforge_cli.client import CliError, items_of
-from modelforge_cli.commands._common import JsonFlag, api
+from modelforge_cli.commands._common import JsonFlag, YesFlag, api, confirmed_delete
 from modelforge_cli.render import cell, fields_table, print_json, stdout, table
 
 app = typer.Typer(help="Fine-tuned models in the registry.", no_args_is_help=True)
@@ -61,19 +61,11 @@ def show(ctx: typer.Context, model_id: ModelId, as_json: JsonFlag = False) -> No
 def delete(
     ctx: typer.Context,
     model_id: ModelId,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Delete a model and its files."""
-    if not yes:
-        typer.confirm(f"delete model {model_id} and its files?", abort=True)
-    with api(ctx) as client:
-        answer = client.delete(f"/api/models/{model_id}")
-    if as_json:
-        print_json(answer)
-        return
-    message = answer.get("message") if isinstance(answer, dict) else None
-    stdout().print(message or f"deleted model {model_id}", markup=False)
+    confirmed_delete(ctx, f"/api/models/{model_id}", f"model {model_id}", "its files", yes=yes, as_json=as_json)
 
 
 @app.command()
