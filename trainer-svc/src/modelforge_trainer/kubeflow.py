@@ -35,7 +35,7 @@ from modelforge_common.errors import ModelForgeError, Unavailable
 from modelforge_trainer.config import ResolvedConfig
 from modelforge_trainer.jobs import Job, JobStatus
 from modelforge_trainer.runner import JobRunner, _Watch
-from modelforge_trainer.worker.protocol import WorkerJob, WorkerResult
+from modelforge_trainer.worker.protocol import WorkerResult
 
 log = logging.getLogger(__name__)
 
@@ -264,19 +264,8 @@ class KubeflowJobRunner(JobRunner):
         if job.config.world_size <= 1:
             await super()._supervise(job, resume_checkpoint)
             return
-        job_dir = self.paths.job_dir(job.job_id)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        job_file = job_dir / "job.json"
-        result_path = job_dir / "result.json"
+        job_file, result_path = self._write_worker_job(job, resume_checkpoint)
         result_path.unlink(missing_ok=True)
-        WorkerJob(
-            job_id=job.job_id,
-            config=job.config.to_dict(),
-            output_dir=str(self.paths.model_dir(job.job_id)),
-            checkpoint_dir=str(self.paths.checkpoint_dir(job.job_id)),
-            result_path=str(result_path),
-            resume_checkpoint=resume_checkpoint,
-        ).write(job_file)
 
         watch = _Watch()
         name = train_job_name(job.job_id)

@@ -300,7 +300,9 @@ class JobRunner:
         env[STOP_GRACE_ENV] = str(self.stop_grace_s + 5)
         return env
 
-    async def _supervise(self, job: Job, resume_checkpoint: str) -> None:
+    def _write_worker_job(self, job: Job, resume_checkpoint: str) -> tuple[Path, Path]:
+        """Writes the worker's job.json in the job's folder; returns it and where the worker writes its
+        result."""
         job_dir = self.paths.job_dir(job.job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         job_file = job_dir / "job.json"
@@ -313,6 +315,11 @@ class JobRunner:
             result_path=str(result_path),
             resume_checkpoint=resume_checkpoint,
         ).write(job_file)
+        return job_file, result_path
+
+    async def _supervise(self, job: Job, resume_checkpoint: str) -> None:
+        job_file, result_path = self._write_worker_job(job, resume_checkpoint)
+        job_dir = job_file.parent
 
         read_fd, write_fd = os.pipe()
         try:
