@@ -19,9 +19,8 @@ from typing import Any
 import httpx
 import psutil
 
-from modelforge_common.testing import free_port
 from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
-from modelforge_devkit.stack import Stack
+from modelforge_devkit.stack import Stack, private_env
 from modelforge_devkit.tiny_models import build_tiny_model
 
 TERMINAL = ("completed", "error", "stopped")
@@ -232,23 +231,12 @@ def torch_threads_label() -> str:
 
 def stack_env(data_dir: Path) -> dict[str, str]:
     """A private stack on free loopback ports (as tests/conftest.py builds it)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELFORGE_")}
-    env.update(
-        {
-            "MODELFORGE_DATA_DIR": str(data_dir),
-            # The bench builds its models beside the stack's data dir (work_dir/models).
-            "MODELFORGE_MODEL_ROOTS": str(data_dir.parent),
-            "MODELFORGE_RUN_DIR": str(data_dir / "run"),
-            "MODELFORGE_NATS_URL": f"nats://127.0.0.1:{free_port()}",
-            "MODELFORGE_GATEWAY_PORT": str(free_port()),
-            "MODELFORGE_LOG_JSON": "false",
-            "HF_HUB_OFFLINE": "1",
-            **torch_thread_env(),
-        }
-    )
-    for name in ("trainer", "registry", "hardware", "inference"):
-        env[f"MODELFORGE_{name.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
-    return env
+    return private_env(data_dir, {
+        # The bench builds its models beside the stack's data dir (work_dir/models).
+        "MODELFORGE_MODEL_ROOTS": str(data_dir.parent),
+        "MODELFORGE_RUN_DIR": str(data_dir / "run"),
+        **torch_thread_env(),
+    })
 
 
 def build_small_model(out_dir: Path, tokenizer_dir: Path) -> Path:

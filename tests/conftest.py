@@ -10,8 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelforge_common.testing import free_port
-from modelforge_devkit.stack import Stack
+from modelforge_devkit.stack import Stack, private_env
 from modelforge_devkit.tiny_models import build_tiny_model
 
 # The steps the test modules share (tests/stack_api.py); this folder is not a package.
@@ -29,19 +28,10 @@ def _model_roots_in_test_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def stack_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELFORGE_")}
-    env.update({
+    return private_env(data_dir, {
         "MODELFORGE_MODEL_ROOTS": os.pathsep.join([*_MODEL_ROOTS, str(data_dir)]),
-        "MODELFORGE_DATA_DIR": str(data_dir),
         "MODELFORGE_RUN_DIR": str(data_dir / "run"),
-        "MODELFORGE_NATS_URL": f"nats://127.0.0.1:{free_port()}",
-        "MODELFORGE_GATEWAY_PORT": str(free_port()),
-        "MODELFORGE_LOG_JSON": "false",
-        "HF_HUB_OFFLINE": "1",
     })
-    for name in ("trainer", "registry", "hardware", "inference"):
-        env[f"MODELFORGE_{name.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
-    return env
 
 
 @pytest.fixture(scope="session")

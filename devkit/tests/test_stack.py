@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from modelforge_common.logging import SECRET_ENV_VARS
-from modelforge_common.testing import free_port
 from modelforge_devkit.stack import (
     SECRET_CONSUMERS,
     SERVICE_MODULES,
@@ -26,6 +25,7 @@ from modelforge_devkit.stack import (
     recorded_stacks,
     state_dir,
 )
+from modelforge_devkit.stack import private_env as stack_private_env
 
 SECRETS = {
     "MODELFORGE_API_KEYS": "alice:key-for-the-gateway",
@@ -50,19 +50,7 @@ EXPECTED_SECRETS = {
 
 def private_env(tmp_path: Path, data_dir: Path, **extra: str) -> dict[str, str]:
     """A stack on free loopback ports with its own state dir (never the user's)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELFORGE_")}
-    env.update({
-        "MODELFORGE_DATA_DIR": str(data_dir),
-        "MODELFORGE_STATE_DIR": str(tmp_path / "state"),
-        "MODELFORGE_NATS_URL": f"nats://127.0.0.1:{free_port()}",
-        "MODELFORGE_GATEWAY_PORT": str(free_port()),
-        "MODELFORGE_LOG_JSON": "false",
-        "HF_HUB_OFFLINE": "1",
-        **extra,
-    })
-    for name in ("trainer", "registry", "hardware", "inference"):
-        env[f"MODELFORGE_{name.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
-    return env
+    return stack_private_env(data_dir, {"MODELFORGE_STATE_DIR": str(tmp_path / "state"), **extra})
 
 
 # ---- secrets ------------------------------------------------------------------------------------

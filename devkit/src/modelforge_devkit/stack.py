@@ -135,6 +135,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def private_env(data_dir: Path, settings: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a stack of its own (tests, benchmarks): the caller's, less its MODELFORGE_*
+    settings, with its data in data_dir, every service on a free loopback port, plain-text logs and no
+    Hub; `settings` add to or replace these."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELFORGE_")}
+    env.update({
+        "MODELFORGE_DATA_DIR": str(data_dir),
+        "MODELFORGE_NATS_URL": f"nats://127.0.0.1:{_free_port()}",
+        "MODELFORGE_GATEWAY_PORT": str(_free_port()),
+        "MODELFORGE_LOG_JSON": "false",
+        "HF_HUB_OFFLINE": "1",
+    })
+    for name in (TRAINER, "registry", "hardware", "inference"):
+        env[f"MODELFORGE_{name.upper()}_ADDR"] = f"127.0.0.1:{_free_port()}"
+    env.update(settings or {})
+    return env
+
+
 def local_defaults(env: Mapping[str, str]) -> dict[str, str]:
     """The environment the services get: the caller's, plus defaults for what it leaves unset."""
     merged = dict(env)
