@@ -65,7 +65,8 @@ def test_new_training_offers_the_settings_that_fit_and_applies_them(
     page.screenshot(path=str(SCREENSHOTS / "11-train-does-not-fit.png"), full_page=True)
 
     proposals.first.get_by_role("button", name="Apply").click()
-    expect(verdict).to_contain_text("Fits")
+    # The estimate runs again through the stack: on a loaded 2-core machine that can take past the 5 s default.
+    expect(verdict).to_contain_text("Fits", timeout=30_000)
     batch = int(page.get_by_label("Batch size per device").input_value())
     accumulation = int(page.get_by_label("Gradient accumulation steps").input_value())
     assert 1 <= batch < 16 and batch * accumulation >= 16
