@@ -79,6 +79,8 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             body.update(model_name=os.environ[FUZZ_MODEL], task="text-generation", provider="huggingface")
         else:
             body["repo_name"] = os.environ[FUZZ_MODEL]
+    elif path in GENERATION and isinstance(body, dict):
+        _fit_the_context(body)
     elif path == UPLOAD and isinstance(body, dict):
         body["file"] = VALID_ROWS.decode()
         # Which columns a mapping may name depends on the file's own columns.
@@ -87,6 +89,31 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         # A dataset stored here, read with a tokenizer that exists here.
         case.path_parameters = {**(case.path_parameters or {}), "name": os.environ[FUZZ_DATASET]}
         case.query = {**(case.query or {}), "model": os.environ[FUZZ_MODEL]}
+
+
+# The fuzz model's context is 512 tokens, and a prompt plus max_new_tokens past it is refused with a
+# truthful 400 (which model is served, and its window, is this server's state). Budget: up to 4 bytes
+# a character, one token a byte at worst, a few template tokens a message, and 16 new tokens.
+CONTEXT_CHARACTERS = 96
+MAX_MESSAGES = 8
+MAX_NEW_TOKENS = 16
+
+
+def _fit_the_context(body: dict[str, Any]) -> None:
+    for name in ("max_new_tokens", "max_length"):
+        if isinstance(body.get(name), int | float) and not isinstance(body[name], bool):
+            body[name] = min(body[name], MAX_NEW_TOKENS)
+    budget = CONTEXT_CHARACTERS
+    for name in ("prompt", "question", "context"):
+        if isinstance(body.get(name), str):
+            body[name] = body[name][: max(budget, 1)]
+            budget = max(budget - len(body[name]), 0)
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        del messages[MAX_MESSAGES:]
+        for message in messages:
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                message["content"] = message["content"][: max(budget // max(len(messages), 1), 1)]
 
 
 @schemathesis.hook

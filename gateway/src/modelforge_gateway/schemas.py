@@ -6,7 +6,7 @@ Request models reject bad input with 400 before any service is called; the servi
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
@@ -67,10 +67,24 @@ INT32_MAX = 2**31 - 1
 JSON_SAFE_INT = 2**53 - 1
 
 
+def _takes_bool(annotation: Any) -> bool:
+    return annotation is bool or any(_takes_bool(arg) for arg in get_args(annotation))
+
+
 class _Body(BaseModel):
     # One rule for every request body: a field the API does not know is refused with 400 naming it,
     # never dropped silently (the caller would believe a setting applied that did not).
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true/false as 1/0 for a number; the document says integer or
+        # number, so a boolean there is the caller's mistake (e.g. "seed": false), not a zero.
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and not _takes_bool(field.annotation):
+            raise PydanticCustomError("type_error", "must not be true or false")
+        return value
 
 
 # --- training -----------------------------------------------------------------------------------
