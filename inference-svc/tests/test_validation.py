@@ -82,3 +82,10 @@ def test_unknown_task_is_refused() -> None:
     with pytest.raises(InvalidArgument) as exc:
         validate_params("translation", RequestedParams(prompt="hi"), 100)
     assert fields_of(exc) == ["task"]
+
+
+def test_a_vanishing_temperature_decodes_greedily() -> None:
+    # 9.3e-126 passed validation and overflowed the logits it divided: sampling then failed (a 500, fuzz).
+    params = validate_params(TEXT_GENERATION, RequestedParams(prompt="hi", temperature=9.3e-126), 100)
+    assert params.greedy
+    assert not validate_params(TEXT_GENERATION, RequestedParams(prompt="hi", temperature=0.01), 100).greedy

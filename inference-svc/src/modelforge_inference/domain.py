@@ -13,6 +13,8 @@ CHAT_ROLES = ("system", "user", "assistant")
 # Why generation ended: end of sequence or a stop string, or max_new_tokens reached.
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
+# Temperatures below this decode greedily (logits / 1e-126 are inf: no distribution to sample from).
+GREEDY_BELOW_TEMPERATURE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class RequestedParams:
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """Validated generation settings; `temperature == 0` means greedy decoding."""
+    """Validated generation settings; `temperature == 0` (or below GREEDY_BELOW_TEMPERATURE) means
+    greedy decoding."""
 
     prompt: str = ""
     max_new_tokens: int = 256
@@ -74,7 +77,9 @@ class GenerationParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # Dividing logits by a temperature this small overflows them to inf and sampling fails;
+        # the distribution it asks for is the argmax anyway.
+        return self.temperature < GREEDY_BELOW_TEMPERATURE
 
 
 @dataclass(frozen=True)
