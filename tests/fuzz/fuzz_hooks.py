@@ -60,6 +60,12 @@ def _positive(case: Any) -> bool:
     return meta is not None and meta.generation.mode.is_positive
 
 
+# The upload's file part is declared as JSONL (application/jsonl or x-ndjson): its bytes are sent as they
+# are, like application/octet-stream.
+schemathesis.serializer.alias("application/jsonl", "application/octet-stream")
+schemathesis.serializer.alias("application/x-ndjson", "application/octet-stream")
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     path = case.operation.path

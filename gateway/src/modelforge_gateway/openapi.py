@@ -107,8 +107,8 @@ UPLOAD_FILENAME_EXAMPLE = 'form-data; name="file"; filename="dataset.jsonl"'
 
 
 def _declare_upload_file(schema: dict[str, Any]) -> None:
-    """What the upload's file part must be, beyond "bytes": a JSONL file named *.jsonl (the registry
-    refuses other names), one JSON object per line."""
+    """What the upload's file part must be, beyond "bytes": a dataset file named *.jsonl, *.json,
+    *.csv or *.parquet (the registry refuses other names)."""
     operation = schema.get("paths", {}).get(UPLOAD_PATH, {}).get("post")
     if operation is None:
         return
@@ -118,7 +118,7 @@ def _declare_upload_file(schema: dict[str, Any]) -> None:
             "contentType": "application/jsonl, application/x-ndjson, application/octet-stream",
             "headers": {
                 "Content-Disposition": {
-                    "description": "The file name must end in .jsonl",
+                    "description": "The file name must end in .jsonl, .json, .csv or .parquet",
                     "schema": {"type": "string", "example": UPLOAD_FILENAME_EXAMPLE},
                 }
             },
@@ -127,8 +127,9 @@ def _declare_upload_file(schema: dict[str, Any]) -> None:
     ref = media["schema"].get("$ref", "")
     body = schema["components"]["schemas"].get(ref.rsplit("/", 1)[-1], media["schema"])
     body["properties"]["file"]["description"] = (
-        "A JSONL file whose name ends in .jsonl: one JSON object per line, at least 10 valid rows "
-        "in a format the task accepts (see the README)"
+        "A dataset file whose name ends in .jsonl (one JSON object per line), .json (an array of "
+        "objects), .csv (a header row) or .parquet: at least 10 valid rows in a format the task accepts "
+        "or mapped onto one with column_mapping (see the README)"
     )
 
 
