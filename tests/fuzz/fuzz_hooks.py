@@ -105,6 +105,14 @@ MAX_MESSAGES = 8
 MAX_NEW_TOKENS = 16
 
 
+def _shorten(text: str, limit: int) -> str:
+    """At most `limit` characters, never blank where the original was not (the schema asks \\S)."""
+    short = text[: max(limit, 1)]
+    if short.strip() or not text.strip():
+        return short
+    return text.strip()[0]
+
+
 def _fit_the_context(body: dict[str, Any]) -> None:
     for name in ("max_new_tokens", "max_length"):
         if isinstance(body.get(name), int | float) and not isinstance(body[name], bool):
@@ -112,14 +120,14 @@ def _fit_the_context(body: dict[str, Any]) -> None:
     budget = CONTEXT_CHARACTERS
     for name in ("prompt", "question", "context"):
         if isinstance(body.get(name), str):
-            body[name] = body[name][: max(budget, 1)]
+            body[name] = _shorten(body[name], budget)
             budget = max(budget - len(body[name]), 0)
     messages = body.get("messages")
     if isinstance(messages, list):
         del messages[MAX_MESSAGES:]
         for message in messages:
             if isinstance(message, dict) and isinstance(message.get("content"), str):
-                message["content"] = message["content"][: max(budget // max(len(messages), 1), 1)]
+                message["content"] = _shorten(message["content"], budget // max(len(messages), 1))
 
 
 @schemathesis.hook

@@ -639,7 +639,13 @@ class GenerateRequest(_Body):
     # before `prompt` so its check can see them, as are the chat messages.
     context: str = ""
     question: str = ""
-    messages: list[ChatMessageBody] = Field(default_factory=list, max_length=1000)
+    # A conversation, when given, is what the model answers (it wins over prompt), so one with only
+    # blank turns is refused whatever else the body holds.
+    messages: list[ChatMessageBody] = Field(
+        default_factory=list,
+        max_length=1000,
+        json_schema_extra={"anyOf": [{"maxItems": 0}, {"contains": {"properties": {"content": {"pattern": r"\S"}}}}]},
+    )
     # Checked even when left out: a request needs a prompt, a question or messages.
     prompt: str = Field("", validate_default=True)
     max_new_tokens: int | None = Field(None, ge=1, le=4096)
@@ -656,14 +662,12 @@ class GenerateRequest(_Body):
     @field_validator("prompt")
     @classmethod
     def _needs_input(cls, prompt: str, info: ValidationInfo) -> str:
-        if prompt.strip() or str(info.data.get("question", "")).strip():
-            return prompt
         messages = info.data.get("messages") or []
-        if not messages:
-            raise PydanticCustomError("value_error", "prompt must not be empty (or send messages)")
-        if not any(m.content.strip() for m in messages):
+        if messages and not any(m.content.strip() for m in messages):
             raise PydanticCustomError("value_error", "every message is empty")
-        return prompt
+        if prompt.strip() or str(info.data.get("question", "")).strip() or messages:
+            return prompt
+        raise PydanticCustomError("value_error", "prompt must not be empty (or send messages)")
 
     @property
     def tokens(self) -> int:
