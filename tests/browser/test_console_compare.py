@@ -82,7 +82,8 @@ def test_mapped_upload_insight_and_runs_side_by_side(
     page.get_by_label("Max length (tokens)").fill("24")
     page.get_by_role("button", name="Inspect").click()
     histogram = page.locator("svg.chart.histogram")
-    expect(histogram).to_have_attribute("data-rows", str(ROWS))
+    # The insight loads the model's tokenizer in trainer-svc: past the 5 s default on a loaded machine.
+    expect(histogram).to_have_attribute("data-rows", str(ROWS), timeout=30_000)
     assert histogram.locator("rect.bar").count() >= 1
     expect(page.locator(".insight-summary")).to_contain_text(f"of {ROWS} rows are over 24 tokens")
     expect(page.locator(".insight table")).to_contain_text("total")
@@ -102,7 +103,7 @@ def test_mapped_upload_insight_and_runs_side_by_side(
     page.get_by_label("Compare run-fast").check()
     compare.click()
     loss = page.locator("svg.chart.overlay.loss")
-    expect(loss).to_have_attribute("data-series", "2")
+    expect(loss).to_have_attribute("data-series", "2", timeout=30_000)
     assert loss.locator(".series-0 circle.point").count() == 3
     assert loss.locator(".series-1 circle.point").count() == 3
     expect(page.locator("svg.chart.overlay.lr")).to_have_attribute("data-series", "2")
