@@ -158,8 +158,9 @@ async def test_tgi_validation_errors_are_invalid_argument(fake_tgi: FakeTgi, ref
     # Bypass our own parameter mapping to make the server refuse the request.
     backend = TgiBackend(fake_tgi.url)
     ref = refs["full"]
-    params = dataclasses.replace(GREEDY, temperature=-1.0)
-    with pytest.raises(InvalidArgument, match="temperature"):
+    # A sampled request (a greedy one sends no temperature) with a top_p the fake server refuses.
+    params = dataclasses.replace(GREEDY, temperature=0.7, top_p=-0.5)
+    with pytest.raises(InvalidArgument, match="top_p"):
         await backend.generate(ref, params)
     with pytest.raises(InvalidArgument):
         async for _chunk in backend.generate_stream(ref, params):
