@@ -8,5 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = str(Path(__file__).resolve().parents[2])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+HERE = str(Path(__file__).resolve().parent)  # bench_report, the report reader the tests share
+for folder in (ROOT, HERE):
+    if folder not in sys.path:
+        sys.path.insert(0, folder)

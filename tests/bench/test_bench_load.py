@@ -10,27 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_report import NUMBER, tables
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?$")
 
-
-def tables(markdown: str) -> dict[str, list[list[str]]]:
-    """Every "**title**" followed by a pipe table, as title -> rows of cells (header row first)."""
-    found: dict[str, list[list[str]]] = {}
-    title = ""
-    for line in markdown.splitlines():
-        if line.startswith("**") and line.endswith("**"):
-            title = line.strip("*")
-        elif line.startswith("|") and title:
-            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-            if not all(set(cell) <= {"-"} for cell in cells):
-                found.setdefault(title, []).append(cells)
-        elif not line.strip() and title in found:
-            title = ""
-    return found
 
 
 @pytest.fixture(scope="module")

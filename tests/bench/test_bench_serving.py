@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
+from bench_report import NUMBER
 
 from bench.serving import ADAPTERS_FOR_MEMORY, USERS, measure
 from modelforge_devkit.tiny_models import build_tiny_model
 
-NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?$")
 VERDICT = re.compile(r"^(met|NOT MET)( \(uncertain: .+\))?$")
 
 

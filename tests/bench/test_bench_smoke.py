@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_report import NUMBER, tables
 
 from bench.__main__ import BENCHMARKS
 
@@ -16,23 +17,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VERDICTS = {"met", "NOT MET", "not measured"}
-NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?$")
 
-
-def tables(markdown: str) -> dict[str, list[list[str]]]:
-    """Every "**title**" followed by a pipe table, as title -> rows of cells (header row first)."""
-    found: dict[str, list[list[str]]] = {}
-    title = ""
-    for line in markdown.splitlines():
-        if line.startswith("**") and line.endswith("**"):
-            title = line.strip("*")
-        elif line.startswith("|") and title:
-            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-            if not all(set(cell) <= {"-"} for cell in cells):
-                found.setdefault(title, []).append(cells)
-        elif not line.strip() and title in found:
-            title = ""
-    return found
 
 
 def section(markdown: str, heading: str) -> str:
