@@ -12,7 +12,7 @@ PROTO_SRC := $(sort $(wildcard protos/modelforge/v1/*.proto))
 PROTO_STAMP := protos/gen/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install protos up down status demo test test-fast lint fmt bench gpu-check clean images images-push
+.PHONY: help install protos up down status demo test test-fast lint typecheck fmt bench gpu-check clean images images-push
 
 help:
 	@echo "make install   create .venv with every service package, generated gRPC code, nats-server"
@@ -20,8 +20,8 @@ help:
 	@echo "               again with one down: start only what is missing"
 	@echo "make down      stop everything 'make up' started, whatever MODELFORGE_DATA_DIR is"
 	@echo "make demo      build a tiny model + dataset, fine-tune it through the API, generate"
-	@echo "make lint      ruff, buf lint and buf breaking (protos/ against the last landed main:"
-	@echo "               protos/buf-breaking.sh); a strict type checker joins later (issue 15, item 2)"
+	@echo "make lint      ruff, mypy --strict (make typecheck), buf lint and buf breaking (protos/ against"
+	@echo "               the last landed main: protos/buf-breaking.sh)"
 	@echo "make test      lint, then the whole test suite"
 	@echo "make bench     side-by-side benchmarks (writes bench/RESULTS.md)"
 	@echo "make gpu-check on a GPU: QLoRA with both providers through the stack vs plain scripts (writes bench/GPU.md)"
@@ -73,8 +73,15 @@ demo: install
 # Proto lint (STANDARD) and breaking-change check (FILE): protos/buf.yaml. buf-bin runs offline.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory typecheck
 	$(VENV)/bin/buf lint protos
 	BUF=$(VENV)/bin/buf protos/buf-breaking.sh
+
+# mypy --strict over every package and the generated stubs (pyproject.toml [tool.mypy]).
+MYPY_PACKAGES := modelforge modelforge_common modelforge_devkit modelforge_gateway modelforge_trainer \
+  modelforge_registry modelforge_inference modelforge_hardware modelforge_cli
+typecheck: install
+	$(VENV)/bin/mypy $(foreach p,$(MYPY_PACKAGES),-p $(p))
 
 fmt: install
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
