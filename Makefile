@@ -6,7 +6,7 @@ VENV      := .venv
 PY        := $(VENV)/bin/python
 PIP       := $(PY) -m pip
 STAMP     := $(VENV)/.modelforge-installed
-PACKAGES  := protos common devkit gateway trainer-svc registry-svc inference-svc hardware-svc cli
+PACKAGES  := protos common devkit gateway trainer-svc training registry-svc inference-svc hardware-svc cli
 DEP_FILES := requirements-dev.txt deploy/requirements.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 PROTO_SRC := $(sort $(wildcard protos/modelforge/v1/*.proto))
 PROTO_STAMP := protos/gen/.stamp
@@ -78,7 +78,7 @@ lint: install
 	BUF=$(VENV)/bin/buf protos/buf-breaking.sh
 
 # mypy --strict over every package and the generated stubs (pyproject.toml [tool.mypy]).
-MYPY_PACKAGES := modelforge modelforge_common modelforge_devkit modelforge_gateway modelforge_trainer \
+MYPY_PACKAGES := modelforge modelforge_common modelforge_devkit modelforge_gateway modelforge_trainer modelforge_training \
   modelforge_registry modelforge_inference modelforge_hardware modelforge_cli
 typecheck: install
 	$(VENV)/bin/mypy $(foreach p,$(MYPY_PACKAGES),-p $(p))
