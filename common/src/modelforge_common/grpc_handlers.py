@@ -6,28 +6,58 @@ behaviour differ only in whether the response is awaited or iterated. These help
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias, TypeVar, cast
 
 import grpc
 
 State = TypeVar("State")
-# What a handler's behaviour is called with and returns (a response, or an async iterator of them).
-Behaviour = Callable[[Any, grpc.aio.ServicerContext], Any]
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+# What a handler's behaviour is called with and returns (a response, or an async iterator of them):
+# Any because one interceptor wraps every service's messages.
+Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
+# What a grpc.aio server interceptor is given to reach the next one (generic alias: Continuation[Req, Resp]).
+# A string: grpc.RpcMethodHandler is generic only in the stubs.
+Continuation: TypeAlias = (
+    "Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Request, Response] | None]]"
+)
+
+
+def _aio_behaviour(behaviour: object) -> Behaviour:
+    # types-grpcio describes RpcMethodHandler's behaviours as sync callables taking grpc.ServicerContext;
+    # under grpc.aio the same fields hold coroutine functions (or async generators) taking an aio context.
+    if behaviour is None:
+        raise ValueError("gRPC method handler without a behaviour")
+    return cast(Behaviour, behaviour)
+
+
+def call_status_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode | None:
+    """The status code a call being served has been given so far; None while unset or unknown."""
+    try:
+        # object, not the stub's StatusCode: the code is None until set, and a raw int in some versions.
+        code: object = context.code()
+    except Exception:  # noqa: BLE001 - a context without code(): unknown
+        return None
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):
+        return next((c for c in grpc.StatusCode if c.value[0] == code), None)
+    return None
 
 
 def rewrap_handler(
-    handler: grpc.RpcMethodHandler,
+    handler: grpc.RpcMethodHandler[Request, Response],
     wrap_unary_response: Callable[[Behaviour], Behaviour],
     wrap_stream_response: Callable[[Behaviour], Behaviour],
-) -> grpc.RpcMethodHandler:
+) -> grpc.RpcMethodHandler[Request, Response]:
     """handler with its behaviour wrapped: by wrap_unary_response for RPCs that answer once, by
     wrap_stream_response for those that stream their answer."""
     if handler.unary_unary or handler.stream_unary:
-        behaviour = wrap_unary_response(handler.unary_unary or handler.stream_unary)
+        behaviour = wrap_unary_response(_aio_behaviour(handler.unary_unary or handler.stream_unary))
         factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
     else:
-        behaviour = wrap_stream_response(handler.unary_stream or handler.stream_stream)
+        behaviour = wrap_stream_response(_aio_behaviour(handler.unary_stream or handler.stream_stream))
         factory = (
             grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
         )
@@ -39,16 +69,16 @@ def rewrap_handler(
 
 
 def observed_handler(
-    handler: grpc.RpcMethodHandler,
-    begin: Callable[[grpc.aio.ServicerContext], State],
-    finish: Callable[[State, grpc.aio.ServicerContext, BaseException | None], None],
-) -> grpc.RpcMethodHandler:
+    handler: grpc.RpcMethodHandler[Request, Response],
+    begin: Callable[[grpc.aio.ServicerContext[Any, Any]], State],
+    finish: Callable[[State, grpc.aio.ServicerContext[Any, Any], BaseException | None], None],
+) -> grpc.RpcMethodHandler[Request, Response]:
     """handler with begin(context) called as each call starts (in the call's own task) and
     finish(what begin returned, context, the exception or None) as it ends, however it ends; the
     exception is raised on unchanged."""
 
     def unary_response(inner: Behaviour) -> Behaviour:
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             state = begin(context)
             try:
                 response = await inner(request, context)
@@ -61,7 +91,7 @@ def observed_handler(
         return call
 
     def stream_response(inner: Behaviour) -> Behaviour:
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             state = begin(context)
             try:
                 async for item in inner(request, context):

@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from modelforge_common.errors import ModelForgeError
-from modelforge_common.grpc_handlers import Behaviour, rewrap_handler
+from modelforge_common.grpc_handlers import Behaviour, Continuation, Request, Response, rewrap_handler
 from modelforge_common.logging import request_id_var
 from modelforge_common.metrics import MetricsInterceptor, metrics_port_for, start_metrics_server
 from modelforge_common.tracing import TracingServerInterceptor, configure_tracing
@@ -48,7 +48,7 @@ def status_for(exc: ModelForgeError) -> tuple[grpc.StatusCode, tuple[tuple[str, 
     return code, (("grpc-status-details-bin", status.SerializeToString()),)
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
     if isinstance(exc, ModelForgeError):
         code, trailers = status_for(exc)
         await context.abort(code, exc.message, trailing_metadata=trailers)
@@ -62,9 +62,9 @@ class ExceptionToStatusInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation[Request, Response],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Request, Response] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -72,7 +72,7 @@ class ExceptionToStatusInterceptor(grpc.aio.ServerInterceptor):
         request_id = str(metadata.get("x-request-id", ""))
 
         def unary_response(inner: Behaviour) -> Behaviour:
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 request_id_var.set(request_id)
                 try:
                     return await inner(request, context)
@@ -84,7 +84,7 @@ class ExceptionToStatusInterceptor(grpc.aio.ServerInterceptor):
             return call
 
         def stream_response(inner: Behaviour) -> Behaviour:
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 request_id_var.set(request_id)
                 try:
                     async for item in inner(request, context):

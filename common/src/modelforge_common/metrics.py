@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -40,7 +40,7 @@ from prometheus_client import (
 )
 from prometheus_client.metrics import MetricWrapperBase
 
-from modelforge_common.grpc_handlers import observed_handler
+from modelforge_common.grpc_handlers import Continuation, Request, Response, call_status_code, observed_handler
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +118,9 @@ def split_method(full_method: str) -> tuple[str, str]:
     return service or "unknown", method or "unknown"
 
 
-def _code_name(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> str:
-    try:
-        code = context.code()
-    except Exception:  # noqa: BLE001 - an older context without code(): fall back
-        code = None
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    if isinstance(code, int):
-        return next((c.name for c in grpc.StatusCode if c.value[0] == code), default.name)
-    return default.name
+def _code_name(context: grpc.aio.ServicerContext[Any, Any], default: grpc.StatusCode) -> str:
+    code = call_status_code(context)
+    return (code or default).name
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
@@ -137,15 +130,15 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation[Request, Response],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Request, Response] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
         service, method = split_method(handler_call_details.method)
 
-        def record(started: float, context: grpc.aio.ServicerContext, failed: BaseException | None) -> None:
+        def record(started: float, context: grpc.aio.ServicerContext[Any, Any], failed: BaseException | None) -> None:
             if failed is None:
                 code = _code_name(context, grpc.StatusCode.OK)
             elif isinstance(failed, grpc.aio.AbortError):

@@ -43,7 +43,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from modelforge_common.grpc_handlers import observed_handler
+from modelforge_common.grpc_handlers import Continuation, Request, Response, call_status_code, observed_handler
 from modelforge_common.logging import request_id_var
 
 log = logging.getLogger(__name__)
@@ -194,9 +194,9 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation[Request, Response],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Request, Response] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -204,7 +204,7 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
         invocation = handler_call_details.invocation_metadata or ()
         metadata = {key: value for key, value in invocation if isinstance(value, str)}
 
-        def begin(context: grpc.aio.ServicerContext) -> Span | None:
+        def begin(context: grpc.aio.ServicerContext[Any, Any]) -> Span | None:
             # Each RPC runs in its own task, so what is set here stays with this call.
             remaining = context.time_remaining()
             deadline_var.set(time.monotonic() + remaining if remaining is not None else None)
@@ -220,10 +220,12 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
             otel_context.attach(trace.set_span_in_context(span, parent))
             return span
 
-        def finish(span: Span | None, context: grpc.aio.ServicerContext, failed: BaseException | None) -> None:
+        def finish(
+            span: Span | None, context: grpc.aio.ServicerContext[Any, Any], failed: BaseException | None
+        ) -> None:
             if span is None:
                 return
-            code = _server_code(context)
+            code = call_status_code(context)
             if code is None:
                 code = grpc.StatusCode.OK if failed is None else grpc.StatusCode.UNKNOWN
             _end_span(span, code)
@@ -231,27 +233,18 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
         return observed_handler(handler, begin, finish)
 
 
-def _server_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode | None:
-    try:
-        code = context.code()
-    except Exception:  # noqa: BLE001 - a context without code(): unknown
-        return None
-    if isinstance(code, grpc.StatusCode):
-        return code
-    if isinstance(code, int):
-        return next((c for c in grpc.StatusCode if c.value[0] == code), None)
-    return None
-
-
 # --- client side ---------------------------------------------------------------------------------
 
 
 def _outgoing(details: grpc.aio.ClientCallDetails) -> tuple[grpc.aio.ClientCallDetails, Span | None]:
     """The call's details with request id, trace context and inherited deadline, and its span."""
-    method = details.method.decode() if isinstance(details.method, bytes) else str(details.method)
+    # The stub says str; grpc.aio hands interceptors the method as bytes.
+    raw_method: object = details.method
+    method = raw_method.decode() if isinstance(raw_method, bytes) else str(raw_method)
     metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
-    request_id = metadata.get(REQUEST_ID_METADATA) or request_id_var.get()
-    if request_id and REQUEST_ID_METADATA not in metadata:
+    given_request_id = metadata.get(REQUEST_ID_METADATA)
+    request_id = given_request_id or request_id_var.get()
+    if request_id and given_request_id is None:
         metadata.add(REQUEST_ID_METADATA, request_id)
     span: Span | None = None
     if _enabled:
