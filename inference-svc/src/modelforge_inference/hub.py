@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx2
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]  # lazily exported, unseen by mypy
 
 from modelforge_common.errors import (
     FailedPrecondition,

@@ -23,25 +23,33 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.publisher = publisher
 
     async def Generate(  # noqa: N802 - gRPC method name
-        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+        self,
+        request: inference_pb2.GenerateRequest,
+        context: grpc.aio.ServicerContext[inference_pb2.GenerateRequest, inference_pb2.GenerateResponse],
     ) -> inference_pb2.GenerateResponse:
         result = await self.service.generate(model_ref_from_pb(request.model), params_from_pb(request.params))
         return generate_response_to_pb(result)
 
     async def GenerateStream(  # noqa: N802 - gRPC method name
-        self, request: inference_pb2.GenerateStreamRequest, context: grpc.aio.ServicerContext
+        self,
+        request: inference_pb2.GenerateStreamRequest,
+        context: grpc.aio.ServicerContext[inference_pb2.GenerateStreamRequest, inference_pb2.GenerateStreamResponse],
     ) -> AsyncIterator[inference_pb2.GenerateStreamResponse]:
         chunks = self.service.generate_stream(model_ref_from_pb(request.model), params_from_pb(request.params))
         async for chunk in chunks:
             yield stream_chunk_to_pb(chunk)
 
     async def UnloadModel(  # noqa: N802 - gRPC method name
-        self, request: inference_pb2.UnloadModelRequest, context: grpc.aio.ServicerContext
+        self,
+        request: inference_pb2.UnloadModelRequest,
+        context: grpc.aio.ServicerContext[inference_pb2.UnloadModelRequest, inference_pb2.UnloadModelResponse],
     ) -> inference_pb2.UnloadModelResponse:
         return inference_pb2.UnloadModelResponse(unloaded=await self.service.unload(request.model_id))
 
     async def MergeAdapter(  # noqa: N802 - gRPC method name
-        self, request: inference_pb2.MergeAdapterRequest, context: grpc.aio.ServicerContext
+        self,
+        request: inference_pb2.MergeAdapterRequest,
+        context: grpc.aio.ServicerContext[inference_pb2.MergeAdapterRequest, inference_pb2.MergeAdapterResponse],
     ) -> inference_pb2.MergeAdapterResponse:
         merged = await self.publisher.merge(model_ref_from_pb(request.model), request.output_path)
         return inference_pb2.MergeAdapterResponse(
@@ -49,7 +57,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         )
 
     async def PushToHub(  # noqa: N802 - gRPC method name
-        self, request: inference_pb2.PushToHubRequest, context: grpc.aio.ServicerContext
+        self,
+        request: inference_pb2.PushToHubRequest,
+        context: grpc.aio.ServicerContext[inference_pb2.PushToHubRequest, inference_pb2.PushToHubResponse],
     ) -> inference_pb2.PushToHubResponse:
         pushed = await self.publisher.push(
             model_ref_from_pb(request.model),

@@ -110,6 +110,21 @@ def _pad_left(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
+def _layers(cache: DynamicCache) -> list[DynamicLayer]:
+    """The cache's layers, each a DynamicLayer (supports_batching admits no other kind)."""
+    layers: list[DynamicLayer] = []
+    for layer in cache.layers:
+        assert isinstance(layer, DynamicLayer)
+        layers.append(layer)
+    return layers
+
+
+def _key_values(layer: DynamicLayer) -> tuple[torch.Tensor, torch.Tensor]:
+    """A filled layer's keys and values (a layer is filled by the forward pass that created the cache)."""
+    assert layer.keys is not None and layer.values is not None
+    return layer.keys, layer.values
+
+
 def _has_padding(mask: torch.Tensor) -> bool:
     return not bool(mask.all())
 
@@ -246,7 +261,8 @@ class ContinuousBatcher:
                 **adapter_kwargs,
                 **kwargs,
             )
-        return out.logits[:, -1, :].float()
+        logits: torch.Tensor = out.logits
+        return logits[:, -1, :].float()
 
     def _drop_abandoned(self) -> None:
         keep = [i for i, row in enumerate(self._rows) if not row.cancel.is_set()]
@@ -291,9 +307,11 @@ class ContinuousBatcher:
             self._cache, self._mask = cache, mask
         else:
             length = max(self._mask.shape[1], mask.shape[1])
-            for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
-                mine.keys = torch.cat([_pad_left(mine.keys, length, -2), _pad_left(theirs.keys, length, -2)])
-                mine.values = torch.cat([_pad_left(mine.values, length, -2), _pad_left(theirs.values, length, -2)])
+            for mine, theirs in zip(_layers(self._cache), _layers(cache), strict=True):
+                my_keys, my_values = _key_values(mine)
+                their_keys, their_values = _key_values(theirs)
+                mine.keys = torch.cat([_pad_left(my_keys, length, -2), _pad_left(their_keys, length, -2)])
+                mine.values = torch.cat([_pad_left(my_values, length, -2), _pad_left(their_values, length, -2)])
             self._mask = torch.cat([_pad_left(self._mask, length, 1), _pad_left(mask, length, 1)])
         self._padded = _has_padding(self._mask)
         with self._condition:
@@ -354,6 +372,7 @@ class ContinuousBatcher:
         start = int(used[0]) if used.numel() else mask.shape[1]
         self._mask = mask[:, start:]
         self._padded = _has_padding(self._mask)
-        for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
-            layer.values = layer.values.index_select(0, index)[:, :, start:]
+        for layer in _layers(self._cache):
+            keys, values = _key_values(layer)
+            layer.keys = keys.index_select(0, index)[:, :, start:]
+            layer.values = values.index_select(0, index)[:, :, start:]

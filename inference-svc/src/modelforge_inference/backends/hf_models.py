@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import (
@@ -37,7 +37,7 @@ from modelforge_inference.stops import RequestOutput
 
 log = logging.getLogger(__name__)
 # Progress bars would write into the service's JSON log stream.
-transformers_logging.disable_progress_bar()
+transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
 
 _TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.txt")
 QA_MAX_ANSWER_TOKENS = 30
@@ -378,7 +378,9 @@ class _StopWhen(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
         done = self._output.stopped or (self._cancel is not None and self._cancel.is_set())
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        # A dtype=bool tensor is what transformers' BoolTensor annotation means; torch types it as Tensor.
+        flags = torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, flags)
 
 
 class _OutputStreamer:

@@ -42,6 +42,13 @@ def supports(model: Any, names: list[str]) -> bool:
     return True
 
 
+def _weight(layer: torch.nn.Module) -> torch.Tensor:
+    """A Linear layer's weight [out, in] (supports() admits Linear layers only)."""
+    weight = layer.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight
+
+
 class _Stack:
     def __init__(self, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> None:
         self.a = a  # [slots, r_max, in]
@@ -70,15 +77,16 @@ class BatchedLora:
                 if not isinstance(module, LoraLinear):
                     continue
                 present = [name for name in names if name in module.lora_A]
-                base = module.get_base_layer()
-                reference = module.lora_A[present[0]].weight if present else base.weight
-                rank = max((module.lora_A[name].weight.shape[0] for name in present), default=1)
-                a = reference.new_zeros((len(names) + 1, rank, base.in_features))
-                b = reference.new_zeros((len(names) + 1, base.out_features, rank))
+                base_weight = _weight(module.get_base_layer())
+                out_features, in_features = base_weight.shape
+                reference = _weight(module.lora_A[present[0]]) if present else base_weight
+                rank = max((_weight(module.lora_A[name]).shape[0] for name in present), default=1)
+                a = reference.new_zeros((len(names) + 1, rank, in_features))
+                b = reference.new_zeros((len(names) + 1, out_features, rank))
                 scale = reference.new_zeros((len(names) + 1,))
                 for name in present:
                     slot = self.slots[name]
-                    weight_a, weight_b = module.lora_A[name].weight, module.lora_B[name].weight
+                    weight_a, weight_b = _weight(module.lora_A[name]), _weight(module.lora_B[name])
                     r = weight_a.shape[0]
                     a[slot, :r] = weight_a
                     b[slot, :, :r] = weight_b
