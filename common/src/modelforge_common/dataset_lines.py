@@ -26,13 +26,24 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
 MAX_NESTING = 64
 MAX_NUMBER_CHARS = 100
 _BOM = b"\xef\xbb\xbf"
 _SKIP_CHUNK = 1024 * 1024
+
+
+@runtime_checkable
+class LineReader(Protocol):
+    """What is read line by line: a binary file handle, or a wrapper offering its readline."""
+
+    def readline(self, limit: int = -1, /) -> bytes: ...
+
+
+# A whole file's bytes or text, a handle read line by line, or an iterable of lines.
+LineSource: TypeAlias = bytes | str | LineReader | Iterable[bytes | str]
 
 
 class LineError(ValueError):
@@ -59,7 +70,7 @@ def _too_long(number: int) -> bytes:
     return b"\x00too-long:" + str(number).encode()
 
 
-def _split_handle(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
+def _split_handle(handle: LineReader) -> Iterator[tuple[int, bytes]]:
     number = 0
     while True:
         raw = handle.readline(MAX_LINE_BYTES + 1)
@@ -77,7 +88,7 @@ def _split_handle(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
         yield number, _without_ending(raw)
 
 
-def split_lines(source: bytes | str | BinaryIO | Iterable[bytes | str]) -> Iterator[tuple[int, bytes]]:
+def split_lines(source: LineSource) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, the line's bytes without its ending) for a whole file's bytes, a binary
     handle (read line by line, each capped at MAX_LINE_BYTES), or an iterable of lines as a binary
     handle yields them (a ``str`` is encoded as UTF-8, surrogates kept so the parser can name them).
@@ -86,7 +97,7 @@ def split_lines(source: bytes | str | BinaryIO | Iterable[bytes | str]) -> Itera
         yield number, raw[len(_BOM) :] if number == 1 and raw.startswith(_BOM) else raw
 
 
-def _split(source: bytes | str | BinaryIO | Iterable[bytes | str]) -> Iterator[tuple[int, bytes]]:
+def _split(source: LineSource) -> Iterator[tuple[int, bytes]]:
     if isinstance(source, str):
         source = source.encode("utf-8", "surrogatepass")
     if isinstance(source, bytes):
@@ -98,8 +109,8 @@ def _split(source: bytes | str | BinaryIO | Iterable[bytes | str]) -> Iterator[t
                 return
             yield number, piece[:-1] if piece.endswith(b"\r") else piece
         return
-    if hasattr(source, "readline"):
-        yield from _split_handle(source)  # type: ignore[arg-type]
+    if isinstance(source, LineReader):
+        yield from _split_handle(source)
         return
     for number, item in enumerate(source, start=1):
         raw = item.encode("utf-8", "surrogatepass") if isinstance(item, str) else item
@@ -201,7 +212,7 @@ def parse_row(raw: bytes, number: int) -> dict[str, Any]:
     return value
 
 
-def iter_rows(source: bytes | str | BinaryIO | Iterable[bytes | str]) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_rows(source: LineSource) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, row) for every non-blank line; raises LineError at the first bad one."""
     for number, raw in split_lines(source):
         if is_blank(raw):

@@ -17,10 +17,18 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from modelforge_common.catalog import MIN_DATASET_ROWS
-from modelforge_common.dataset_lines import LineError, is_blank, iter_rows, parse_row, read_rows, split_lines
+from modelforge_common.dataset_lines import (
+    LineError,
+    LineReader,
+    is_blank,
+    iter_rows,
+    parse_row,
+    read_rows,
+    split_lines,
+)
 
 MAX_REPORTED_ISSUES = 50
 
@@ -269,7 +277,7 @@ def dataset_origin(path: str | Path) -> dict[str, dict[str, str]]:
 
 
 def validate_lines(
-    lines: bytes | BinaryIO | Iterable[bytes | str],
+    lines: bytes | LineReader | Iterable[bytes | str],
     task: str | None = None,
     strategy: str | None = None,
     mapping: Mapping[str, str] | None = None,

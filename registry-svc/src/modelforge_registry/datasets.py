@@ -11,6 +11,7 @@ invalid or oversized upload leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ import time
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -204,11 +205,17 @@ def _datasets_named_by(request: object) -> set[str]:
     return {value for value in found if isinstance(value, str) and value}
 
 
+class _Digest(Protocol):
+    """A hashlib hash, as far as the reader uses it."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
 class _HashingReader:
     """A binary handle's readline (what the shared line splitter reads, each line capped) that hashes
     every byte it hands out."""
 
-    def __init__(self, handle: BinaryIO, digest: Any) -> None:
+    def __init__(self, handle: BinaryIO, digest: _Digest) -> None:
         self.handle = handle
         self.digest = digest
 
@@ -526,7 +533,8 @@ class DatasetStore:
         log.info("deleted dataset %s", name)
         return info
 
-    def _unfinished_jobs_using(self, session: Session, record: DatasetRecord) -> list[str]:
+    # builtins.list: inside this class, a bare `list` names the list() method.
+    def _unfinished_jobs_using(self, session: Session, record: DatasetRecord) -> builtins.list[str]:
         absolute = str(self.data_dir.absolute(str(record.path)))
         names = {record.filename, str(record.path), absolute}
         unfinished = session.scalars(select(JobRecord).where(JobRecord.status.not_in(TERMINAL_JOB_STATUSES)))

@@ -28,37 +28,51 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.jobs = jobs
 
     async def RegisterModel(  # noqa: N802 - gRPC method name
-        self, request: registry_pb2.RegisterModelRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.RegisterModelRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.RegisterModelRequest, registry_pb2.RegisterModelResponse],
     ) -> registry_pb2.RegisterModelResponse:
         model = await asyncio.to_thread(self.models.register, convert.new_model_of(request.model))
         return registry_pb2.RegisterModelResponse(model=convert.model_pb(model))
 
     async def GetModel(  # noqa: N802
-        self, request: registry_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.GetModelRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.GetModelRequest, registry_pb2.GetModelResponse],
     ) -> registry_pb2.GetModelResponse:
         model = await asyncio.to_thread(self.models.get, request.id)
         return registry_pb2.GetModelResponse(model=convert.model_pb(model))
 
     async def ListModels(  # noqa: N802
-        self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ListModelsRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.ListModelsRequest, registry_pb2.ListModelsResponse],
     ) -> registry_pb2.ListModelsResponse:
         page = await asyncio.to_thread(self.models.search, convert.model_filter_of(request))
         return registry_pb2.ListModelsResponse(models=[convert.model_pb(m) for m in page.models], total=page.total)
 
     async def DeleteModel(  # noqa: N802
-        self, request: registry_pb2.DeleteModelRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.DeleteModelRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.DeleteModelRequest, registry_pb2.DeleteModelResponse],
     ) -> registry_pb2.DeleteModelResponse:
         model = await asyncio.to_thread(self.models.delete, request.id)
         return registry_pb2.DeleteModelResponse(model=convert.model_pb(model))
 
     async def DiscardModelFolder(  # noqa: N802
-        self, request: registry_pb2.DiscardModelFolderRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.DiscardModelFolderRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.DiscardModelFolderRequest, registry_pb2.DiscardModelFolderResponse
+        ],
     ) -> registry_pb2.DiscardModelFolderResponse:
         removed = await asyncio.to_thread(self.models.discard_unregistered, request.path)
         return registry_pb2.DiscardModelFolderResponse(removed=removed)
 
     async def UploadDataset(  # noqa: N802
-        self, request_iterator: AsyncIterator[registry_pb2.UploadDatasetRequest], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[registry_pb2.UploadDatasetRequest],
+        context: grpc.aio.ServicerContext[registry_pb2.UploadDatasetRequest, registry_pb2.UploadDatasetResponse],
     ) -> registry_pb2.UploadDatasetResponse:
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("part") != "filename":
@@ -95,7 +109,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return registry_pb2.UploadDatasetResponse(dataset=convert.dataset_pb(dataset))
 
     async def RegisterHubDataset(  # noqa: N802
-        self, request: registry_pb2.RegisterHubDatasetRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.RegisterHubDatasetRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.RegisterHubDatasetRequest, registry_pb2.RegisterHubDatasetResponse
+        ],
     ) -> registry_pb2.RegisterHubDatasetResponse:
         dataset = await asyncio.to_thread(
             self.datasets.register_hub,
@@ -108,19 +126,25 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return registry_pb2.RegisterHubDatasetResponse(dataset=convert.dataset_pb(dataset))
 
     async def ListDatasets(  # noqa: N802
-        self, request: registry_pb2.ListDatasetsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ListDatasetsRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.ListDatasetsRequest, registry_pb2.ListDatasetsResponse],
     ) -> registry_pb2.ListDatasetsResponse:
         datasets = await asyncio.to_thread(self.datasets.list)
         return registry_pb2.ListDatasetsResponse(datasets=[convert.dataset_pb(d) for d in datasets])
 
     async def GetDataset(  # noqa: N802
-        self, request: registry_pb2.GetDatasetRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.GetDatasetRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.GetDatasetRequest, registry_pb2.GetDatasetResponse],
     ) -> registry_pb2.GetDatasetResponse:
         dataset = await asyncio.to_thread(self.datasets.get, request.name)
         return registry_pb2.GetDatasetResponse(dataset=convert.dataset_pb(dataset))
 
     async def ReadDataset(  # noqa: N802
-        self, request: registry_pb2.ReadDatasetRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ReadDatasetRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.ReadDatasetRequest, registry_pb2.ReadDatasetResponse],
     ) -> AsyncIterator[registry_pb2.ReadDatasetResponse]:
         path = await asyncio.to_thread(self.datasets.uploaded_path, request.name)
         with path.open("rb") as handle:
@@ -128,47 +152,59 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 yield registry_pb2.ReadDatasetResponse(chunk=chunk)
 
     async def DeleteDataset(  # noqa: N802
-        self, request: registry_pb2.DeleteDatasetRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.DeleteDatasetRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.DeleteDatasetRequest, registry_pb2.DeleteDatasetResponse],
     ) -> registry_pb2.DeleteDatasetResponse:
         dataset = await asyncio.to_thread(self.datasets.delete, request.name)
         return registry_pb2.DeleteDatasetResponse(dataset=convert.dataset_pb(dataset))
 
     async def GetSession(  # noqa: N802
-        self, request: registry_pb2.GetSessionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.GetSessionRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.GetSessionRequest, registry_pb2.GetSessionResponse],
     ) -> registry_pb2.GetSessionResponse:
         state = await asyncio.to_thread(self.sessions.get, request.session_id)
         return registry_pb2.GetSessionResponse(session=convert.session_pb(state))
 
     async def UpdateSession(  # noqa: N802
-        self, request: registry_pb2.UpdateSessionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.UpdateSessionRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.UpdateSessionRequest, registry_pb2.UpdateSessionResponse],
     ) -> registry_pb2.UpdateSessionResponse:
         change = convert.session_update_of(request)
         state = await asyncio.to_thread(self.sessions.update, request.session_id, change)
         return registry_pb2.UpdateSessionResponse(session=convert.session_pb(state))
 
     async def CreateJob(  # noqa: N802
-        self, request: registry_pb2.CreateJobRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.CreateJobRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.CreateJobRequest, registry_pb2.CreateJobResponse],
     ) -> registry_pb2.CreateJobResponse:
         job, created = await asyncio.to_thread(self.jobs.create, convert.job_of(request.job))
         return registry_pb2.CreateJobResponse(job=convert.job_pb(job), created=created)
 
     async def GetJob(  # noqa: N802
-        self, request: registry_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.GetJobRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.GetJobRequest, registry_pb2.GetJobResponse],
     ) -> registry_pb2.GetJobResponse:
         job = await asyncio.to_thread(self.jobs.get, request.job_id)
         return registry_pb2.GetJobResponse(job=convert.job_pb(job))
 
     async def ListJobs(  # noqa: N802
-        self, request: registry_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ListJobsRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.ListJobsRequest, registry_pb2.ListJobsResponse],
     ) -> registry_pb2.ListJobsResponse:
         page = await asyncio.to_thread(self.jobs.list, list(request.statuses), request.limit, request.offset)
         return registry_pb2.ListJobsResponse(jobs=[convert.job_pb(job) for job in page.jobs], total=page.total)
 
     async def UpdateJob(  # noqa: N802
-        self, request: registry_pb2.UpdateJobRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.UpdateJobRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.UpdateJobRequest, registry_pb2.UpdateJobResponse],
     ) -> registry_pb2.UpdateJobResponse:
         changes = convert.job_values_of(request.job, list(request.update_mask.paths))
-        job = await asyncio.to_thread(
-            self.jobs.update, request.job_id, changes, list(request.expected_statuses)
-        )
+        job = await asyncio.to_thread(self.jobs.update, request.job_id, changes, list(request.expected_statuses))
         return registry_pb2.UpdateJobResponse(job=convert.job_pb(job))
