@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from huggingface_hub.utils import disable_progress_bars
+from huggingface_hub.utils.tqdm import disable_progress_bars
 
 from modelforge.v1 import hardware_pb2, hardware_pb2_grpc
 from modelforge_common.grpc_server import build_server, serve, service_name

@@ -283,7 +283,7 @@ def _generic_layer(block: Block, shape: ModelShape, job: TrainingJob, sequences:
     """Encoders and encoder-decoders: residual-stream and inner tensors per token, eager attention."""
     c = job.compute_bytes
     res = _residual_bytes(shape, job)
-    kept = res * block.residual_elems + c * block.inner_elems
+    kept: float = res * block.residual_elems + c * block.inner_elems
     if not job.full_fine_tuning and job.lora_dropout > 0:
         kept += (c + LORA_DROPOUT_MASK_BYTES) * block.lora_input_elems
     tokens = sequences * job.seq_len

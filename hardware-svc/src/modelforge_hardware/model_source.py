@@ -28,7 +28,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
 )
 from huggingface_hub.file_download import get_hf_file_metadata, hf_hub_url
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]  # a lazy re-export mypy cannot see
 
 from modelforge_common.errors import FieldViolation, InvalidArgument, PermissionDenied, Unavailable
 from modelforge_common.model_paths import model_roots as configured_model_roots

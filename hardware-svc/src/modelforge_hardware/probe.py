@@ -132,7 +132,7 @@ class NvmlGpuProbe:
                 log.warning("skipping GPU %d: memory not readable (%s)", nvml_index, exc)
                 continue
             try:
-                capability: tuple[int, int] | None = tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle))  # type: ignore[assignment]
+                capability: tuple[int, int] | None = tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle))
             except pynvml.NVMLError:
                 capability = None
             gpus.append(

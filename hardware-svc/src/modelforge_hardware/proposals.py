@@ -143,9 +143,9 @@ def propose(
 
     found: list[tuple[TrainingJob, int]] = []
     for lever in levers:
-        fitted = _keeping_effective_batch(shape, lever, target, accumulation)
-        if fitted is not None:
-            found.append(fitted)
+        kept_batch = _keeping_effective_batch(shape, lever, target, accumulation)
+        if kept_batch is not None:
+            found.append(kept_batch)
     shorter = _shorter(shape, job, target)
     if shorter is not None:
         found.append((shorter, accumulation))
