@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from modelforge_devkit.sample_data import corpus
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -39,7 +43,7 @@ def _train_tokenizer(vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
-def _fast_tokenizer(kind: str, vocab_size: int):
+def _fast_tokenizer(kind: str, vocab_size: int) -> PreTrainedTokenizerFast:
     from transformers import PreTrainedTokenizerFast
 
     raw = _train_tokenizer(vocab_size)
@@ -49,11 +53,12 @@ def _fast_tokenizer(kind: str, vocab_size: int):
             pair="[CLS] $A [SEP] $B:1 [SEP]:1",
             special_tokens=[("[CLS]", raw.token_to_id("[CLS]")), ("[SEP]", raw.token_to_id("[SEP]"))],
         )
-        return PreTrainedTokenizerFast(
+        # transformers leaves the tokenizer's __init__ unannotated.
+        return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
             tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>", cls_token="[CLS]",
             sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
         )
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=raw, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
         model_max_length=512,
     )
@@ -62,9 +67,8 @@ def _fast_tokenizer(kind: str, vocab_size: int):
     return tokenizer
 
 
-def build_tiny_model(out_dir: Path | str, kind: str = "causal", vocab_size: int = 400, seed: int = 0) -> Path:
-    """Writes a tiny random-init model folder: causal (Llama), seq2seq (T5) or qa (BERT)."""
-    import torch
+def _random_model(kind: str, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+    """A random-init causal (Llama), seq2seq (T5) or qa (BERT) model sized for tests."""
     from transformers import (
         BertConfig,
         BertForQuestionAnswering,
@@ -74,34 +78,43 @@ def build_tiny_model(out_dir: Path | str, kind: str = "causal", vocab_size: int 
         T5ForConditionalGeneration,
     )
 
+    vocab = len(tokenizer)
+    if kind == "causal":
+        return LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    if kind == "seq2seq":
+        t5 = T5Config(
+            vocab_size=vocab, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )
+        # Not a declared T5Config field (so set, not passed), but saved and read like one.
+        t5.decoder_start_token_id = tokenizer.pad_token_id
+        return T5ForConditionalGeneration(t5)
+    if kind == "qa":
+        return BertForQuestionAnswering(
+            BertConfig(
+                vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    raise ValueError(f"unknown tiny model kind {kind!r}: causal, seq2seq or qa")
+
+
+def build_tiny_model(out_dir: Path | str, kind: str = "causal", vocab_size: int = 400, seed: int = 0) -> Path:
+    """Writes a tiny random-init model folder: causal (Llama), seq2seq (T5) or qa (BERT)."""
+    import torch
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tokenizer = _fast_tokenizer(kind, vocab_size)
-    vocab = len(tokenizer)
-    ids = {"pad_token_id": tokenizer.pad_token_id}
-    if kind == "causal":
-        config = LlamaConfig(
-            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
-            **ids,
-        )
-        model = LlamaForCausalLM(config)
-    elif kind == "seq2seq":
-        config = T5Config(
-            vocab_size=vocab, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4,
-            decoder_start_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **ids,
-        )
-        model = T5ForConditionalGeneration(config)
-    elif kind == "qa":
-        config = BertConfig(
-            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=512, **ids,
-        )
-        model = BertForQuestionAnswering(config)
-    else:
-        raise ValueError(f"unknown tiny model kind {kind!r}: causal, seq2seq or qa")
+    model = _random_model(kind, tokenizer)
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
