@@ -153,7 +153,7 @@ class ApiClient:
                         raise TransportError(f"POST {path}: bad event in the stream: {payload[:80]}") from exc
                     if event_name == "error":
                         body = event if isinstance(event, dict) else {}
-                        status = body.get("status_code") if isinstance(body.get("status_code"), int) else 500
+                        status = code if isinstance(code := body.get("status_code"), int) else 500
                         raise ApiError("POST", path, status, body.get("detail") or body.get("error") or event)
                     if isinstance(event, dict):
                         yield event

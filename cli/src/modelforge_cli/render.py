@@ -82,7 +82,7 @@ def memory_gib(record: dict[str, Any], part: str) -> float | None:
 
 
 def estimate_table(answer: dict[str, Any]) -> Table:
-    breakdown = answer.get("breakdown") if isinstance(answer.get("breakdown"), dict) else answer
+    breakdown = given if isinstance(given := answer.get("breakdown"), dict) else answer
     result = Table(title="Estimated peak memory", title_justify="left")
     result.add_column("component")
     result.add_column("GiB", justify="right")
@@ -117,7 +117,7 @@ def estimate_advice(answer: dict[str, Any]) -> str:
     if proposals:
         lines.append("Settings that fit:")
         for number, proposal in enumerate(proposals, start=1):
-            settings = proposal.get("settings") if isinstance(proposal.get("settings"), dict) else {}
+            settings = given if isinstance(given := proposal.get("settings"), dict) else {}
             fields = " ".join(f"{name}={_setting(settings.get(name))}" for name in proposal.get("changed") or [])
             total = gib(memory_gib(proposal, "total"))
             lines.append(f"  ({number}) {escape(fields)}: {escape(cell(proposal.get('description')))} ({total} GiB)")

@@ -71,7 +71,7 @@ def upload(
             _report_problems(exc.lines()[0], exc.problems)
             raise typer.Exit(1) from exc
     answer = answer if isinstance(answer, dict) else {}
-    validation = answer.get("validation") if isinstance(answer.get("validation"), dict) else {}
+    validation = given if isinstance(given := answer.get("validation"), dict) else {}
     if as_json:
         print_json(answer)
     if validation.get("valid") is False:

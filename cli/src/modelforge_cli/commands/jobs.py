@@ -38,7 +38,7 @@ def _current_job(client: ApiClient, job_id: str | None, missing_path: str) -> di
 
 
 def _flatten(job: dict[str, Any]) -> dict[str, Any]:
-    config = job.get("config") if isinstance(job.get("config"), dict) else {}
+    config = given if isinstance(given := job.get("config"), dict) else {}
     return {**job, "model_name": job.get("model_name") or config.get("model_name")}
 
 
