@@ -21,7 +21,7 @@ from modelforge_common.grpc_server import mark_serving
 from modelforge_common.metrics import REGISTRY as METRICS
 from modelforge_registry import convert, datasets
 from modelforge_registry.app import SERVICE_NAME, Registry, build_registry_server
-from modelforge_registry.domain import DatasetInfo, JobState, ModelFilter, NewModel
+from modelforge_registry.domain import DatasetInfo, ModelFilter, NewModel
 from modelforge_registry.store import DatasetRecord
 
 from .test_lineage_and_listing import lineage
@@ -126,8 +126,8 @@ def test_delete_removes_row_and_file_and_refuses_while_a_job_uses_it(
     upload(registry, "other.jsonl", valid_jsonl)
     with pytest.raises(NotFound):
         registry.datasets.delete("missing.jsonl")
-    registry.jobs.create(JobState(job_id="train_a", request={"dataset": "train.jsonl"}))
-    registry.jobs.create(JobState(job_id="train_b", status="running", request={
+    registry.jobs.create(registry_pb2.Job(job_id="train_a", request={"dataset": "train.jsonl"}))
+    registry.jobs.create(registry_pb2.Job(job_id="train_b", status="running", request={
         "dataset": "datasets/other.jsonl", "config": {"dataset_path": str(data_dir.resolve() / "datasets/other.jsonl")}
     }))
     with pytest.raises(FailedPrecondition) as refused:
@@ -137,7 +137,7 @@ def test_delete_removes_row_and_file_and_refuses_while_a_job_uses_it(
         registry.datasets.delete("other.jsonl")
     assert stored_files(data_dir) == ["other.jsonl", "train.jsonl"]
 
-    registry.jobs.update("train_a", {"status": "completed"})
+    registry.jobs.update("train_a", registry_pb2.Job(status="completed"), ["status"])
     assert registry.datasets.delete("train.jsonl").filename == "train.jsonl"
     assert stored_files(data_dir) == ["other.jsonl"]
     assert [d.filename for d in registry.datasets.list()] == ["other.jsonl"]
@@ -224,11 +224,11 @@ async def test_over_grpc_delete_codes_and_summary_list_size(
             assert not summary.models[0].HasField("lineage") and len(full.models[0].lineage.loss_curve) == 2000
             assert summary.ByteSize() * 20 < full.ByteSize()
 
-            registry.jobs.create(JobState(job_id="train_x", request={"dataset": "train.jsonl"}))
+            registry.jobs.create(registry_pb2.Job(job_id="train_x", request={"dataset": "train.jsonl"}))
             with pytest.raises(grpc.aio.AioRpcError) as busy:
                 await stub.DeleteDataset(registry_pb2.DeleteDatasetRequest(name="train.jsonl"), timeout=10)
             assert busy.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-            registry.jobs.update("train_x", {"status": "stopped"})
+            registry.jobs.update("train_x", registry_pb2.Job(status="stopped"), ["status"])
             deleted = await stub.DeleteDataset(registry_pb2.DeleteDatasetRequest(name="train.jsonl"), timeout=10)
             assert deleted.dataset.filename == "train.jsonl" and deleted.dataset.num_examples == 12
             with pytest.raises(grpc.aio.AioRpcError) as gone:

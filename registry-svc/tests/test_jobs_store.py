@@ -10,15 +10,28 @@ from pathlib import Path
 
 import pytest
 
+from modelforge.v1.registry_pb2 import Job
 from modelforge_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from modelforge_registry.app import Registry, open_registry
-from modelforge_registry.domain import JobState
+from modelforge_registry.store import JobRecord
 
 QUEUED_AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
+def update(registry: Registry, job_id: str, changes: dict[str, object], expected: list[str] | None = None) -> Job:
+    """The store's update as UpdateJob makes it: a Job carrying the changes (None: unset) and a
+    mask naming each of them, known to Job or not."""
+    known = {name: value for name, value in changes.items() if name in Job.DESCRIPTOR.fields_by_name}
+    return registry.jobs.update(job_id, Job(**known), list(changes), expected or [])
+
+
+def test_every_job_field_is_a_column_of_the_jobs_table() -> None:
+    # The store reads and writes the proto Job column by column, by field name.
+    assert set(Job.DESCRIPTOR.fields_by_name) <= set(JobRecord.__table__.columns.keys())
+
+
 def test_create_then_get_round_trips_every_field(registry: Registry) -> None:
-    job = JobState(
+    job = Job(
         job_id="train_1",
         status="queued",
         idempotency_key="key-1",
@@ -34,35 +47,39 @@ def test_create_then_get_round_trips_every_field(registry: Registry) -> None:
 
 
 def test_create_fills_status_and_queued_time(registry: Registry) -> None:
-    created, _ = registry.jobs.create(JobState(job_id="j", status=""))
+    created, _ = registry.jobs.create(Job(job_id="j", status=""))
     assert created.status == "queued"
-    assert created.queued_at is not None
-    assert abs(created.queued_at - datetime.now(UTC)) < timedelta(minutes=5)
-    assert (created.started_at, created.finished_at, created.idempotency_key) == (None, None, "")
+    assert created.HasField("queued_at")
+    assert abs(created.queued_at.ToDatetime(tzinfo=UTC) - datetime.now(UTC)) < timedelta(minutes=5)
+    assert (created.HasField("started_at"), created.HasField("finished_at"), created.idempotency_key) == (
+        False,
+        False,
+        "",
+    )
 
 
 def test_a_taken_idempotency_key_returns_the_existing_job(registry: Registry) -> None:
-    first, _ = registry.jobs.create(JobState(job_id="a", idempotency_key="k", request={"x": 1}))
-    again, created = registry.jobs.create(JobState(job_id="b", idempotency_key="k", request={"x": 2}))
+    first, _ = registry.jobs.create(Job(job_id="a", idempotency_key="k", request={"x": 1}))
+    again, created = registry.jobs.create(Job(job_id="b", idempotency_key="k", request={"x": 2}))
     assert not created
     assert again == first
     with pytest.raises(NotFound, match=r"^Job b not found$"):
         registry.jobs.get("b")
     # Jobs without a key never collide on it.
-    registry.jobs.create(JobState(job_id="c"))
-    registry.jobs.create(JobState(job_id="d"))
+    registry.jobs.create(Job(job_id="c"))
+    registry.jobs.create(Job(job_id="d"))
 
 
 def test_a_duplicate_job_id_already_exists(registry: Registry) -> None:
-    registry.jobs.create(JobState(job_id="a"))
+    registry.jobs.create(Job(job_id="a"))
     with pytest.raises(AlreadyExists, match=r"^Job a already exists$"):
-        registry.jobs.create(JobState(job_id="a", idempotency_key="new"))
+        registry.jobs.create(Job(job_id="a", idempotency_key="new"))
 
 
 def test_concurrent_creates_with_one_key_make_one_job(registry: Registry) -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:
         results = list(
-            pool.map(lambda n: registry.jobs.create(JobState(job_id=f"job-{n}", idempotency_key="same")), range(6))
+            pool.map(lambda n: registry.jobs.create(Job(job_id=f"job-{n}", idempotency_key="same")), range(6))
         )
     assert sum(created for _, created in results) == 1
     assert len({job.job_id for job, _ in results}) == 1
@@ -72,18 +89,18 @@ def test_concurrent_creates_with_one_key_make_one_job(registry: Registry) -> Non
 @pytest.mark.parametrize(
     ("job", "field"),
     [
-        (JobState(job_id=""), "job_id"),
-        (JobState(job_id="j", status="done"), "status"),
-        (JobState(job_id="j" * 129), "job_id"),
-        (JobState(job_id="j", owner="a\x00b"), "owner"),
-        (JobState(job_id="j", error="bad\x00"), "error"),
-        (JobState(job_id="j", attempts=-1), "attempts"),
-        (JobState(job_id="j", progress=101.0), "progress"),
-        (JobState(job_id="j", progress=float("nan")), "progress"),
-        (JobState(job_id="j", last_seq=-5), "last_seq"),
+        (Job(job_id=""), "job_id"),
+        (Job(job_id="j", status="done"), "status"),
+        (Job(job_id="j" * 129), "job_id"),
+        (Job(job_id="j", owner="a\x00b"), "owner"),
+        (Job(job_id="j", error="bad\x00"), "error"),
+        (Job(job_id="j", attempts=-1), "attempts"),
+        (Job(job_id="j", progress=101.0), "progress"),
+        (Job(job_id="j", progress=float("nan")), "progress"),
+        (Job(job_id="j", last_seq=-5), "last_seq"),
     ],
 )
-def test_create_refuses_bad_values_naming_the_field(registry: Registry, job: JobState, field: str) -> None:
+def test_create_refuses_bad_values_naming_the_field(registry: Registry, job: Job, field: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         registry.jobs.create(job)
     assert [v.field for v in info.value.violations] == [field]
@@ -93,10 +110,10 @@ def test_create_refuses_bad_values_naming_the_field(registry: Registry, job: Job
 def test_list_is_newest_first_filters_and_pages(registry: Registry) -> None:
     for number, status in enumerate(["queued", "running", "completed", "queued", "error"]):
         registry.jobs.create(
-            JobState(job_id=f"j{number}", status=status, queued_at=QUEUED_AT + timedelta(minutes=number))
+            Job(job_id=f"j{number}", status=status, queued_at=QUEUED_AT + timedelta(minutes=number))
         )
     # Same instant as j4: insertion order breaks the tie.
-    registry.jobs.create(JobState(job_id="j5", queued_at=QUEUED_AT + timedelta(minutes=4)))
+    registry.jobs.create(Job(job_id="j5", queued_at=QUEUED_AT + timedelta(minutes=4)))
 
     every = registry.jobs.list()
     assert [j.job_id for j in every.jobs] == ["j5", "j4", "j3", "j2", "j1", "j0"]
@@ -116,12 +133,12 @@ def test_list_is_newest_first_filters_and_pages(registry: Registry) -> None:
 
 
 def test_update_sets_only_the_named_fields(registry: Registry) -> None:
-    registry.jobs.create(JobState(job_id="j", request={"a": 1}, owner="alice", queued_at=QUEUED_AT))
+    registry.jobs.create(Job(job_id="j", request={"a": 1}, owner="alice", queued_at=QUEUED_AT))
     started = QUEUED_AT + timedelta(seconds=5)
-    running = registry.jobs.update(
-        "j", {"status": "running", "started_at": started, "replica": "r1", "attempts": 1}, ["queued"]
+    running = update(
+        registry, "j", {"status": "running", "started_at": started, "replica": "r1", "attempts": 1}, ["queued"]
     )
-    assert running == JobState(
+    assert running == Job(
         job_id="j",
         status="running",
         request={"a": 1},
@@ -131,24 +148,24 @@ def test_update_sets_only_the_named_fields(registry: Registry) -> None:
         replica="r1",
         attempts=1,
     )
-    progressed = registry.jobs.update("j", {"progress": 42.5, "last_seq": 17, "checkpoint": "ckpt/step-4"})
+    progressed = update(registry, "j", {"progress": 42.5, "last_seq": 17, "checkpoint": "ckpt/step-4"})
     assert (progressed.progress, progressed.last_seq, progressed.checkpoint, progressed.status) == (
         42.5,
         17,
         "ckpt/step-4",
         "running",
     )
-    cleared = registry.jobs.update("j", {"started_at": None, "replica": ""})
-    assert (cleared.started_at, cleared.replica) == (None, "")
+    cleared = update(registry, "j", {"started_at": None, "replica": ""})
+    assert (cleared.HasField("started_at"), cleared.replica) == (False, "")
     assert registry.jobs.get("j") == cleared
     # An empty change set only checks the expected status.
-    assert registry.jobs.update("j", {}, ["running"]) == cleared
+    assert update(registry, "j", {}, ["running"]) == cleared
 
 
 def test_update_refuses_a_job_in_another_state(registry: Registry) -> None:
-    registry.jobs.create(JobState(job_id="j", status="completed"))
+    registry.jobs.create(Job(job_id="j", status="completed"))
     with pytest.raises(FailedPrecondition, match=r"^Job j is completed, expected queued or running$"):
-        registry.jobs.update("j", {"status": "stopped"}, ["queued", "running"])
+        update(registry, "j", {"status": "stopped"}, ["queued", "running"])
     assert registry.jobs.get("j").status == "completed"
 
 
@@ -167,17 +184,17 @@ def test_update_refuses_a_job_in_another_state(registry: Registry) -> None:
 def test_update_refuses_bad_requests_naming_the_field(
     registry: Registry, changes: dict[str, object], expected: list[str], field: str
 ) -> None:
-    registry.jobs.create(JobState(job_id="j"))
+    registry.jobs.create(Job(job_id="j"))
     before = registry.jobs.get("j")
     with pytest.raises(InvalidArgument) as info:
-        registry.jobs.update("j", changes, expected)
+        update(registry, "j", changes, expected)
     assert [v.field for v in info.value.violations] == [field]
     assert registry.jobs.get("j") == before
 
 
 def test_unknown_jobs_are_not_found(registry: Registry) -> None:
     with pytest.raises(NotFound, match=r"^Job nope not found$"):
-        registry.jobs.update("nope", {"status": "running"})
+        update(registry, "nope", {"status": "running"})
     with pytest.raises(NotFound):
         registry.jobs.get("a\x00b")
     with pytest.raises(InvalidArgument):
@@ -191,13 +208,13 @@ def test_two_replicas_claiming_one_job_exactly_one_wins(registry: Registry, data
     try:
         for round_number in range(5):
             job_id = f"race-{round_number}"
-            registry.jobs.create(JobState(job_id=job_id))
+            registry.jobs.create(Job(job_id=job_id))
             barrier = threading.Barrier(2)
 
             def claim(store: Registry, replica: str, job_id: str = job_id, barrier: threading.Barrier = barrier) -> str:
                 barrier.wait()
                 try:
-                    store.jobs.update(job_id, {"status": "running", "replica": replica}, ["queued"])
+                    update(store, job_id, {"status": "running", "replica": replica}, ["queued"])
                 except FailedPrecondition as exc:
                     assert exc.message == f"Job {job_id} is running, expected queued"
                     return "lost"
@@ -213,7 +230,7 @@ def test_two_replicas_claiming_one_job_exactly_one_wins(registry: Registry, data
 
 
 def test_jobs_survive_reopening_the_registry(registry: Registry, database_url: str, data_dir: Path) -> None:
-    created, _ = registry.jobs.create(JobState(job_id="durable", request={"k": "v"}))
+    created, _ = registry.jobs.create(Job(job_id="durable", request={"k": "v"}))
     registry.close()
     reopened = open_registry(data_dir, database_url, max_upload_bytes=1024, orphan_grace_s=3600)
     try:

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from modelforge.v1.registry_pb2 import Job
 from modelforge_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from modelforge_registry.app import Registry
-from modelforge_registry.domain import JobState, NewModel
+from modelforge_registry.domain import NewModel
 from modelforge_registry.files import DataDir
 from modelforge_registry.store import ModelRecord
 from modelforge_registry.store.orm import MODEL_DELETING
@@ -264,9 +265,9 @@ def test_recover_keeps_the_model_folder_of_a_job_still_registering(
     registering = model_folder("train_registering")
     running = model_folder("train_running")
     finished = model_folder("train_failed")
-    registry.jobs.create(JobState(job_id="train_registering", status="registering"))
-    registry.jobs.create(JobState(job_id="train_running", status="running"))
-    registry.jobs.create(JobState(job_id="train_failed", status="error"))
+    registry.jobs.create(Job(job_id="train_registering", status="registering"))
+    registry.jobs.create(Job(job_id="train_running", status="running"))
+    registry.jobs.create(Job(job_id="train_failed", status="error"))
 
     registry.models.recover(orphan_grace_s=0)
 

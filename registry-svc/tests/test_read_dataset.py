@@ -12,7 +12,6 @@ from modelforge.v1 import registry_pb2, registry_pb2_grpc
 from modelforge_common.errors import FailedPrecondition
 from modelforge_common.grpc_client import make_channel
 from modelforge_registry.app import Registry, build_registry_server, open_registry
-from modelforge_registry.domain import JobState
 
 TIMEOUT = 10
 
@@ -70,7 +69,9 @@ async def test_an_unfinished_jobs_eval_dataset_is_in_use(registry: Registry, val
 
     await registry.datasets.upload("train.jsonl", chunks())
     await registry.datasets.upload("eval.jsonl", chunks())
-    registry.jobs.create(JobState(job_id="job_eval", request={"dataset": "train.jsonl", "eval_dataset": "eval.jsonl"}))
+    registry.jobs.create(
+        registry_pb2.Job(job_id="job_eval", request={"dataset": "train.jsonl", "eval_dataset": "eval.jsonl"})
+    )
     with pytest.raises(FailedPrecondition) as refused:
         registry.datasets.delete("eval.jsonl")
     assert "job_eval" in refused.value.message

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -10,7 +10,6 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from modelforge.v1 import registry_pb2
 from modelforge_registry.domain import (
     DatasetInfo,
-    JobState,
     ModelFilter,
     ModelInfo,
     NewModel,
@@ -35,11 +34,6 @@ def timestamp_of(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(value)
     return stamp
-
-
-def datetime_of(message: Any, name: str) -> datetime | None:
-    """A Timestamp field as an aware UTC datetime; None when unset."""
-    return getattr(message, name).ToDatetime(tzinfo=UTC) if message.HasField(name) else None
 
 
 def new_model_of(message: registry_pb2.Model) -> NewModel:
@@ -145,46 +139,3 @@ def session_update_of(request: registry_pb2.UpdateSessionRequest) -> SessionUpda
         selected_model=request.selected_model if request.HasField("selected_model") else None,
         is_custom_model=request.is_custom_model if request.HasField("is_custom_model") else None,
     )
-
-
-def job_pb(job: JobState) -> registry_pb2.Job:
-    return registry_pb2.Job(
-        job_id=job.job_id,
-        status=job.status,
-        idempotency_key=job.idempotency_key,
-        request=struct_of(job.request),
-        attempts=job.attempts,
-        error=job.error,
-        model_id=job.model_id,
-        queued_at=timestamp_of(job.queued_at),
-        started_at=timestamp_of(job.started_at),
-        finished_at=timestamp_of(job.finished_at),
-        owner=job.owner,
-        replica=job.replica,
-        checkpoint=job.checkpoint,
-        progress=job.progress,
-        last_seq=job.last_seq,
-    )
-
-
-_JOB_TIMES = ("queued_at", "started_at", "finished_at")
-
-
-def job_values_of(message: registry_pb2.Job, names: list[str]) -> dict[str, Any]:
-    """The named Job fields as domain values; an unset timestamp is None. Names that are not
-    Job fields are passed through (as None) for the store to refuse by name."""
-    values: dict[str, Any] = {}
-    for name in names:
-        if name in _JOB_TIMES:
-            values[name] = datetime_of(message, name)
-        elif name == "request":
-            values[name] = dict_of(message.request)
-        elif name in registry_pb2.Job.DESCRIPTOR.fields_by_name:
-            values[name] = getattr(message, name)
-        else:
-            values[name] = None
-    return values
-
-
-def job_of(message: registry_pb2.Job) -> JobState:
-    return JobState(**job_values_of(message, list(registry_pb2.Job.DESCRIPTOR.fields_by_name)))

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from modelforge.v1 import registry_pb2
 from modelforge_common.dataset_rows import RowIssue
 
 
@@ -120,29 +121,8 @@ TERMINAL_JOB_STATUSES = ("completed", "error", "stopped")
 
 
 @dataclass(frozen=True)
-class JobState:
-    """A training job of record; the trainer replicas read and change it through the registry."""
-
-    job_id: str
-    status: str = "queued"
-    idempotency_key: str = ""
-    request: dict[str, Any] = field(default_factory=dict)
-    attempts: int = 0
-    error: str = ""
-    model_id: str = ""
-    # None at creation means "now".
-    queued_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    owner: str = ""
-    replica: str = ""
-    checkpoint: str = ""
-    progress: float = 0.0
-    last_seq: int = 0
-
-
-@dataclass(frozen=True)
 class JobPage:
-    jobs: tuple[JobState, ...]
+    # The proto Job is the job record itself: the store reads and writes it, the servicer sends it.
+    jobs: tuple[registry_pb2.Job, ...]
     # Every match, not only this page.
     total: int

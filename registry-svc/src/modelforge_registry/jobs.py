@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection, Mapping
-from dataclasses import fields, replace
-from typing import Any
+from collections.abc import Collection, Iterable, Mapping
+from datetime import UTC
+from typing import Any, Literal
 
+from google.protobuf import json_format
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from modelforge.v1 import registry_pb2
 from modelforge_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from modelforge_registry.domain import JOB_STATUSES, JobPage, JobState
+from modelforge_registry.domain import JOB_STATUSES, JobPage
 from modelforge_registry.store import Database, JobRecord, as_utc, check_text, utc_now
 
 log = logging.getLogger(__name__)
 
-JOB_FIELDS = tuple(f.name for f in fields(JobState))
+# The proto Job is the record: each of its fields is the jobs column of the same name.
+JOB_FIELDS = tuple(registry_pb2.Job.DESCRIPTOR.fields_by_name)
+# Timestamps (None in a column when unset) and the JSON object; every other field is a plain value.
+_TIME_FIELDS: tuple[Literal["queued_at", "started_at", "finished_at"], ...] = ("queued_at", "started_at", "finished_at")
 # Identity: set once at creation.
 IMMUTABLE_FIELDS = ("job_id", "idempotency_key")
 _TEXT_FIELDS = ("job_id", "status", "idempotency_key", "model_id", "owner", "replica", "checkpoint")
@@ -32,39 +37,45 @@ class JobStore:
     def __init__(self, database: Database) -> None:
         self.db = database
 
-    def create(self, job: JobState) -> tuple[JobState, bool]:
+    def create(self, given: registry_pb2.Job) -> tuple[registry_pb2.Job, bool]:
         """Stores a new job; returns it and True. When its idempotency key is taken, returns the
-        job holding the key and False instead (nothing is created)."""
-        if not job.job_id:
+        job holding the key and False instead (nothing is created). An empty status is queued,
+        an unset queued_at now."""
+        if not given.job_id:
             raise InvalidArgument("A job id is required", [FieldViolation("job_id", "must not be empty")])
-        job = replace(job, status=job.status or "queued", queued_at=job.queued_at or utc_now())
-        _check_values({name: getattr(job, name) for name in JOB_FIELDS})
+        job = registry_pb2.Job()
+        job.CopyFrom(given)
+        job.status = job.status or "queued"
+        if not job.HasField("queued_at"):
+            job.queued_at.FromDatetime(utc_now())
+        values = _values_of(job, JOB_FIELDS)
+        _check_values(values)
         try:
             with self.db.transaction() as session:
                 # Creations take turns, so a retried request finds the first one's row.
                 self.db.serialize(session, "jobs.create")
                 existing = self._by_key(session, job.idempotency_key)
                 if existing is not None:
-                    return _state(existing), False
+                    return _job_of(existing), False
                 if self._by_id(session, job.job_id) is not None:
                     raise AlreadyExists(f"Job {job.job_id} already exists")
-                record = JobRecord(**_columns(job))
+                record = JobRecord(**_columns_of(values))
                 session.add(record)
                 session.flush()
-                created = _state(record)
+                created = _job_of(record)
         except IntegrityError:
             # Another writer that does not take turns (none today) got there first.
             with self.db.transaction() as session:
                 existing = self._by_key(session, job.idempotency_key)
                 if existing is not None:
-                    return _state(existing), False
+                    return _job_of(existing), False
             raise AlreadyExists(f"Job {job.job_id} already exists") from None
         log.info("job %s created (%s)", created.job_id, created.status)
         return created, True
 
-    def get(self, job_id: str) -> JobState:
+    def get(self, job_id: str) -> registry_pb2.Job:
         with self.db.transaction() as session:
-            return _state(self._existing(session, job_id))
+            return _job_of(self._existing(session, job_id))
 
     def list(self, statuses: Collection[str] = (), limit: int = 0, offset: int = 0) -> JobPage:
         """Newest first; no statuses means all; limit 0 means no limit."""
@@ -86,24 +97,28 @@ class JobStore:
             page = page.limit(limit)
         with self.db.transaction() as session:
             total = session.scalar(select(func.count()).select_from(matching.subquery())) or 0
-            return JobPage(jobs=tuple(_state(record) for record in session.scalars(page)), total=total)
+            return JobPage(jobs=tuple(_job_of(record) for record in session.scalars(page)), total=total)
 
-    def update(self, job_id: str, changes: Mapping[str, Any], expected_statuses: Collection[str] = ()) -> JobState:
-        """Sets the given fields. With expected_statuses, only while the stored status is one of
-        them (checked and changed in one transaction holding the row lock), else FailedPrecondition."""
-        unknown = sorted(set(changes) - set(JOB_FIELDS))
+    def update(
+        self, job_id: str, job: registry_pb2.Job, paths: Collection[str], expected_statuses: Collection[str] = ()
+    ) -> registry_pb2.Job:
+        """Sets the fields named in paths (an update mask) to their values in job; an unset
+        timestamp clears it. With expected_statuses, only while the stored status is one of them
+        (checked and changed in one transaction holding the row lock), else FailedPrecondition."""
+        unknown = sorted(set(paths) - set(JOB_FIELDS))
         if unknown:
             raise InvalidArgument(
                 f"Unknown job fields in update_mask: {', '.join(unknown)}",
                 [FieldViolation("update_mask", f"unknown field {name}") for name in unknown],
             )
-        fixed = [name for name in IMMUTABLE_FIELDS if name in changes]
+        fixed = [name for name in IMMUTABLE_FIELDS if name in paths]
         if fixed:
             raise InvalidArgument(
                 f"Job fields that cannot change: {', '.join(fixed)}",
                 [FieldViolation("update_mask", f"{name} is set once, at creation") for name in fixed],
             )
         _check_statuses(expected_statuses, "expected_statuses")
+        changes = _values_of(job, paths)
         _check_values(changes)
         if "queued_at" in changes and changes["queued_at"] is None:
             raise InvalidArgument("A job's queued_at cannot be cleared", [FieldViolation("queued_at", "must be set")])
@@ -114,7 +129,7 @@ class JobStore:
             for name, value in _columns_of(changes).items():
                 setattr(record, name, value)
             session.flush()
-            updated = _state(record)
+            updated = _job_of(record)
         log.info("job %s updated: %s", job_id, ", ".join(sorted(changes)) or "nothing")
         return updated
 
@@ -183,25 +198,29 @@ def _columns_of(values: Mapping[str, Any]) -> dict[str, Any]:
     return columns
 
 
-def _columns(job: JobState) -> dict[str, Any]:
-    return _columns_of({name: getattr(job, name) for name in JOB_FIELDS})
+def _values_of(job: registry_pb2.Job, names: Iterable[str]) -> dict[str, Any]:
+    """The named fields as column values: a JSON object for request, a UTC datetime or None for a
+    timestamp, the value itself otherwise."""
+    wanted = set(names)
+    values = {name: getattr(job, name) for name in wanted - {"request", *_TIME_FIELDS}}
+    if "request" in wanted:
+        values["request"] = json_format.MessageToDict(job.request)
+    for name in _TIME_FIELDS:
+        if name in wanted:
+            values[name] = getattr(job, name).ToDatetime(tzinfo=UTC) if job.HasField(name) else None
+    return values
 
 
-def _state(record: JobRecord) -> JobState:
-    return JobState(
-        job_id=record.job_id,
-        status=record.status,
-        idempotency_key=record.idempotency_key or "",
-        request=dict(record.request),
-        attempts=record.attempts,
-        error=record.error,
-        model_id=record.model_id,
-        queued_at=as_utc(record.queued_at),
-        started_at=as_utc(record.started_at) if record.started_at is not None else None,
-        finished_at=as_utc(record.finished_at) if record.finished_at is not None else None,
-        owner=record.owner,
-        replica=record.replica,
-        checkpoint=record.checkpoint,
-        progress=record.progress,
-        last_seq=record.last_seq,
-    )
+def _job_of(record: JobRecord) -> registry_pb2.Job:
+    job = registry_pb2.Job()
+    for name in JOB_FIELDS:
+        value = getattr(record, name)
+        if value is None:
+            continue  # a time not reached, or no idempotency key: the field stays unset
+        if name == "request":
+            job.request.update(value)
+        elif name in _TIME_FIELDS:
+            getattr(job, name).FromDatetime(as_utc(value))
+        else:
+            setattr(job, name, value)
+    return job

@@ -181,8 +181,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         request: registry_pb2.CreateJobRequest,
         context: grpc.aio.ServicerContext[registry_pb2.CreateJobRequest, registry_pb2.CreateJobResponse],
     ) -> registry_pb2.CreateJobResponse:
-        job, created = await asyncio.to_thread(self.jobs.create, convert.job_of(request.job))
-        return registry_pb2.CreateJobResponse(job=convert.job_pb(job), created=created)
+        job, created = await asyncio.to_thread(self.jobs.create, request.job)
+        return registry_pb2.CreateJobResponse(job=job, created=created)
 
     async def GetJob(  # noqa: N802
         self,
@@ -190,7 +190,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         context: grpc.aio.ServicerContext[registry_pb2.GetJobRequest, registry_pb2.GetJobResponse],
     ) -> registry_pb2.GetJobResponse:
         job = await asyncio.to_thread(self.jobs.get, request.job_id)
-        return registry_pb2.GetJobResponse(job=convert.job_pb(job))
+        return registry_pb2.GetJobResponse(job=job)
 
     async def ListJobs(  # noqa: N802
         self,
@@ -198,13 +198,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         context: grpc.aio.ServicerContext[registry_pb2.ListJobsRequest, registry_pb2.ListJobsResponse],
     ) -> registry_pb2.ListJobsResponse:
         page = await asyncio.to_thread(self.jobs.list, list(request.statuses), request.limit, request.offset)
-        return registry_pb2.ListJobsResponse(jobs=[convert.job_pb(job) for job in page.jobs], total=page.total)
+        return registry_pb2.ListJobsResponse(jobs=page.jobs, total=page.total)
 
     async def UpdateJob(  # noqa: N802
         self,
         request: registry_pb2.UpdateJobRequest,
         context: grpc.aio.ServicerContext[registry_pb2.UpdateJobRequest, registry_pb2.UpdateJobResponse],
     ) -> registry_pb2.UpdateJobResponse:
-        changes = convert.job_values_of(request.job, list(request.update_mask.paths))
-        job = await asyncio.to_thread(self.jobs.update, request.job_id, changes, list(request.expected_statuses))
-        return registry_pb2.UpdateJobResponse(job=convert.job_pb(job))
+        job = await asyncio.to_thread(
+            self.jobs.update,
+            request.job_id,
+            request.job,
+            list(request.update_mask.paths),
+            list(request.expected_statuses),
+        )
+        return registry_pb2.UpdateJobResponse(job=job)
