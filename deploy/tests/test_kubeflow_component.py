@@ -92,6 +92,10 @@ def test_the_runtime_is_the_one_the_trainer_references_with_its_image_and_volume
     source = (REPO / "trainer-svc" / "src" / "modelforge_trainer" / "kubeflow.py").read_text()
     referenced = re.search(r'^RUNTIME_NAME = "([^"]+)"', source, re.MULTILINE)
     assert referenced is not None and runtime["metadata"]["name"] == referenced.group(1)
+    # The pods run the training runtime (its own package, in the trainer image) under torchrun.
+    launched = re.search(r'^WORKER_MODULE = "([^"]+)"', source, re.MULTILINE)
+    assert launched is not None and launched.group(1) == "modelforge_training"
+    assert (REPO / "training" / "src" / "modelforge_training" / "__main__.py").is_file()
     assert runtime["spec"]["mlPolicy"]["torch"] == {}  # the torch policy: torchrun's PET_* variables
     pod = runtime_pod(runtime)
     (container,) = pod["containers"]

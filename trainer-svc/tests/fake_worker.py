@@ -1,4 +1,4 @@
-"""A stand-in for `python -m modelforge_trainer.worker` that speaks the same protocol without torch.
+"""A stand-in for `python -m modelforge_training` that speaks the same protocol without torch.
 
 The job's config "name" picks the scenario: complete, crash, hang (stops gracefully on SIGTERM),
 stubborn (ignores SIGTERM), silent-exit.
@@ -12,14 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-from modelforge_trainer.jobs import Progress
-from modelforge_trainer.worker.protocol import WorkerJob, WorkerResult
-from modelforge_trainer.worker.reporting import EventWriter, StopFlag, describe_exception
+from modelforge_training.events import EventSink, PipeEventSink, StopFlag, describe_exception
+from modelforge_training.protocol import Progress, WorkerJob, WorkerResult
 
 TOTAL_STEPS = 3
 
 
-def step(events: EventWriter, number: int) -> None:
+def step(events: EventSink, number: int) -> None:
     events.progress(
         Progress(
             step=number,
@@ -41,7 +40,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     job = WorkerJob.read(args.job_file)
     scenario = job.config.get("name", "complete")
-    events = EventWriter(args.events_fd)
+    events = PipeEventSink(args.events_fd)
     stop = StopFlag()
     signal.signal(signal.SIGTERM, signal.SIG_IGN if scenario == "stubborn" else lambda *_: stop.set())
     events.log(f"fake worker: {scenario}")

@@ -5,9 +5,10 @@ from google.protobuf import json_format
 from modelforge.v1 import common_pb2, events_pb2
 from modelforge_trainer.config import Hyperparameters, resolve
 from modelforge_trainer.convert import event_to_pb, job_to_pb, model_to_pb, request_from_pb
-from modelforge_trainer.jobs import JobRegistry, Progress
+from modelforge_trainer.jobs import JobRegistry
 from modelforge_trainer.ports import ModelRecord
 from modelforge_trainer.runner import default_model_name
+from modelforge_training.protocol import Progress
 
 
 def test_unset_optional_fields_stay_unset() -> None:

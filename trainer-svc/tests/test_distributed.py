@@ -19,17 +19,17 @@ from modelforge_trainer.convert import request_from_pb, resolved_to_pb
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.testing import FakeDatasets
 from modelforge_trainer.validation import KUBEFLOW_BACKEND, validate_request
-from modelforge_trainer.worker.distributed import (
+from modelforge_training.distributed import (
     distributed_mode,
     distributed_training_arguments,
     rank_info,
     under_torchrun,
     world_size,
 )
-from modelforge_trainer.worker.launch import describe_failure, torchrun_arguments
-from modelforge_trainer.worker.lifeline import LAUNCHER_ENV, PARENT_ENV, Lifeline
-from modelforge_trainer.worker.protocol import WorkerJob
-from modelforge_trainer.worker.reporting import EventWriter
+from modelforge_training.events import PipeEventSink
+from modelforge_training.launch import describe_failure, torchrun_arguments
+from modelforge_training.lifeline import LAUNCHER_ENV, PARENT_ENV, Lifeline
+from modelforge_training.protocol import WorkerJob
 
 CPU = DeviceInfo(cuda=False, bf16=False, unsloth_installed=False)
 TWO_GPUS = DeviceInfo(cuda=True, bf16=True, unsloth_installed=True, name="test-gpu", gpu_count=2)
@@ -132,7 +132,7 @@ def test_torchrun_command_line(tmp_path: Path) -> None:
     assert (config.nproc_per_node, config.min_nodes, config.max_nodes, config.max_restarts) == (3, 1, 1, 0)
     assert config.rdzv_backend == "c10d" and config.rdzv_endpoint == "localhost:0" and config.run_id == "train_abc"
     assert command_args[-5:] == [
-        "-m", "modelforge_trainer.worker", str(tmp_path / "job.json"), "--events-path", f"/proc/{os.getpid()}/fd/7"
+        "-m", "modelforge_training", str(tmp_path / "job.json"), "--events-path", f"/proc/{os.getpid()}/fd/7"
     ]
 
 
@@ -165,7 +165,7 @@ def test_rank_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_rank_other_than_zero_writes_nothing() -> None:
-    silent = EventWriter(None)
+    silent = PipeEventSink(None)
     silent.log("nobody reads this")  # no descriptor: dropped, no error
     silent.error("nor this")
     silent.close()
@@ -173,11 +173,11 @@ def test_a_rank_other_than_zero_writes_nothing() -> None:
 
 FAKE_TRAINER = """
 import os, subprocess, sys, time
-from modelforge_trainer.worker.lifeline import PARENT_ENV, parent_marker
+from modelforge_training.lifeline import PARENT_ENV, parent_marker
 from modelforge_trainer.orphans import process_start_time
 read_fd, write_fd = os.pipe()
 env = dict(os.environ, **{PARENT_ENV: parent_marker(os.getpid(), process_start_time(os.getpid()))})
-worker = subprocess.Popen([sys.executable, "-m", "modelforge_trainer.worker", sys.argv[1], "--events-fd",
+worker = subprocess.Popen([sys.executable, "-m", "modelforge_training", sys.argv[1], "--events-fd",
                            str(write_fd)], pass_fds=(write_fd,), env=env, start_new_session=True)
 print(worker.pid, flush=True)
 time.sleep(600)

@@ -13,8 +13,9 @@ from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
 from modelforge_trainer.config import Hyperparameters, TrainingRequest
 from modelforge_trainer.convert import request_from_pb, resolved_to_pb
 from modelforge_trainer.device import DeviceInfo
-from modelforge_trainer.testing import FakeDatasets, run_worker_inline, worker_job
+from modelforge_trainer.testing import FakeDatasets
 from modelforge_trainer.validation import validate_request
+from modelforge_training.testing import run_worker_inline, worker_job
 
 CPU = DeviceInfo(cuda=False, bf16=False, unsloth_installed=False)
 

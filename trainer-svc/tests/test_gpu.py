@@ -19,7 +19,7 @@ from modelforge_devkit.sample_data import (
 )
 from modelforge_devkit.tiny_models import build_tiny_model
 from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
-from modelforge_trainer.testing import run_worker_process, worker_job
+from modelforge_training.testing import run_worker_process, worker_job
 
 pytestmark = [
     pytest.mark.gpu,

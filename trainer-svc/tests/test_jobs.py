@@ -6,7 +6,8 @@ import pytest
 
 from modelforge_common.errors import FailedPrecondition, NotFound
 from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
-from modelforge_trainer.jobs import EventKind, JobRegistry, JobStatus, Progress, new_job_id
+from modelforge_trainer.jobs import EventKind, JobRegistry, JobStatus, new_job_id
+from modelforge_training.protocol import Progress
 
 
 def config():

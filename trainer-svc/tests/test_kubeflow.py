@@ -22,7 +22,7 @@ import yaml
 
 from modelforge_common.errors import ModelForgeError, Unavailable
 from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
-from modelforge_trainer.jobs import EventKind, Job, JobRegistry, JobStatus, Progress
+from modelforge_trainer.jobs import EventKind, Job, JobRegistry, JobStatus
 from modelforge_trainer.kubeflow import (
     KubeflowJobRunner,
     KubeflowOptions,
@@ -36,7 +36,7 @@ from modelforge_trainer.kubeflow import (
 from modelforge_trainer.publisher import RecordingSink
 from modelforge_trainer.runner import JobPaths
 from modelforge_trainer.testing import FakeRegistrar
-from modelforge_trainer.worker.protocol import LogMessage, MetricMessage, WorkerResult, encode
+from modelforge_training.protocol import LogMessage, MetricMessage, Progress, WorkerResult, encode
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "deploy" / "tests" / "schemas" / "kubeflow"
 NAMESPACE = "modelforge"
@@ -78,8 +78,8 @@ def test_train_jobs_validate_against_kubeflows_schema(train_job_schema: dict[str
     trainer = gpu["spec"]["trainer"]
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (4, 8)
     assert trainer["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": 8}
-    assert trainer["command"] == ["torchrun", "-m", "modelforge_trainer.worker", "/data/jobs/x/job.json",
-                                  "--events-nats"]
+    # The job file names the NATS event sink (written by the runner, checked in the runner tests below).
+    assert trainer["command"] == ["torchrun", "-m", "modelforge_training", "/data/jobs/x/job.json"]
     env = {e["name"]: e["value"] for e in trainer["env"]}
     assert env["MODELFORGE_WORKER_EVENTS_SUBJECT"] == "modelforge.worker.train_20240315_143022_ab12"
 
@@ -307,6 +307,7 @@ async def test_a_job_queues_runs_reports_and_registers(harness: Harness) -> None
     job_file = json.loads((harness.paths.job_dir(job.job_id) / "job.json").read_text())
     assert created["spec"]["trainer"]["command"][3] == str(harness.paths.job_dir(job.job_id) / "job.json")
     assert job_file["config"]["distributed"] == "fsdp"
+    assert job_file["event_sink"] == "nats"  # rank 0 in the pod publishes through nats_events.py
     assert subject not in harness.nats.handlers  # unsubscribed
 
 
@@ -349,8 +350,8 @@ async def test_a_pods_rank_zero_publishes_worker_lines_to_nats() -> None:
 
     from modelforge_common.testing import nats_server
     from modelforge_trainer.kubeflow import nats_subscriber
-    from modelforge_trainer.worker.nats_events import NatsEventWriter
-    from modelforge_trainer.worker.protocol import decode
+    from modelforge_trainer.nats_events import NatsEventSink
+    from modelforge_training.protocol import decode
 
     received: list[bytes] = []
     with nats_server() as server:
@@ -359,7 +360,7 @@ async def test_a_pods_rank_zero_publishes_worker_lines_to_nats() -> None:
             unsubscribe = await nats_subscriber(connection)("modelforge.worker.train_n", received.append)
             await connection.flush()
             # The worker's side is synchronous (its own loop in a thread), as in a pod.
-            writer = await asyncio.to_thread(NatsEventWriter, server.url, "modelforge.worker.train_n")
+            writer = await asyncio.to_thread(NatsEventSink, server.url, "modelforge.worker.train_n")
             await asyncio.to_thread(writer.log, "hello from rank 0")
             await asyncio.to_thread(writer.metrics, {"final_loss": 0.5, "bad": float("nan")}, "Evaluation finished")
             await asyncio.to_thread(writer.close)
@@ -374,9 +375,9 @@ async def test_a_pods_rank_zero_publishes_worker_lines_to_nats() -> None:
 
 
 def test_a_worker_without_nats_trains_on() -> None:
-    from modelforge_trainer.worker.nats_events import NatsEventWriter
+    from modelforge_trainer.nats_events import NatsEventSink
 
     # Nothing listens there: the connection is given up after its timeout.
-    writer = NatsEventWriter("nats://127.0.0.1:1", "modelforge.worker.x", connect_timeout_s=1.0)
+    writer = NatsEventSink("nats://127.0.0.1:1", "modelforge.worker.x", connect_timeout_s=1.0)
     writer.log("dropped")  # no connection: dropped, no error
     writer.close()

@@ -14,9 +14,9 @@ from google.protobuf import json_format
 from modelforge.v1 import registry_pb2
 from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
 from modelforge_trainer.convert import model_to_pb
-from modelforge_trainer.jobs import Progress
 from modelforge_trainer.lineage import LossCurve, base_model_lineage, build_lineage, installed_versions
 from modelforge_trainer.ports import ModelRecord
+from modelforge_training.protocol import Progress
 
 QUEUED = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

@@ -6,8 +6,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelforge_common.metrics import REGISTRY
-from modelforge_trainer.jobs import JobStatus, Progress
+from modelforge_trainer.jobs import JobStatus
 from modelforge_trainer.metrics import StepTimer, job_finished, jobs_collector
+from modelforge_training.protocol import Progress
 
 
 def progress(step: int) -> Progress:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from modelforge_trainer.orphans import WorkerPidFile, end_left_behind_workers, process_start_time
-from modelforge_trainer.worker.lifeline import DATA_DIR_ENV, PARENT_ENV, parent_marker
+from modelforge_training.lifeline import DATA_DIR_ENV, PARENT_ENV, parent_marker
 
 pytestmark = pytest.mark.timeout(60)
 

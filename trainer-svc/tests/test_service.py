@@ -15,7 +15,7 @@ from modelforge_trainer.publisher import RecordingSink
 from modelforge_trainer.runner import JobPaths, JobRunner
 from modelforge_trainer.service import TrainerService
 from modelforge_trainer.testing import FakeDatasets, FakeRegistrar
-from modelforge_trainer.worker.protocol import WorkerJob
+from modelforge_training.protocol import WorkerJob
 
 
 @pytest.fixture

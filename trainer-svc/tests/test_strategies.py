@@ -11,11 +11,11 @@ import pytest
 
 from modelforge_devkit.sample_data import preference_rows, qa_rows, summarization_rows, write_jsonl
 from modelforge_devkit.tiny_models import build_tiny_model
-from modelforge_trainer.config import Hyperparameters, ResolvedConfig, TrainingRequest, resolve
-from modelforge_trainer.jobs import Progress
-from modelforge_trainer.testing import WorkerRun, run_worker_inline, worker_job
-from modelforge_trainer.worker.protocol import MetricMessage
-from modelforge_trainer.worker.reporting import StopFlag
+from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
+from modelforge_training.config import ResolvedConfig
+from modelforge_training.events import StopFlag
+from modelforge_training.protocol import MetricMessage, Progress
+from modelforge_training.testing import WorkerRun, run_worker_inline, worker_job
 
 pytestmark = pytest.mark.slow
 

@@ -14,11 +14,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from modelforge_trainer.config import Hyperparameters, TrainingRequest
 from modelforge_trainer.device import DeviceInfo
-from modelforge_trainer.testing import FakeDatasets, run_worker_process, worker_job
+from modelforge_trainer.testing import FakeDatasets
 from modelforge_trainer.testing_mlflow import MlflowReader, mlflow_server
 from modelforge_trainer.validation import validate_request
-from modelforge_trainer.worker.protocol import WorkerJob
-from modelforge_trainer.worker.tracking import JobTracking
+from modelforge_training.protocol import WorkerJob
+from modelforge_training.testing import run_worker_process, worker_job
+from modelforge_training.tracking import JobTracking
 
 CPU = DeviceInfo(cuda=False, bf16=False, unsloth_installed=False)
 STEPS = 3

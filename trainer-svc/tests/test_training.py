@@ -114,7 +114,7 @@ def worker_children() -> list[psutil.Process]:
     return [
         child
         for child in psutil.Process().children(recursive=True)
-        if "modelforge_trainer.worker" in " ".join(child.cmdline())
+        if "modelforge_training" in " ".join(child.cmdline())
     ]
 
 

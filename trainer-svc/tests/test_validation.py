@@ -11,9 +11,9 @@ from modelforge_devkit.sample_data import preference_rows, write_jsonl
 from modelforge_trainer.config import Hyperparameters, TrainingRequest
 from modelforge_trainer.device import DeviceInfo, detect_device
 from modelforge_trainer.ports import MemoryEstimate
-from modelforge_trainer.strategies import implemented_providers
 from modelforge_trainer.testing import FakeDatasets, FakeEstimator
 from modelforge_trainer.validation import validate_request
+from modelforge_training.strategies import implemented_providers
 
 CPU = DeviceInfo(cuda=False, bf16=False, unsloth_installed=False)
 GPU = DeviceInfo(cuda=True, bf16=True, unsloth_installed=True, name="test-gpu")

@@ -14,7 +14,7 @@ from modelforge_trainer.jobs import JobRegistry
 from modelforge_trainer.publisher import RecordingSink
 from modelforge_trainer.runner import JobPaths, JobRunner, worker_environment
 from modelforge_trainer.testing import FakeRegistrar
-from modelforge_trainer.worker.lifeline import DATA_DIR_ENV, PARENT_ENV
+from modelforge_training.lifeline import DATA_DIR_ENV, PARENT_ENV
 
 TRAINER_ENV = {
     "PATH": "/usr/bin",

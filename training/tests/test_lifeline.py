@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from modelforge_trainer.worker.lifeline import EXIT_ORPHANED, EXIT_TERMINATED, Lifeline, install_stop_handler
+from modelforge_training.lifeline import EXIT_ORPHANED, EXIT_TERMINATED, Lifeline, install_stop_handler
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 # call, say) or handles it like the real worker, and sleeps; it prints its pid once armed.
 WORKER = """
 import os, signal, sys, time
-from modelforge_trainer.worker.lifeline import Lifeline, install_stop_handler
+from modelforge_training.lifeline import Lifeline, install_stop_handler
 events_fd = int(sys.argv[1]) if sys.argv[1] != "-" else None
 lifeline = Lifeline(os.getppid(), events_fd, stop_grace_s=float(sys.argv[2]), poll_s=0.1)
 install_stop_handler(lifeline, lambda: None)  # a stop the training loop never gets to honour
@@ -132,7 +132,7 @@ def test_stop_handler_asks_for_a_graceful_stop_first() -> None:
 
 def test_a_closed_events_pipe_is_not_a_trainer_gone() -> None:
     """The worker closes its events pipe as it exits: the watchdog must not kill it for that."""
-    from modelforge_trainer.worker.lifeline import pipe_reader_gone
+    from modelforge_training.lifeline import pipe_reader_gone
 
     read_fd, write_fd = os.pipe()
     assert not pipe_reader_gone(write_fd)

@@ -2,17 +2,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelforge_trainer.jobs import Progress
-from modelforge_trainer.worker.protocol import (
+from modelforge_training.events import describe_exception
+from modelforge_training.protocol import (
     ErrorMessage,
     LogMessage,
     MetricMessage,
+    Progress,
     WorkerJob,
     WorkerResult,
     decode,
     encode,
 )
-from modelforge_trainer.worker.reporting import describe_exception
 
 
 def test_messages_round_trip() -> None:

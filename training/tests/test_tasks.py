@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from modelforge_devkit.sample_data import qa_rows
-from modelforge_trainer.tasks import preference, summarization
-from modelforge_trainer.tasks.extractive_qa import NO_ANSWER, Window, answer_positions, best_span, doc_stride
+from modelforge_training.tasks import preference, summarization
+from modelforge_training.tasks.extractive_qa import NO_ANSWER, Window, answer_positions, best_span, doc_stride
 
 # "[CLS] q [SEP] the owl lives here [SEP]": tokens 3..6 are context words with these character offsets.
 CONTEXT = "the owl lives here"

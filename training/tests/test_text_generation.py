@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from modelforge_devkit.sample_data import text_generation_rows
-from modelforge_trainer.tasks import split_rows
-from modelforge_trainer.tasks.text_generation import prepare, to_conversation, to_plain
+from modelforge_training.tasks import split_rows
+from modelforge_training.tasks.text_generation import prepare, to_conversation, to_plain
 
 USER = {"role": "user", "content": "Where does the fox live?"}
 ANSWER = {"role": "assistant", "content": "In the forest."}

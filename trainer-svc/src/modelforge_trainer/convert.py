@@ -9,9 +9,10 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from modelforge.v1 import common_pb2, events_pb2, registry_pb2
 from modelforge_common.catalog import TRAINING_SETTINGS
-from modelforge_trainer.config import ResolvedConfig, TrainingRequest
+from modelforge_trainer.config import TrainingRequest
 from modelforge_trainer.jobs import EventKind, Job, JobEvent, JobStatus
 from modelforge_trainer.ports import JobRecord, ModelRecord
+from modelforge_training.config import ResolvedConfig
 
 STATUS_TO_PB = {
     JobStatus.QUEUED: common_pb2.JOB_STATUS_QUEUED,

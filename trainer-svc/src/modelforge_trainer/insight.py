@@ -24,8 +24,9 @@ from typing import Any
 from modelforge_common.dataset_rows import load_rows
 from modelforge_common.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
 from modelforge_common.model_paths import model_roots, resolve_local_model
+from modelforge_trainer.model_tokenizer import ModelTokenizer, load_model_tokenizer, tokenizer_files
 from modelforge_trainer.ports import DatasetLookup
-from modelforge_trainer.tasks import text_generation
+from modelforge_training.tasks import text_generation
 
 DEFAULT_MAX_LENGTH = 2048
 DEFAULT_SAMPLE_SIZE = 3
@@ -103,28 +104,25 @@ def _is_blank(value: Any) -> bool:
     return False
 
 
-def render_row(row: dict[str, Any], tokenizer: Any) -> str:
+def render_row(row: dict[str, Any], tokenizer: ModelTokenizer) -> str:
     """One row as training feeds it to the model."""
-    has_template = bool(getattr(tokenizer, "chat_template", None))
     if _is_generation_row(row):
-        if has_template:
+        if tokenizer.chat_template:
             conversation = text_generation.to_conversation(row)
-            return str(tokenizer.apply_chat_template(
-                conversation["prompt"] + conversation["completion"], tokenize=False
-            ))
+            return tokenizer.apply_chat_template(conversation["prompt"] + conversation["completion"])
         plain = text_generation.to_plain(row)
         return plain["prompt"] + plain["completion"] + (tokenizer.eos_token or "")
     texts = [text for value in row.values() if (text := _field_text(value)) is not None]
     return "\n\n".join(texts)
 
 
-def count_tokens(tokenizer: Any, text: str) -> int:
+def count_tokens(tokenizer: ModelTokenizer, text: str) -> int:
     # The rendered text already holds the template's special tokens as text.
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return tokenizer.count(text)
 
 
 def inspect_rows(
-    rows: list[dict[str, Any]], tokenizer: Any, max_length: int = 0, sample_size: int = 0
+    rows: list[dict[str, Any]], tokenizer: ModelTokenizer, max_length: int = 0, sample_size: int = 0
 ) -> DatasetInsight:
     max_length = max_length or DEFAULT_MAX_LENGTH
     sample_size = min(sample_size or DEFAULT_SAMPLE_SIZE, MAX_SAMPLE_SIZE)
@@ -159,15 +157,13 @@ def inspect_rows(
         empty_fields={name: count for name, count in empty.items() if count},
         samples=samples,
         total_lengths=totals,
-        chat_template=bool(getattr(tokenizer, "chat_template", None)),
+        chat_template=bool(tokenizer.chat_template),
     )
 
 
-def load_tokenizer(model: str, local: bool) -> Any:
+def load_tokenizer(model: str, local: bool) -> ModelTokenizer:
     """The base model's tokenizer (a local folder, or a Hub id from the cache or the Hub)."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model, local_files_only=local)
+    return load_model_tokenizer(tokenizer_files(model, local))
 
 
 MAX_INSPECT_LENGTH = 1_000_000
@@ -205,8 +201,8 @@ async def inspect_dataset(
         try:
             tokenizer = load_tokenizer(str(folder) if folder else model_name.strip(), local=folder is not None)
         except (OSError, ValueError) as exc:
-            # transformers says OSError for a missing file or an unreachable Hub, ValueError for a
-            # folder it cannot build a tokenizer from.
+            # OSError for a missing file or an unreachable Hub, ValueError for files that are no
+            # tokenizer (model_tokenizer.py).
             if folder is not None or isinstance(exc, ValueError):
                 raise InvalidArgument(
                     f"{model_name} has no tokenizer: {exc}", [FieldViolation("model_name", "holds no tokenizer")]

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from modelforge_common.errors import FailedPrecondition, NotFound
 from modelforge_trainer.config import ResolvedConfig, TrainingRequest
+from modelforge_training.protocol import Progress
 
 
 class JobStatus(enum.Enum):
@@ -58,20 +59,6 @@ class JobEvent:
     epoch: float
 
 
-@dataclass(frozen=True)
-class Progress:
-    """One progress report of the worker."""
-
-    step: int
-    total_steps: int
-    epoch: float
-    current_epoch: int
-    total_epochs: int
-    progress: float
-    loss: float | None = None
-    learning_rate: float | None = None
-    # CUDA memory the worker's torch holds (reserved), when it trains on a GPU.
-    gpu_memory_bytes: int | None = None
 
 
 def _now() -> datetime:

@@ -32,10 +32,12 @@ from typing import Any
 import httpx
 
 from modelforge_common.errors import ModelForgeError, Unavailable
-from modelforge_trainer.config import ResolvedConfig
 from modelforge_trainer.jobs import Job, JobStatus
+from modelforge_trainer.nats_events import NATS_URL_ENV as WORKER_NATS_URL_ENV
+from modelforge_trainer.nats_events import SUBJECT_ENV as WORKER_EVENTS_SUBJECT_ENV
 from modelforge_trainer.runner import JobRunner, _Watch
-from modelforge_trainer.worker.protocol import WorkerResult
+from modelforge_training.config import ResolvedConfig
+from modelforge_training.protocol import WorkerResult
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,8 @@ RUNTIME_NAME = "modelforge-torch"
 WORKER_EVENTS_PREFIX = "modelforge.worker"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOB_ID_LABEL = "modelforge.io/job-id"
-# Read by the worker in a pod (worker/nats_events.py).
-WORKER_NATS_URL_ENV = "MODELFORGE_WORKER_NATS_URL"
-WORKER_EVENTS_SUBJECT_ENV = "MODELFORGE_WORKER_EVENTS_SUBJECT"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-WORKER_MODULE = "modelforge_trainer.worker"
+WORKER_MODULE = "modelforge_training"
 
 
 def worker_events_subject(job_id: str) -> str:
@@ -86,7 +85,7 @@ def build_train_job(job_id: str, config: ResolvedConfig, job_file: str, options:
         "numNodes": config.num_nodes,
         "numProcPerNode": config.processes_per_node,
         # torchrun takes the nodes, ranks and rendezvous from the PET_* variables the torch policy sets.
-        "command": ["torchrun", "-m", WORKER_MODULE, job_file, "--events-nats"],
+        "command": ["torchrun", "-m", WORKER_MODULE, job_file],
         "env": [
             {"name": WORKER_NATS_URL_ENV, "value": options.nats_url},
             {"name": WORKER_EVENTS_SUBJECT_ENV, "value": worker_events_subject(job_id)},
@@ -264,7 +263,8 @@ class KubeflowJobRunner(JobRunner):
         if job.config.world_size <= 1:
             await super()._supervise(job, resume_checkpoint)
             return
-        job_file, result_path = self._write_worker_job(job, resume_checkpoint)
+        # The pods' rank 0 publishes to NATS: the runtime finds that sink by name (nats_events.py).
+        job_file, result_path = self._write_worker_job(job, resume_checkpoint, event_sink="nats")
         result_path.unlink(missing_ok=True)
 
         watch = _Watch()

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from modelforge_common.dataset_rows import dataset_origin
-from modelforge_trainer.config import ResolvedConfig
-from modelforge_trainer.jobs import Progress
+from modelforge_training.config import ResolvedConfig
+from modelforge_training.protocol import Progress
 
 TRAINING_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets")
 UNSLOTH_PACKAGES = ("unsloth",)

@@ -19,7 +19,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from modelforge_common import metrics as common_metrics
-from modelforge_trainer.jobs import Job, JobStatus, Progress
+from modelforge_trainer.jobs import Job, JobStatus
+from modelforge_training.protocol import Progress
 
 # From a tiny CPU model's few milliseconds to a large model's minute-long step.
 STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)

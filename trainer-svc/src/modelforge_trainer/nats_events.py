@@ -1,7 +1,9 @@
-"""The event writer of a worker in a Kubeflow TrainJob pod: the worker protocol's lines (the same
+"""The event sink of a runtime in a Kubeflow TrainJob pod: the worker protocol's lines (the same
 bytes a local worker writes to its pipe) published to the job's NATS subject, which trainer-svc
 follows (kubeflow.py). nats-py is asyncio; the worker is not: the connection lives on a loop in a
-thread of its own, and send() hands it each line."""
+thread of its own, and send() hands it each line. Registered as the runtime's event sink "nats"
+(entry point group modelforge_training.event_sinks in trainer-svc's pyproject), so the runtime finds
+it without importing nats."""
 
 from __future__ import annotations
 
@@ -13,22 +15,21 @@ import os
 import threading
 from typing import Any
 
-from modelforge_trainer.worker.protocol import WorkerMessage, encode
-from modelforge_trainer.worker.reporting import EventWriter
+from modelforge_training.events import MessageSink
+from modelforge_training.protocol import WorkerMessage, encode
 
 log = logging.getLogger(__name__)
 
-# Kept in step with kubeflow.py (which the worker does not import: it pulls in the service's runner).
+# Set on the pod by kubeflow.py.
 NATS_URL_ENV = "MODELFORGE_WORKER_NATS_URL"
 SUBJECT_ENV = "MODELFORGE_WORKER_EVENTS_SUBJECT"
 FLUSH_TIMEOUT_S = 10.0
 
 
-class NatsEventWriter(EventWriter):
-    """EventWriter publishing to NATS; a NATS outage drops lines (training goes on), as a closed pipe does."""
+class NatsEventSink(MessageSink):
+    """EventSink publishing to NATS; a NATS outage drops lines (training goes on), as a closed pipe does."""
 
     def __init__(self, url: str, subject: str, connect_timeout_s: float = FLUSH_TIMEOUT_S) -> None:
-        super().__init__(None)
         self.subject = subject
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="nats-events", daemon=True)
@@ -40,7 +41,7 @@ class NatsEventWriter(EventWriter):
             log.warning("events to NATS unavailable (%s): progress will not be reported", exc)
 
     @classmethod
-    def from_environment(cls) -> NatsEventWriter:
+    def from_environment(cls) -> NatsEventSink:
         return cls(os.environ.get(NATS_URL_ENV, "nats://nats:4222"), os.environ[SUBJECT_ENV])
 
     async def _connect(self, url: str) -> Any:

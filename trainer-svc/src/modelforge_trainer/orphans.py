@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from modelforge_trainer.worker.lifeline import DATA_DIR_ENV, PARENT_ENV, parse_parent_marker
+from modelforge_training.lifeline import DATA_DIR_ENV, PARENT_ENV, parse_parent_marker
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from typing import Any
 
 from modelforge_common.errors import ModelForgeError, Unavailable
 from modelforge_trainer.background import start_detached
-from modelforge_trainer.checkpoints import latest_checkpoint
 from modelforge_trainer.jobs import EventKind, Job, JobEvent
 from modelforge_trainer.ports import JobStore
 from modelforge_trainer.publisher import EventSink
+from modelforge_training.checkpoints import latest_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Runs each job in its own worker process and turns what happens to it into job events.
 
-The worker (`python -m modelforge_trainer.worker <job.json> --events-fd N`) writes JSON lines to a
+The worker (`python -m modelforge_training <job.json> --events-fd N`) writes JSON lines to a
 dedicated pipe; this side assigns the sequence numbers, updates the job and hands every event to the
 publisher. It watches the process: a crash, an OOM kill or a `kill -9` ends that job in ERROR and
 leaves the service running. A finished model is registered with registry-svc here.
@@ -27,18 +27,19 @@ import psutil
 
 from modelforge_common.errors import ModelForgeError, Unavailable
 from modelforge_trainer.background import start_detached
-from modelforge_trainer.config import ResolvedConfig
-from modelforge_trainer.jobs import Job, JobStatus, Progress
+from modelforge_trainer.jobs import Job, JobStatus
 from modelforge_trainer.lineage import LossCurve, build_lineage
 from modelforge_trainer.metrics import StepTimer, job_finished
 from modelforge_trainer.orphans import WorkerPidFile, process_start_time
 from modelforge_trainer.ports import ModelRecord, ModelRegistrar
 from modelforge_trainer.publisher import EventSink
-from modelforge_trainer.worker.lifeline import DATA_DIR_ENV, PARENT_ENV, STOP_GRACE_ENV, parent_marker
-from modelforge_trainer.worker.protocol import (
+from modelforge_training.config import ResolvedConfig
+from modelforge_training.lifeline import DATA_DIR_ENV, PARENT_ENV, STOP_GRACE_ENV, parent_marker
+from modelforge_training.protocol import (
     ErrorMessage,
     LogMessage,
     MetricMessage,
+    Progress,
     WorkerJob,
     WorkerResult,
     decode,
@@ -46,7 +47,7 @@ from modelforge_trainer.worker.protocol import (
 
 log = logging.getLogger(__name__)
 
-WORKER_MODULE = "modelforge_trainer.worker"
+WORKER_MODULE = "modelforge_training"
 OUTPUT_TAIL_LINES = 40
 # Registration retries: 1, 2, 4 ... seconds apart, at most 30, for registration_retry_s in all.
 REGISTRATION_FIRST_RETRY_S = 1.0
@@ -300,7 +301,7 @@ class JobRunner:
         env[STOP_GRACE_ENV] = str(self.stop_grace_s + 5)
         return env
 
-    def _write_worker_job(self, job: Job, resume_checkpoint: str) -> tuple[Path, Path]:
+    def _write_worker_job(self, job: Job, resume_checkpoint: str, event_sink: str = "pipe") -> tuple[Path, Path]:
         """Writes the worker's job.json in the job's folder; returns it and where the worker writes its
         result."""
         job_dir = self.paths.job_dir(job.job_id)
@@ -314,6 +315,7 @@ class JobRunner:
             checkpoint_dir=str(self.paths.checkpoint_dir(job.job_id)),
             result_path=str(result_path),
             resume_checkpoint=resume_checkpoint,
+            event_sink=event_sink,
         ).write(job_file)
         return job_file, result_path
 

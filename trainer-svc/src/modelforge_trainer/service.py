@@ -15,14 +15,15 @@ from typing import Protocol
 from modelforge_common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from modelforge_common.logging import request_id_var
 from modelforge_trainer.background import start_detached
-from modelforge_trainer.checkpoints import latest_checkpoint
-from modelforge_trainer.config import Hyperparameters, ResolvedConfig, TrainingRequest
+from modelforge_trainer.config import Hyperparameters, TrainingRequest
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.jobs import Job, JobRegistry, JobStatus, new_job_id
 from modelforge_trainer.ports import DatasetLookup, Delivery, JobQueue, JobRecord, JobStore, MemoryEstimator
 from modelforge_trainer.publisher import FlushableSink
 from modelforge_trainer.runner import JobPaths, JobRunner
 from modelforge_trainer.validation import LOCAL_BACKEND, validate_request
+from modelforge_training.checkpoints import latest_checkpoint
+from modelforge_training.config import ResolvedConfig
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
 # Job states of record that hold a training slot somewhere (the seed start's 409).

@@ -30,7 +30,7 @@ from modelforge_trainer.config import (
 )
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.ports import DatasetLookup, MemoryEstimator, MemoryQuery
-from modelforge_trainer.strategies import (
+from modelforge_training.strategies import (
     DISTRIBUTED_MODES,
     GPU_ONLY_PROVIDERS,
     SINGLE_PROCESS_PROVIDERS,

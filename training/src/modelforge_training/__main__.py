@@ -1,7 +1,10 @@
-"""Entry point of a worker process: python -m modelforge_trainer.worker JOB_JSON --events-fd N.
+"""Entry point of the runtime: python -m modelforge_training JOB_JSON [--events-fd N].
 
-Exit code 0 with a result file: completed or stopped on request. Anything else is a failure; the
-service reads the error message sent on the events pipe (the exception's last line, no traceback).
+Runs one job. With --events-fd the events go to the supervisor's pipe; without, to the sink the job
+file names (a Kubeflow pod's "nats", registered by trainer-svc). Exit code 0 with a result file:
+completed or stopped on request. Anything else is a failure: the error message is sent as an event
+(the exception's last line, no traceback); a job file that cannot be read or holds a bad value exits
+2 with the reason on stderr (and on the pipe when given).
 """
 
 from __future__ import annotations
@@ -12,38 +15,45 @@ import sys
 import traceback
 from pathlib import Path
 
-from modelforge_trainer.worker.distributed import distributed_mode, rank_info, under_torchrun
-from modelforge_trainer.worker.lifeline import Lifeline, install_stop_handler
-from modelforge_trainer.worker.protocol import EXIT_FAILED, EXIT_OK, WorkerJob
-from modelforge_trainer.worker.reporting import EventWriter, StopFlag, describe_exception
-
-
-def _read_job_quietly(path: Path) -> WorkerJob | None:
-    """The job file, or None where it cannot be read (the worker reports that as the job's error)."""
-    try:
-        return WorkerJob.read(path)
-    except (OSError, ValueError, TypeError):
-        return None
+from modelforge_training.distributed import distributed_mode, rank_info, under_torchrun
+from modelforge_training.events import (
+    PIPE_SINK,
+    EventSink,
+    PipeEventSink,
+    StopFlag,
+    describe_exception,
+    registered_sink,
+)
+from modelforge_training.lifeline import Lifeline, install_stop_handler
+from modelforge_training.protocol import EXIT_BAD_JOB, EXIT_FAILED, EXIT_OK, WorkerJob
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modelforge_trainer.worker")
+    parser = argparse.ArgumentParser(prog="python -m modelforge_training")
     parser.add_argument("job_file", type=Path)
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--events-fd", type=int, help="the events pipe the service reads")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--events-fd", type=int, help="the events pipe the supervisor reads")
     # A rank of a distributed job: the launcher's pipe (/proc/<launcher pid>/fd/N); rank 0 writes to it.
     target.add_argument("--events-path", help=argparse.SUPPRESS)
-    # A rank in a Kubeflow TrainJob pod: rank 0 publishes to the job's NATS subject (worker/nats_events.py).
-    target.add_argument("--events-nats", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.events_fd is not None and not under_torchrun():
-        job = _read_job_quietly(args.job_file)
-        if job is not None and distributed_mode(job.config):
-            # Several processes: this one becomes their launcher (worker/launch.py).
-            from modelforge_trainer.worker.launch import main as launch_ranks
+    try:
+        job = WorkerJob.read(args.job_file)
+    except (OSError, ValueError) as exc:
+        message = f"job file {args.job_file} cannot be used: {exc}"
+        sys.stderr.write(f"modelforge_training: {message}\n")
+        if args.events_fd is not None:
+            # The supervisor shows what its worker said last as the job's error.
+            sink = PipeEventSink(args.events_fd)
+            sink.error(message)
+            sink.close()
+        return EXIT_BAD_JOB
 
-            return launch_ranks(args.job_file, job, args.events_fd)
+    if args.events_fd is not None and not under_torchrun() and distributed_mode(job.config):
+        # Several processes: this one becomes their launcher (launch.py).
+        from modelforge_training.launch import main as launch_ranks
+
+        return launch_ranks(args.job_file, job, args.events_fd)
 
     rank = rank_info()
     events_fd = args.events_fd
@@ -54,19 +64,16 @@ def main(argv: list[str]) -> int:
     stop = StopFlag()
     install_stop_handler(lifeline, stop.set)
     lifeline.start()
-    events: EventWriter = EventWriter(events_fd)
-    if args.events_nats and rank.is_main:
-        from modelforge_trainer.worker.nats_events import NatsEventWriter
-
-        events = NatsEventWriter.from_environment()
-
+    events: EventSink = PipeEventSink(events_fd)
+    use_named_sink = args.events_fd is None and args.events_path is None and job.event_sink != PIPE_SINK
     try:
-        job = WorkerJob.read(args.job_file)
+        if use_named_sink and rank.is_main:
+            events = registered_sink(job.event_sink)
         if job.config.get("provider") == "unsloth":
             # unsloth patches transformers, trl and peft: it must be imported before any of them.
             import unsloth  # noqa: F401
 
-        from modelforge_trainer.worker.run import run_job
+        from modelforge_training.run import run_job
 
         result = run_job(job, events, stop)
         if rank.is_main:

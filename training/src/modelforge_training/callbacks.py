@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from modelforge_trainer.jobs import Progress
-from modelforge_trainer.worker.distributed import stop_everywhere
-from modelforge_trainer.worker.reporting import EventWriter, StopFlag
+from modelforge_training.distributed import stop_everywhere
+from modelforge_training.events import EventSink, StopFlag
+from modelforge_training.protocol import Progress
 
 
 def progress_of(
@@ -57,7 +57,7 @@ class ProgressCallback(TrainerCallback):
     """Sends a progress message per optimizer step (with loss and learning rate on logging steps), and
     turns a stop request into "save a checkpoint and stop" at the next step."""
 
-    def __init__(self, events: EventWriter, stop: StopFlag, loss_key: str = "loss") -> None:
+    def __init__(self, events: EventSink, stop: StopFlag, loss_key: str = "loss") -> None:
         self.events = events
         self.stop = stop
         self.loss_key = loss_key

@@ -1,4 +1,7 @@
-"""How a worker talks to the service: JSON lines on the events pipe, and a stop flag set by SIGTERM."""
+"""Where a job's events go. The runtime writes to an EventSink it is given: the pipe of JSON lines the
+local supervisor reads (built in), or a sink another package registers under the entry point group
+`modelforge_training.event_sinks` (trainer-svc registers "nats" for Kubeflow pods), so the runtime
+never imports what a sink is written with."""
 
 from __future__ import annotations
 
@@ -6,9 +9,13 @@ import contextlib
 import math
 import os
 import threading
+from importlib.metadata import entry_points
+from typing import Protocol, runtime_checkable
 
-from modelforge_trainer.jobs import Progress
-from modelforge_trainer.worker.protocol import ErrorMessage, LogMessage, MetricMessage, WorkerMessage, encode
+from modelforge_training.protocol import ErrorMessage, LogMessage, MetricMessage, Progress, WorkerMessage, encode
+
+EVENT_SINK_GROUP = "modelforge_training.event_sinks"
+PIPE_SINK = "pipe"
 
 
 class StopFlag:
@@ -24,9 +31,48 @@ class StopFlag:
         return self._event.is_set()
 
 
-class EventWriter:
-    """Writes messages to the events pipe. A service gone away must not crash training: writes that fail
-    are dropped (the worker then stops with its parent)."""
+@runtime_checkable
+class EventSink(Protocol):
+    """What every layer of the runtime reports through."""
+
+    def send(self, message: WorkerMessage) -> None: ...
+
+    def log(self, message: str) -> None: ...
+
+    def metrics(self, metrics: dict[str, float], message: str) -> None: ...
+
+    def progress(self, progress: Progress) -> None: ...
+
+    def error(self, message: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MessageSink:
+    """The typed helpers of an EventSink over its one `send`; a sink subclasses it and writes `send`."""
+
+    def send(self, message: WorkerMessage) -> None:
+        raise NotImplementedError
+
+    def log(self, message: str) -> None:
+        self.send(LogMessage(message))
+
+    def metrics(self, metrics: dict[str, float], message: str) -> None:
+        self.send(MetricMessage({k: v for k, v in metrics.items() if math.isfinite(v)}, message))
+
+    def progress(self, progress: Progress) -> None:
+        self.send(progress)
+
+    def error(self, message: str) -> None:
+        self.send(ErrorMessage(message))
+
+    def close(self) -> None:
+        return None
+
+
+class PipeEventSink(MessageSink):
+    """Writes JSON lines to the events pipe. A service gone away must not crash training: writes that
+    fail are dropped (the worker then stops with its parent)."""
 
     def __init__(self, fd: int | None) -> None:
         # None: a rank other than 0 of a distributed job, whose messages nobody reads.
@@ -46,24 +92,25 @@ class EventWriter:
             except OSError:
                 self._fd = None
 
-    def log(self, message: str) -> None:
-        self.send(LogMessage(message))
-
-    def metrics(self, metrics: dict[str, float], message: str) -> None:
-        self.send(MetricMessage({k: v for k, v in metrics.items() if math.isfinite(v)}, message))
-
-    def progress(self, progress: Progress) -> None:
-        self.send(progress)
-
-    def error(self, message: str) -> None:
-        self.send(ErrorMessage(message))
-
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(self._fd)
                 self._fd = None
+
+
+def registered_sink(name: str) -> EventSink:
+    """The sink registered under `name` in the entry point group, built from its factory (which reads
+    what it needs from the environment). ValueError naming the known sinks when none is."""
+    found = entry_points(group=EVENT_SINK_GROUP).select(name=name)
+    for point in found:
+        sink = point.load()()
+        if not isinstance(sink, EventSink):
+            raise TypeError(f"event sink {name!r} ({point.value}) does not implement EventSink")
+        return sink
+    known = sorted({point.name for point in entry_points(group=EVENT_SINK_GROUP)} | {PIPE_SINK})
+    raise ValueError(f"unknown event sink {name!r} (known: {', '.join(known)})")
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -1,5 +1,5 @@
 """The launcher of a distributed job: torchrun's elastic agent, run in the worker process the service
-started (python -m modelforge_trainer.worker job.json --events-fd N, for a job of several processes).
+started (python -m modelforge_training job.json --events-fd N, for a job of several processes).
 
 Why torchrun's API inside our own process rather than the `torchrun` command: the service's
 supervision stays what it is for one process. This process keeps the worker's lifeline (it ends, and
@@ -28,12 +28,12 @@ from typing import Any, NoReturn
 
 import psutil
 
-from modelforge_trainer.worker.distributed import world_size
-from modelforge_trainer.worker.lifeline import EXIT_TERMINATED, LAUNCHER_ENV, Lifeline, end_process_now
-from modelforge_trainer.worker.protocol import EXIT_FAILED, EXIT_OK, WorkerJob
-from modelforge_trainer.worker.reporting import EventWriter
+from modelforge_training.distributed import world_size
+from modelforge_training.events import EventSink, PipeEventSink
+from modelforge_training.lifeline import EXIT_TERMINATED, LAUNCHER_ENV, Lifeline, end_process_now
+from modelforge_training.protocol import EXIT_FAILED, EXIT_OK, WorkerJob
 
-WORKER_MODULE = "modelforge_trainer.worker"
+WORKER_MODULE = "modelforge_training"
 # Seconds torch's agent gives ranks to exit after SIGTERM (when another rank failed) before SIGKILL.
 RANK_SHUTDOWN_S = 10
 
@@ -99,7 +99,7 @@ def describe_failure(error: BaseException, world: int) -> tuple[int | None, str]
 
 
 class RankLauncher:
-    def __init__(self, job_file: Path, job: WorkerJob, events_fd: int, events: EventWriter) -> None:
+    def __init__(self, job_file: Path, job: WorkerJob, events_fd: int, events: EventSink) -> None:
         self.job_file = job_file
         self.job = job
         self.events_fd = events_fd
@@ -153,7 +153,7 @@ class RankLauncher:
 def main(job_file: Path, job: WorkerJob, events_fd: int) -> int:
     lifeline = Lifeline.from_environment(events_fd)
     lifeline._end = end_with_ranks
-    events = EventWriter(events_fd)
+    events = PipeEventSink(events_fd)
     launcher = RankLauncher(job_file, job, events_fd, events)
 
     def handle_stop(_signum: int, _frame: object) -> None:

@@ -10,11 +10,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelforge_trainer.jobs import Progress
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report of the worker."""
+
+    step: int
+    total_steps: int
+    epoch: float
+    current_epoch: int
+    total_epochs: int
+    progress: float
+    loss: float | None = None
+    learning_rate: float | None = None
+    # CUDA memory the worker's torch holds (reserved), when it trains on a GPU.
+    gpu_memory_bytes: int | None = None
+
 
 # Exit code of a worker that stopped on request after saving a checkpoint.
 EXIT_OK = 0
 EXIT_FAILED = 1
+# Exit code of a runtime given a job file it cannot read or that holds bad values.
+EXIT_BAD_JOB = 2
 
 
 @dataclass
@@ -27,13 +44,19 @@ class WorkerJob:
     checkpoint_dir: str  # Trainer output_dir: checkpoint-<step>/ folders
     result_path: str
     resume_checkpoint: str = ""
+    # Where the events go when no pipe is given on the command line: "pipe" or a registered sink
+    # (modelforge_training.events).
+    event_sink: str = "pipe"
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
 
     @classmethod
     def read(cls, path: Path) -> WorkerJob:
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except TypeError as exc:  # a missing or unknown field
+            raise ValueError(str(exc)) from None
 
 
 @dataclass

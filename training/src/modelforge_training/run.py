@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 from typing import Any
@@ -10,17 +9,17 @@ from typing import Any
 import torch
 
 from modelforge_common.dataset_rows import load_rows
-from modelforge_trainer.checkpoints import latest_checkpoint
-from modelforge_trainer.config import ResolvedConfig
-from modelforge_trainer.strategies import IMPLEMENTED
-from modelforge_trainer.strategies.common import StrategyContext
-from modelforge_trainer.tasks import split_rows
-from modelforge_trainer.worker.callbacks import ProgressCallback
-from modelforge_trainer.worker.distributed import enable_fsdp_on_cpu, rank_info, under_torchrun
-from modelforge_trainer.worker.protocol import WorkerJob, WorkerResult
-from modelforge_trainer.worker.reporting import EventWriter, StopFlag
-from modelforge_trainer.worker.runtime import detect_runtime
-from modelforge_trainer.worker.tracking import JobTracking
+from modelforge_training.callbacks import ProgressCallback
+from modelforge_training.checkpoints import latest_checkpoint
+from modelforge_training.config import ResolvedConfig
+from modelforge_training.distributed import enable_fsdp_on_cpu, rank_info, under_torchrun
+from modelforge_training.events import EventSink, StopFlag
+from modelforge_training.protocol import WorkerJob, WorkerResult
+from modelforge_training.runtime import detect_runtime
+from modelforge_training.strategies import load_strategy
+from modelforge_training.strategies.common import StrategyContext
+from modelforge_training.tasks import split_rows
+from modelforge_training.tracking import JobTracking
 
 
 def _latest_checkpoint(checkpoint_dir: str) -> str:
@@ -50,7 +49,7 @@ class OtherRankTracking:
         return {}
 
 
-def run_job(job: WorkerJob, events: EventWriter, stop: StopFlag) -> WorkerResult:
+def run_job(job: WorkerJob, events: EventSink, stop: StopFlag) -> WorkerResult:
     config = ResolvedConfig.from_dict(job.config)
     rank = rank_info()
     if rank.distributed and torch.cuda.is_available():
@@ -71,7 +70,7 @@ def run_job(job: WorkerJob, events: EventWriter, stop: StopFlag) -> WorkerResult
 
     callback = ProgressCallback(events, stop)
     context = StrategyContext(config, runtime, job, train_rows, eval_rows, events, callback)
-    strategy = importlib.import_module(IMPLEMENTED[(config.task, config.strategy)].module)
+    strategy = load_strategy(config.task, config.strategy)
     events.log(f"Loading {config.model_name}")
     trainer = strategy.build_trainer(context)
     # TensorBoard beside the job's log, MLflow when MODELFORGE_MLFLOW_URI is set (worker/tracking.py).
@@ -114,11 +113,10 @@ def run_job(job: WorkerJob, events: EventWriter, stop: StopFlag) -> WorkerResult
     output_dir = Path(job.output_dir)
     events.log(f"Saving the adapter to {output_dir}")
     trainer.save_model(str(output_dir))  # every rank takes part (FSDP gathers); rank 0 writes
-    save_artifacts = getattr(strategy, "save_artifacts", None)
     if rank.is_main and context.tokenizer is not None:
         context.tokenizer.save_pretrained(str(output_dir))
-    if rank.is_main and save_artifacts is not None:
-        save_artifacts(trainer, context, output_dir)
+    if rank.is_main:
+        strategy.save_artifacts(trainer, context, output_dir)
     tracking.finish("completed", metrics, str(output_dir), int(trainer.state.global_step))
     return WorkerResult(
         outcome="completed",

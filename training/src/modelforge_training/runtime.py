@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from modelforge_trainer.config import ResolvedConfig
+from modelforge_training.config import ResolvedConfig
 
 
 @dataclass(frozen=True)

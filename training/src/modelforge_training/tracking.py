@@ -31,8 +31,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from modelforge_trainer.config import ResolvedConfig
-from modelforge_trainer.worker.protocol import WorkerJob
+from modelforge_training.config import ResolvedConfig
+from modelforge_training.protocol import WorkerJob
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import torch
 from peft import LoraConfig
 from transformers import AutoTokenizer, BitsAndBytesConfig
 
-from modelforge_trainer.config import ResolvedConfig
-from modelforge_trainer.providers import LoadedModel
-from modelforge_trainer.worker.runtime import Runtime
+from modelforge_training.config import ResolvedConfig
+from modelforge_training.providers import LoadedModel
+from modelforge_training.runtime import Runtime
 
 
 def load_tokenizer(config: ResolvedConfig) -> Any:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from unsloth import FastLanguageModel
 
-from modelforge_trainer.config import ResolvedConfig
-from modelforge_trainer.providers import LoadedModel
-from modelforge_trainer.worker.runtime import Runtime
+from modelforge_training.config import ResolvedConfig
+from modelforge_training.providers import LoadedModel
+from modelforge_training.runtime import Runtime
 
 # The attention and MLP projections of the Llama-style families unsloth supports.
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

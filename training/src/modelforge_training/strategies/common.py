@@ -1,20 +1,22 @@
-"""What every strategy's trainer shares: the context it is built from and the TrainingArguments fields
-that come straight from the job's configuration."""
+"""What every strategy shares: the Strategy protocol each strategy module implements (as its STRATEGY),
+the context a trainer is built from, and the training arguments that come from the job's configuration."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from transformers import Trainer
 
-from modelforge_trainer.config import ResolvedConfig
-from modelforge_trainer.worker.callbacks import ProgressCallback
-from modelforge_trainer.worker.distributed import distributed_mode, distributed_training_arguments
-from modelforge_trainer.worker.protocol import WorkerJob
-from modelforge_trainer.worker.reporting import EventWriter
-from modelforge_trainer.worker.runtime import Runtime
+from modelforge_training.callbacks import ProgressCallback
+from modelforge_training.config import ResolvedConfig
+from modelforge_training.distributed import distributed_mode, distributed_training_arguments
+from modelforge_training.events import EventSink
+from modelforge_training.protocol import WorkerJob
+from modelforge_training.runtime import Runtime
 
 # Schedulers that need arguments beyond the step counts.
 SCHEDULER_KWARGS: dict[str, dict[str, Any]] = {"cosine_with_min_lr": {"min_lr_rate": 0.1}}
@@ -27,7 +29,7 @@ class StrategyContext:
     job: WorkerJob
     train_rows: list[dict[str, Any]]
     eval_rows: list[dict[str, Any]]
-    events: EventWriter
+    events: EventSink
     callback: ProgressCallback
     # Settings chosen while building (target modules, chat template ...), recorded with the model.
     details: dict[str, Any] = field(default_factory=dict)
@@ -35,6 +37,46 @@ class StrategyContext:
     tokenizer: Any = None
     # Objects a strategy keeps from building to evaluation (not recorded).
     kept: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """One (task, strategy) pair's training: every hook the runtime calls, in that order."""
+
+    def build_trainer(self, context: StrategyContext) -> Any:
+        """A transformers/trl Trainer ready to train; sets context.tokenizer to what is saved with the adapter."""
+        ...
+
+    def evaluate(self, trainer: Any, context: StrategyContext) -> dict[str, float]:
+        """Metrics on context.eval_rows after training."""
+        ...
+
+    def save_artifacts(self, trainer: Any, context: StrategyContext, output_dir: Path) -> None:
+        """Files beyond the adapter and tokenizer (rank 0 only)."""
+        ...
+
+
+def no_artifacts(trainer: Any, context: StrategyContext, output_dir: Path) -> None:
+    """Most strategies save nothing beyond the adapter and the tokenizer."""
+    return None
+
+
+@dataclass(frozen=True)
+class StrategyFunctions:
+    """A Strategy made of a module's functions (save_artifacts defaults to nothing)."""
+
+    build: Callable[[StrategyContext], Any]
+    score: Callable[[Any, StrategyContext], dict[str, float]]
+    save: Callable[[Any, StrategyContext, Path], None] = no_artifacts
+
+    def build_trainer(self, context: StrategyContext) -> Any:
+        return self.build(context)
+
+    def evaluate(self, trainer: Any, context: StrategyContext) -> dict[str, float]:
+        return self.score(trainer, context)
+
+    def save_artifacts(self, trainer: Any, context: StrategyContext, output_dir: Path) -> None:
+        self.save(trainer, context, output_dir)
 
 
 def training_arguments(context: StrategyContext) -> dict[str, Any]:

@@ -8,9 +8,9 @@ from typing import Any
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
-from modelforge_trainer.strategies.common import StrategyContext, training_arguments
-from modelforge_trainer.strategies.sft import has_chat_template, load_causal_lm
-from modelforge_trainer.tasks import preference
+from modelforge_training.strategies.common import Strategy, StrategyContext, StrategyFunctions, training_arguments
+from modelforge_training.strategies.sft import has_chat_template, load_causal_lm
+from modelforge_training.tasks import preference
 
 BETA = 0.1
 
@@ -43,3 +43,6 @@ def evaluate(trainer: Any, context: StrategyContext) -> dict[str, float]:
         if source in results:
             metrics[name] = float(results[source])
     return metrics
+
+
+STRATEGY: Strategy = StrategyFunctions(build_trainer, evaluate)

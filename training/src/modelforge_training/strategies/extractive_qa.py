@@ -12,9 +12,15 @@ from peft import get_peft_model
 from torchmetrics.text import SQuAD
 from transformers import AutoModelForQuestionAnswering, TrainingArguments, default_data_collator
 
-from modelforge_trainer.providers import huggingface
-from modelforge_trainer.strategies.common import MeanLossTrainer, StrategyContext, training_arguments
-from modelforge_trainer.tasks.extractive_qa import Window, answer_positions, best_span, doc_stride
+from modelforge_training.providers import huggingface
+from modelforge_training.strategies.common import (
+    MeanLossTrainer,
+    Strategy,
+    StrategyContext,
+    StrategyFunctions,
+    training_arguments,
+)
+from modelforge_training.tasks.extractive_qa import Window, answer_positions, best_span, doc_stride
 
 Row = dict[str, Any]
 
@@ -118,3 +124,6 @@ def evaluate(trainer: Any, context: StrategyContext) -> dict[str, float]:
         [{"answers": row["answers"], "id": str(i)} for i, row in enumerate(context.eval_rows)],
     )
     return {"eval_loss": eval_loss, "exact_match": float(scores["exact_match"]), "f1": float(scores["f1"])}
+
+
+STRATEGY: Strategy = StrategyFunctions(build_trainer, evaluate)

@@ -22,12 +22,12 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 from trl import GRPOConfig, GRPOTrainer, RewardConfig, RewardTrainer
 
-from modelforge_trainer.providers import huggingface
-from modelforge_trainer.strategies.common import StrategyContext, training_arguments
-from modelforge_trainer.strategies.generation import generate_texts
-from modelforge_trainer.strategies.sft import has_chat_template, load_causal_lm
-from modelforge_trainer.tasks import preference
-from modelforge_trainer.tasks.text_generation import generation_prompt
+from modelforge_training.providers import huggingface
+from modelforge_training.strategies.common import Strategy, StrategyContext, StrategyFunctions, training_arguments
+from modelforge_training.strategies.generation import generate_texts
+from modelforge_training.strategies.sft import has_chat_template, load_causal_lm
+from modelforge_training.tasks import preference
+from modelforge_training.tasks.text_generation import generation_prompt
 
 REWARD_DIR = "reward_model"
 MAX_COMPLETION_TOKENS = 256
@@ -166,3 +166,6 @@ def evaluate(trainer: Any, context: StrategyContext) -> dict[str, float]:
 def save_artifacts(trainer: Any, context: StrategyContext, output_dir: Path) -> None:
     """The reward model's adapter and head go next to the policy adapter."""
     shutil.copytree(Path(context.job.checkpoint_dir) / REWARD_DIR, output_dir / REWARD_DIR, dirs_exist_ok=True)
+
+
+STRATEGY: Strategy = StrategyFunctions(build_trainer, evaluate, save_artifacts)

@@ -12,21 +12,27 @@ from typing import Any
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from modelforge_trainer.providers import LoadedModel
-from modelforge_trainer.strategies.common import StrategyContext, perplexity, training_arguments
-from modelforge_trainer.tasks import text_generation
+from modelforge_training.providers import LoadedModel
+from modelforge_training.strategies.common import (
+    Strategy,
+    StrategyContext,
+    StrategyFunctions,
+    perplexity,
+    training_arguments,
+)
+from modelforge_training.tasks import text_generation
 
 Row = dict[str, Any]
 
 
 def load_causal_lm(context: StrategyContext) -> LoadedModel:
     if context.config.provider == "unsloth":
-        from modelforge_trainer.providers import unsloth
+        from modelforge_training.providers import unsloth
 
         return unsloth.load_causal_lm(context.config, context.runtime)
     from transformers import AutoModelForCausalLM
 
-    from modelforge_trainer.providers import huggingface
+    from modelforge_training.providers import huggingface
 
     return huggingface.load(context.config, context.runtime, AutoModelForCausalLM, "CAUSAL_LM")
 
@@ -73,3 +79,6 @@ def loss_metrics(trainer: Any) -> dict[str, float]:
 
 def evaluate(trainer: Any, context: StrategyContext) -> dict[str, float]:
     return loss_metrics(trainer)
+
+
+STRATEGY: Strategy = StrategyFunctions(build_trainer, evaluate)

@@ -10,11 +10,17 @@ from peft import get_peft_model
 from torchmetrics.text.rouge import ROUGEScore
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, TrainingArguments
 
-from modelforge_trainer.providers import huggingface
-from modelforge_trainer.strategies.common import MeanLossTrainer, StrategyContext, training_arguments
-from modelforge_trainer.strategies.generation import generate_texts
-from modelforge_trainer.strategies.sft import build_sft_trainer, has_chat_template, loss_metrics
-from modelforge_trainer.tasks import summarization, text_generation
+from modelforge_training.providers import huggingface
+from modelforge_training.strategies.common import (
+    MeanLossTrainer,
+    Strategy,
+    StrategyContext,
+    StrategyFunctions,
+    training_arguments,
+)
+from modelforge_training.strategies.generation import generate_texts
+from modelforge_training.strategies.sft import build_sft_trainer, has_chat_template, loss_metrics
+from modelforge_training.tasks import summarization, text_generation
 
 # ROUGE needs one generation per example: bounded so evaluation stays a small part of a job.
 MAX_ROUGE_EXAMPLES = 64
@@ -90,3 +96,6 @@ def evaluate(trainer: Any, context: StrategyContext) -> dict[str, float]:
     metrics.update(rouge(predictions, [str(row["summary"]) for row in rows]))
     metrics["rouge_examples"] = float(len(rows))
     return metrics
+
+
+STRATEGY: Strategy = StrategyFunctions(build_trainer, evaluate)

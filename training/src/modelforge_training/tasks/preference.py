@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelforge_trainer.tasks.text_generation import PLAIN_PROMPT
+from modelforge_training.tasks.text_generation import PLAIN_PROMPT
 
 
 def to_conversation(row: dict[str, Any]) -> dict[str, list[dict[str, str]]]:

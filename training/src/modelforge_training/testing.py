@@ -1,0 +1,89 @@
+"""Test helpers of the runtime: a job file for a configuration, and synchronous runs of one job (in a
+process of its own, or in this process so tests of many strategies import torch once)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelforge_training.config import ResolvedConfig
+from modelforge_training.events import PipeEventSink, StopFlag
+from modelforge_training.protocol import WorkerJob, WorkerMessage, WorkerResult, decode
+
+
+@dataclass
+class WorkerRun:
+    returncode: int
+    messages: list[WorkerMessage]
+    result: WorkerResult | None
+    output: str
+
+
+def worker_job(
+    job_dir: Path, config: ResolvedConfig, job_id: str = "train_20240101_000000_test", resume_checkpoint: str = ""
+) -> WorkerJob:
+    return WorkerJob(
+        job_id=job_id,
+        config=config.to_dict(),
+        output_dir=str(job_dir / "model"),
+        checkpoint_dir=str(job_dir / "checkpoints"),
+        result_path=str(job_dir / "result.json"),
+        resume_checkpoint=resume_checkpoint,
+    )
+
+
+def run_worker_process(
+    job: WorkerJob,
+    job_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 600,
+    command: Sequence[str] = (sys.executable, "-m", "modelforge_training"),
+) -> WorkerRun:
+    """Runs one worker process to its end, synchronously, and collects what it reported."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    job_file = job_dir / "job.json"
+    job.write(job_file)
+    read_fd, write_fd = os.pipe()
+    with open(job_dir / "worker.log", "w+b") as output:
+        process = subprocess.Popen(
+            [*command, str(job_file), "--events-fd", str(write_fd)],
+            pass_fds=(write_fd,),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as events:
+            messages = [m for m in (decode(line) for line in events) if m is not None]
+        returncode = process.wait(timeout=timeout_s)
+        output.seek(0)
+        text = output.read().decode("utf-8", "replace")
+    return WorkerRun(returncode, messages, WorkerResult.read(Path(job.result_path)), text)
+
+
+def run_worker_inline(job: WorkerJob, job_dir: Path, stop: StopFlag | None = None) -> WorkerRun:
+    """Runs a job's training in this process (what the worker process does, minus the process), so
+    tests of many strategies pay for importing torch and trl once."""
+    from modelforge_training.run import run_job
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    read_fd, write_fd = os.pipe()
+    events = PipeEventSink(write_fd)
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.extend(os.fdopen(read_fd, "rb")), daemon=True)
+    reader.start()
+    try:
+        result = run_job(job, events, stop or StopFlag())
+        result.write(Path(job.result_path))
+        returncode = 0
+    finally:
+        events.close()
+        reader.join(timeout=30)
+    messages = [m for m in (decode(line) for line in lines) if m is not None]
+    return WorkerRun(returncode, messages, result, "")
