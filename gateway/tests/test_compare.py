@@ -9,7 +9,7 @@ from gateway_fakes import FakeServices
 from google.protobuf import struct_pb2
 
 from modelforge.v1 import registry_pb2
-from modelforge_gateway.routes.compare import comparison
+from modelforge_gateway.compare.convert import comparison
 
 
 def lineage(learning_rate: float, losses: list[float], dataset: str = "chat.jsonl") -> registry_pb2.Lineage:
@@ -76,6 +76,6 @@ async def test_bad_comparisons_are_400_naming_the_parameter(client: httpx.AsyncC
 
 def test_the_mapping_fields_the_document_declares_are_the_formats_fields() -> None:
     from modelforge_common.dataset_rows import mappable_fields
-    from modelforge_gateway.routes.datasets import MappableField
+    from modelforge_gateway.datasets.models import MappableField
 
     assert set(MappableField.__args__) == set(mappable_fields())

@@ -7,7 +7,7 @@ import httpx
 from gateway_fakes import FakeServices
 
 from modelforge.v1 import hardware_pb2
-from modelforge_gateway import convert
+from modelforge_gateway.finetune import convert
 
 GIB = 1 << 30
 
@@ -56,7 +56,7 @@ def test_proposals_parts_and_largest_batch_are_rendered() -> None:
         settings=hardware_pb2.MemorySettings(per_device_train_batch_size=16, gradient_accumulation_steps=1),
         provider="huggingface",
     )
-    body = convert.memory_estimate("m/m", reply)
+    body = convert.memory_estimate("m/m", reply).model_dump()
 
     assert body["max_batch_size"] == 2
     assert [p["name"] for p in body["largest_parts"]] == ["weights", "activations", "logits"]

@@ -21,7 +21,7 @@ from starlette.websockets import WebSocketDisconnect
 from modelforge.v1 import common_pb2, events_pb2
 from modelforge_common.nats import EVENT_CONTENT_TYPE, TRAINING_STREAM, training_subject
 from modelforge_common.testing import NatsServer, free_port, nats_server
-from modelforge_gateway.events import EventHub, SharedEvent, event_text
+from modelforge_gateway.eventhub import EventHub, SharedEvent, event_text
 from modelforge_gateway.main import create_app
 
 # A broken feed must fail the test, not hang the suite.

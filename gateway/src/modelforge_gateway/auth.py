@@ -27,7 +27,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelforge_gateway.errors import REQUEST_ID_SCOPE_KEY, error_body
-from modelforge_gateway.openai.errors import is_openai_path, openai_error_body
+from modelforge_gateway.openai_errors import is_openai_path, openai_error_body
 
 OWNER_SCOPE_KEY = "modelforge.api_key_name"
 OPEN_PATHS = frozenset({"/api/health", "/healthz", "/readyz", "/metrics"})

@@ -17,7 +17,7 @@ from modelforge.v1 import hardware_pb2_grpc, inference_pb2_grpc, registry_pb2_gr
 from modelforge_gateway.auth import OWNER_SCOPE_KEY
 from modelforge_gateway.clients import CallOptions, Clients
 from modelforge_gateway.errors import REQUEST_ID_SCOPE_KEY, invalid
-from modelforge_gateway.events import EventHub, TrainingEventFeed
+from modelforge_gateway.eventhub import EventHub, TrainingEventFeed
 from modelforge_gateway.readcache import ModelListings, TrainingStatusView
 from modelforge_gateway.settings import GatewaySettings
 

@@ -24,7 +24,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from modelforge.v1 import events_pb2
 from modelforge_common.nats import TRAINING_STREAM, connect, ensure_training_stream, training_wildcard
-from modelforge_gateway.convert import event_json
+from modelforge_gateway.common.job_records import event_fields
 from modelforge_gateway.metrics import EVENTS_FANNED_OUT
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ class TrainingEventFeed:
         except DecodeError:
             log.warning("ignoring an undecodable message on %s", msg.subject)
             return
-        rendered = event_json(event)
+        rendered = event_fields(event)
         for observer in self.observers:
             try:
                 observer.on_event(rendered)

@@ -16,20 +16,29 @@ from modelforge_common.tracing import TracingASGIMiddleware
 from modelforge_gateway import console, metrics
 from modelforge_gateway.auth import ApiKeyMiddleware, ApiKeys, BodyLimitMiddleware
 from modelforge_gateway.clients import Clients
+from modelforge_gateway.compare import routes as compare
+from modelforge_gateway.datasets import routes as datasets
 from modelforge_gateway.errors import UPLOAD_PATHS, install_error_handlers
-from modelforge_gateway.events import EventHub, TrainingEventFeed
+from modelforge_gateway.eventhub import EventHub, TrainingEventFeed
+from modelforge_gateway.events import routes as events
+from modelforge_gateway.finetune import routes as finetune
+from modelforge_gateway.hub import routes as hub
+from modelforge_gateway.jobs import routes as jobs
 from modelforge_gateway.metrics import MetricsMiddleware
 from modelforge_gateway.middleware import (
     CachedReadsMiddleware,
     InvalidateOnWriteMiddleware,
     RequestContextMiddleware,
 )
-from modelforge_gateway.openai.errors import install_openai_error_handlers
+from modelforge_gateway.models import routes as models
 from modelforge_gateway.openai.routes import router as openai_router
+from modelforge_gateway.openai_errors import install_openai_error_handlers
 from modelforge_gateway.openapi import honest_openapi
+from modelforge_gateway.playground import routes as playground
 from modelforge_gateway.readcache import ModelListings, TrainingStatusView, bare_listing_key, listing_key
-from modelforge_gateway.routes import compare, datasets, finetune, hub, jobs, models, playground, system, training, ws
 from modelforge_gateway.settings import GatewaySettings
+from modelforge_gateway.system import routes as system
+from modelforge_gateway.training import routes as training
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
@@ -130,8 +139,21 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(TracingASGIMiddleware)
     # Added last, so it is outermost: every answer (CORS preflights and errors included) gets an id.
     app.add_middleware(RequestContextMiddleware)
-    for module in (system, datasets, training, jobs, finetune, models, compare, hub, playground, ws):
-        app.include_router(module.router)
+    # The order of the old routes package (route matching and the document's order follow it).
+    for router in (
+        system.router,
+        datasets.router,
+        training.router,
+        jobs.router,
+        events.job_events_router,
+        finetune.router,
+        models.router,
+        compare.router,
+        hub.router,
+        playground.router,
+        events.router,
+    ):
+        app.include_router(router)
     app.include_router(metrics.router)
     app.include_router(openai_router)
     app.include_router(console.router)

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelforge_common.logging import request_id_var
 from modelforge_gateway.errors import REQUEST_ID_SCOPE_KEY, internal_error_body
-from modelforge_gateway.openai.errors import NO_RETRY, is_openai_path, openai_error_body
+from modelforge_gateway.openai_errors import NO_RETRY, is_openai_path, openai_error_body
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ ERROR_BODY_SCHEMA: dict[str, Any] = {
     },
 }
 
-# The OpenAI-compatible API under /v1 answers errors in OpenAI's shape (openai/errors.py).
+# The OpenAI-compatible API under /v1 answers errors in OpenAI's shape (openai_errors.py).
 OPENAI_ERROR_BODY_SCHEMA: dict[str, Any] = {
     "title": "OpenAIErrorBody",
     "type": "object",

@@ -22,8 +22,9 @@ from nats.js.api import DeliverPolicy
 
 from modelforge.v1 import events_pb2
 from modelforge_common.nats import TRAINING_STREAM, training_wildcard
-from modelforge_gateway.convert import event_json, now_iso
-from modelforge_gateway.events import Subscriber
+from modelforge_gateway.common.job_records import event_fields
+from modelforge_gateway.common.protoconv import now_iso
+from modelforge_gateway.eventhub import Subscriber
 
 Event = dict[str, Any]
 
@@ -56,7 +57,7 @@ async def read_history(nc: Client | None, job_id: str, since: int = 0, timeout_s
                     for _ in range(stored):
                         msg = await sub.next_msg(timeout=timeout_s)
                         try:
-                            event = event_json(events_pb2.TrainingEvent.FromString(msg.data))
+                            event = event_fields(events_pb2.TrainingEvent.FromString(msg.data))
                         except DecodeError:
                             continue
                         if event["seq"] > since:

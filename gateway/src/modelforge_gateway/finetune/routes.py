@@ -14,13 +14,13 @@ from fastapi import APIRouter
 from modelforge.v1 import hardware_pb2, registry_pb2, registry_pb2_grpc, trainer_pb2
 from modelforge_common.catalog import TASKS
 from modelforge_common.grpc_client import violations_of
-from modelforge_gateway import convert
 from modelforge_gateway.clients import CallOptions
+from modelforge_gateway.common.body import invalid_choice_message
+from modelforge_gateway.common.paths import TaskPath
 from modelforge_gateway.deps import HardwareStub, RegistryStub, Rpc, SessionId, TrainerStub
 from modelforge_gateway.errors import ApiError, invalid, rpc_messages, violation_items
-from modelforge_gateway.routes.models import TaskPath
-from modelforge_gateway.routes.training import start_job
-from modelforge_gateway.schemas import (
+from modelforge_gateway.finetune import convert
+from modelforge_gateway.finetune.models import (
     DetectResponse,
     HardwareSpecsResponse,
     MemoryEstimateRequest,
@@ -41,8 +41,8 @@ from modelforge_gateway.schemas import (
     WizardStartTrainingRequest,
     WizardStartTrainingResponse,
     WizardStatusResponse,
-    invalid_choice_message,
 )
+from modelforge_gateway.upstream.jobs import start_job
 
 router = APIRouter(prefix="/api/finetune", tags=["finetune (v1 wizard)"])
 
@@ -88,7 +88,7 @@ async def describe(hardware: HardwareStub, rpc: CallOptions, repo_name: str) -> 
         # DescribeModel calls it model_name; this request's field is repo_name.
         items = violation_items(violations_of(exc)) or [{"loc": ["body"], "msg": exc.details(), "type": "value_error"}]
         raise ApiError(400, [{**item, "loc": ["body", "repo_name", *item["loc"][2:]]} for item in items]) from exc
-    return ModelInfo(**convert.describe_model(reply))
+    return convert.describe_model(reply)
 
 
 @router.post("/validate_task", response_model=ValidateTaskResponse)
@@ -119,7 +119,7 @@ async def detect(
     else:
         info = (await hardware.GetHardware(hardware_pb2.GetHardwareRequest(), **rpc.read)).hardware
     await update_session(registry, rpc, session_id, task=body.task)
-    return DetectResponse(**convert.detect(body.task, recommendations, info))
+    return convert.detect(body.task, recommendations, info)
 
 
 @router.post("/set_model", response_model=SetModelResponse)
@@ -157,7 +157,7 @@ async def load_settings(
     state = await read_session(registry, rpc, session_id)
     task = state.task or DEFAULT_TASK
     reply = await hardware.GetRecommendations(hardware_pb2.GetRecommendationsRequest(task=task), **rpc.read)
-    return TrainingSettingsResponse(**convert.training_defaults(reply.defaults))
+    return convert.training_defaults(reply.defaults)
 
 
 @router.post("/start_training", response_model=WizardStartTrainingResponse)
@@ -184,7 +184,7 @@ async def start_training(
 @router.get("/status", response_model=WizardStatusResponse)
 async def status(trainer: TrainerStub, rpc: Rpc) -> WizardStatusResponse:
     reply = await trainer.GetTrainingStatus(trainer_pb2.GetTrainingStatusRequest(), **rpc.read)
-    return WizardStatusResponse(**convert.wizard_status(reply.has_job, reply.job))
+    return convert.wizard_status(reply.has_job, reply.job)
 
 
 @router.post("/reset_status", response_model=SuccessResponse)
@@ -196,7 +196,7 @@ async def reset_status(trainer: TrainerStub, rpc: Rpc) -> SuccessResponse:
 @router.get("/hardware_specs", response_model=HardwareSpecsResponse)
 async def hardware_specs(hardware: HardwareStub, rpc: Rpc) -> HardwareSpecsResponse:
     reply = await hardware.GetHardware(hardware_pb2.GetHardwareRequest(), **rpc.read)
-    return HardwareSpecsResponse(**convert.hardware_specs(reply.hardware))
+    return convert.hardware_specs(reply.hardware)
 
 
 @router.get("/recommended_models/{task}", response_model=RecommendedModelsResponse)
@@ -214,22 +214,7 @@ async def recommended_models(task: TaskPath, hardware: HardwareStub, rpc: Rpc) -
 
 @router.post("/estimate_memory", response_model=MemoryEstimateResponse)
 async def estimate_memory(body: MemoryEstimateRequest, hardware: HardwareStub, rpc: Rpc) -> MemoryEstimateResponse:
-    request = hardware_pb2.EstimateMemoryRequest(
-        model_name=body.model_name,
-        strategy=body.strategy,
-        task=body.task,
-        lora_r=body.lora_r,
-        batch_size=body.effective_batch_size,
-        max_seq_length=body.max_seq_length,
-        precision=body.effective_precision,
-        use_4bit=body.effective_use_4bit,
-        gradient_checkpointing=body.gradient_checkpointing,
-        gpu_index=body.gpu_index,
-        provider=body.provider,
-        gradient_accumulation_steps=body.gradient_accumulation_steps,
-    )
-    if body.lora_dropout is not None:
-        request.lora_dropout = body.lora_dropout
+    request = convert.estimate_request(body)
     # config.json may come from the Hub, hence the longer deadline.
     reply = await hardware.EstimateMemory(request, **rpc.hub)
-    return MemoryEstimateResponse(**convert.memory_estimate(body.model_name, reply))
+    return convert.memory_estimate(body.model_name, reply)

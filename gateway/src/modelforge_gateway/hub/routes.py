@@ -10,82 +10,29 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
 
 import grpc
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
 
 from modelforge.v1 import inference_pb2, registry_pb2, registry_pb2_grpc
 from modelforge_gateway.clients import CallOptions
-from modelforge_gateway.convert import model_details, model_ref
+from modelforge_gateway.common.paths import ModelIdPath
 from modelforge_gateway.deps import InferenceStub, RegistryStub, Rpc
 from modelforge_gateway.errors import ApiError
-from modelforge_gateway.routes.models import ModelIdPath, fetch_model
-from modelforge_gateway.schemas import ModelDetails
+from modelforge_gateway.hub.convert import merged_answer, merged_record, push_answer, push_request
+from modelforge_gateway.hub.models import HubPushRequest, HubPushResponse, MergedModelResponse, MergeRequest
+from modelforge_gateway.upstream.models import fetch_model, model_ref
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["hub"])
 
 
-# A Hub repository id as the Hub accepts it: "name" or "namespace/name", letters and digits joined by
-# single "-", "_" or "." (no "--" or "..", none at either end); 96 characters in all (the Hub allows
-# 96 for the name alone).
-_HUB_NAME_PART = r"[A-Za-z0-9]+(?:[-_.][A-Za-z0-9]+)*"
-HUB_REPO_NAME = rf"^(?:{_HUB_NAME_PART}/)?{_HUB_NAME_PART}$"
-HUB_REPO_NAME_MAX_LENGTH = 96
-
-
-class HubPushRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model_id: str = Field(min_length=1, max_length=300, description="Numeric id or model_id")
-    repo_name: str = Field(
-        max_length=HUB_REPO_NAME_MAX_LENGTH, pattern=HUB_REPO_NAME, description='"name" or "namespace/name"'
-    )
-    private: bool = False
-    # Push the adapter merged into its base (standalone weights) instead of the adapter alone.
-    merge: bool = False
-    commit_message: str = Field(default="", max_length=500)
-
-
-class HubPushResponse(BaseModel):
-    success: bool = True
-    message: str
-    repo_url: str
-    repo_id: str
-    commit_url: str
-
-
-class MergeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # Name of the new registered model; default "<name>-merged".
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-
-
-class MergedModelResponse(ModelDetails):
-    merged_from: str
-
-
 @router.post("/api/hub/push", response_model=HubPushResponse)
 async def push(body: HubPushRequest, registry: RegistryStub, inference: InferenceStub, rpc: Rpc) -> HubPushResponse:
     model = await fetch_model(registry, rpc, body.model_id)
-    request = inference_pb2.PushToHubRequest(
-        model=model_ref(model),
-        repo_name=body.repo_name,
-        private=body.private,
-        merge=body.merge,
-        commit_message=body.commit_message,
-    )
-    reply = await inference.PushToHub(request, **rpc.push)
-    return HubPushResponse(
-        message="Model pushed to HuggingFace Hub successfully",
-        repo_url=reply.repo_url,
-        repo_id=reply.repo_id,
-        commit_url=reply.commit_url,
-    )
+    reply = await inference.PushToHub(push_request(model, body), **rpc.push)
+    return push_answer(reply)
 
 
 async def name_taken(registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, name: str) -> bool:
@@ -130,28 +77,11 @@ async def merge(
         merged = await inference.MergeAdapter(
             inference_pb2.MergeAdapterRequest(model=model_ref(source), output_path=output_path), **rpc.merge
         )
-        record = registry_pb2.Model(
-            name=name,
-            # The merged weights stand alone (adapter_type full loads from path); base_model keeps
-            # what they were fine-tuned from.
-            base_model=source.base_model,
-            task=source.task,
-            strategy=source.strategy,
-            provider=source.provider,
-            path=merged.path,
-            config=source.config,
-            training_params=source.training_params,
-            metrics=source.metrics,
-            job_id=source.job_id,
-            adapter_type="full",
-            file_sha256=merged.file_sha256,
-            size_mb=merged.size_bytes / (1024 * 1024),
-        )
+        record = merged_record(source, name, merged)
         reply = await registry.RegisterModel(registry_pb2.RegisterModelRequest(model=record), **rpc.write)
     except grpc.aio.AioRpcError:
         # A merge that failed part way may have written some of the folder; a failed registration
         # leaves all of it. Either way nothing refers to it.
         await discard_folder(registry, rpc, output_path)
         raise
-    details: dict[str, Any] = model_details(reply.model)
-    return MergedModelResponse(**details, merged_from=source.model_id)
+    return merged_answer(reply.model, source)

@@ -1,56 +1,40 @@
 """Registered models. GET /api/models answers rest-api.md's envelope (plus filters, paging and a
 total), GET /api/models/ (trailing slash, as responses.md writes it) the bare list; both paths are
-registered so neither redirects. Lineage: GET /api/models/{id}/lineage, and the dataset digest check
-behind its reproduce body."""
+registered so neither redirects. Lineage: GET /api/models/{id}/lineage."""
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Any
 
 import grpc
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import TypeAdapter
 
 from modelforge.v1 import inference_pb2, registry_pb2, registry_pb2_grpc
 from modelforge_common.catalog import TASKS
 from modelforge_gateway.clients import CallOptions
-from modelforge_gateway.convert import model_details, model_lineage, model_summary, reproduce_body
+from modelforge_gateway.common.body import invalid_choice_message
+from modelforge_gateway.common.job_records import JobStatusWord
+from modelforge_gateway.common.model_records import (
+    ModelDetails,
+    ModelSummary,
+    model_details,
+    model_lineage,
+    model_summary,
+)
+from modelforge_gateway.common.paths import ModelIdPath, TaskPath
 from modelforge_gateway.deps import InferenceStub, ModelListingsDep, RegistryStub, Rpc
 from modelforge_gateway.errors import ApiError, invalid, rpc_messages
+from modelforge_gateway.models.convert import lineage_response, list_request
+from modelforge_gateway.models.models import DeleteModelResponse, ModelLineageResponse, ModelsResponse
 from modelforge_gateway.readcache import ModelListings, bare_listing_key, listing_key
 from modelforge_gateway.rendered import RenderedBodies
-from modelforge_gateway.schemas import (
-    DeleteModelResponse,
-    JobStatusWord,
-    ModelDetails,
-    ModelLineageResponse,
-    ModelsResponse,
-    ModelSummary,
-    invalid_choice_message,
-)
+from modelforge_gateway.upstream.models import fetch_model, not_found
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["models"])
-
-ModelIdPath = Path(min_length=1, max_length=300, description="Numeric id or model_id")
-# A task in the path: the document lists the tasks; the route answers the documented message.
-TaskPath = Annotated[str, Path(json_schema_extra={"enum": list(TASKS)})]
-
-
-def not_found(model_id: str) -> str:
-    return f"Model {model_id} not found"
-
-
-async def fetch_model(
-    registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, model_id: str
-) -> registry_pb2.Model:
-    """The registered model by numeric id or model_id; 404 "Model <x> not found" otherwise."""
-    with rpc_messages({grpc.StatusCode.NOT_FOUND: not_found(model_id)}):
-        reply = await registry.GetModel(registry_pb2.GetModelRequest(id=model_id), **rpc.read)
-    return reply.model
-
 
 SUMMARY_LIST = TypeAdapter(list[ModelSummary])
 
@@ -62,7 +46,7 @@ async def _list(
 
     async def ask_registry() -> bytes:
         reply = await registry.ListModels(registry_pb2.ListModelsRequest(task=task), **rpc.read)
-        return SUMMARY_LIST.dump_json([ModelSummary(**model_summary(m)) for m in reply.models], by_alias=True)
+        return SUMMARY_LIST.dump_json([model_summary(m) for m in reply.models], by_alias=True)
 
     return Response(await listings.get(bare_listing_key(task), ask_registry), media_type="application/json")
 
@@ -88,19 +72,11 @@ async def list_models(
 ) -> Response:
     """Newest first; each given filter must match exactly. Listings are shared by concurrent reads
     and reused for at most MODELFORGE_MODELS_CACHE_S (readcache.ModelListings)."""
-    request = registry_pb2.ListModelsRequest(
-        task=task or "",
-        base_model=base_model or "",
-        strategy=strategy or "",
-        provider=provider or "",
-        status=status or "",
-        limit=limit or 0,
-        offset=offset,
-    )
+    request = list_request(task, base_model, strategy, provider, status, limit, offset)
 
     async def ask_registry() -> bytes:
         reply = await registry.ListModels(request, **rpc.read)
-        models = [ModelSummary(**model_summary(m)) for m in reply.models]
+        models = [model_summary(m) for m in reply.models]
         return ModelsResponse(models=models, total=reply.total).model_dump_json(by_alias=True).encode()
 
     key = listing_key(task, base_model, strategy, provider, status, limit, offset)
@@ -128,7 +104,7 @@ DETAILS_BODIES = RenderedBodies()
 @router.get("/api/models/{model_id}", response_model=ModelDetails)
 async def get_model(registry: RegistryStub, rpc: Rpc, model_id: str = ModelIdPath) -> Response:
     model = await fetch_model(registry, rpc, model_id)
-    body = DETAILS_BODIES.body(model, lambda: ModelDetails(**model_details(model), lineage=model_lineage(model)))
+    body = DETAILS_BODIES.body(model, lambda: model_details(model))
     return Response(body, media_type="application/json")
 
 
@@ -139,31 +115,7 @@ async def get_model_lineage(registry: RegistryStub, rpc: Rpc, model_id: str = Mo
     lineage = model_lineage(model)
     if lineage is None:
         raise ApiError(404, f"Model {model_id} has no lineage: it was not trained by ModelForge")
-    return ModelLineageResponse(model_id=model.model_id, **lineage, reproduce=reproduce_body(lineage))
-
-
-async def check_dataset_digest(
-    registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, dataset: str, expected_sha256: str | None
-) -> None:
-    """409 when start_training pins a dataset digest the stored dataset no longer has. Done here, not
-    in trainer-svc: the gateway resolves the dataset with the registry anyway, and the trainer's
-    request message stays as it is. An unknown dataset is left to the trainer, which reports it the
-    way it always does."""
-    if not expected_sha256:
-        return
-    try:
-        reply = await registry.GetDataset(registry_pb2.GetDatasetRequest(name=dataset), **rpc.read)
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-            return
-        raise
-    stored = reply.dataset.sha256
-    if stored != expected_sha256:
-        raise ApiError(
-            409,
-            f"Dataset {dataset} does not match dataset_sha256: the run asks for {expected_sha256}, "
-            f"the stored file has {stored}",
-        )
+    return lineage_response(model, lineage)
 
 
 @router.delete("/api/models/{model_id}", response_model=DeleteModelResponse)

@@ -18,10 +18,9 @@ from fastapi.responses import Response, StreamingResponse
 
 from modelforge.v1 import common_pb2, inference_pb2, registry_pb2, trainer_pb2
 from modelforge_gateway.clients import CallOptions
-from modelforge_gateway.convert import model_ref
+from modelforge_gateway.common.uploads import upload_filename
 from modelforge_gateway.deps import EventFeedDep, InferenceStub, Owner, RegistryStub, Rpc, SettingsDep, TrainerStub
 from modelforge_gateway.openai import objects
-from modelforge_gateway.openai.errors import OpenAIError, not_found, openai_error_body
 from modelforge_gateway.openai.files import (
     PREFERENCE,
     check_file,
@@ -31,8 +30,9 @@ from modelforge_gateway.openai.files import (
     stored_name,
 )
 from modelforge_gateway.openai.schemas import ChatCompletionBody, CompletionBody, CreateFineTuningJob, GenerationBody
+from modelforge_gateway.openai_errors import OpenAIError, not_found, openai_error_body
 from modelforge_gateway.replay import JOB_ID, HistoryUnavailable, read_history
-from modelforge_gateway.routes.datasets import upload_filename
+from modelforge_gateway.upstream.models import model_ref
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelforge_gateway.openai.errors import OpenAIError
+from modelforge_gateway.openai_errors import OpenAIError
 
 Auto = Literal["auto"]
 TEXT_PART = '{"type": "text", "text": ...}'

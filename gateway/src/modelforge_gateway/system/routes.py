@@ -9,17 +9,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from modelforge.v1 import hardware_pb2
-from modelforge_common.catalog import PROVIDERS, STRATEGIES, TASKS
 from modelforge_gateway.deps import ClientsDep, HardwareStub, Rpc, SettingsDep
 from modelforge_gateway.errors import error_body, request_id_of
-from modelforge_gateway.schemas import HealthResponse, InfoResponse
+from modelforge_gateway.system import convert
+from modelforge_gateway.system.models import HealthResponse, InfoResponse
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["system"])
-
-# Providers that need a CUDA GPU to train (unsloth's kernels are CUDA-only).
-CUDA_ONLY_PROVIDERS = frozenset({"unsloth"})
 
 
 @router.get("/api/health", response_model=HealthResponse)
@@ -31,14 +28,12 @@ async def health() -> HealthResponse:
 async def info(hardware: HardwareStub, rpc: Rpc) -> InfoResponse:
     """Providers usable on this hardware: unsloth only when hardware-svc reports a CUDA GPU. When
     hardware-svc cannot be asked, only the providers that run everywhere are listed."""
-    has_cuda = False
     try:
         reply = await hardware.GetHardware(hardware_pb2.GetHardwareRequest(), **rpc.read)
-        has_cuda = reply.hardware.device_type == "cuda" and len(reply.hardware.gpus) > 0
     except grpc.aio.AioRpcError as exc:
         log.warning("hardware-svc did not answer for /api/info: %s %s", exc.code().name, exc.details())
-    providers = [p for p in PROVIDERS if has_cuda or p not in CUDA_ONLY_PROVIDERS]
-    return InfoResponse(providers=providers, strategies=list(STRATEGIES), tasks=list(TASKS))
+        return convert.info(None)
+    return convert.info(reply.hardware)
 
 
 @router.get("/healthz", include_in_schema=False)

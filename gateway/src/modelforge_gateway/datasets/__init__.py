@@ -1,0 +1,1 @@
+"""Datasets: upload, Hub registration, listing, insight and deletion."""

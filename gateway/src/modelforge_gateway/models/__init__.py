@@ -1,0 +1,1 @@
+"""Registered models: list, read, lineage, delete."""

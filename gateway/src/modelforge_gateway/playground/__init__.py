@@ -1,0 +1,1 @@
+"""Playground: generate with a registered model, whole or streamed."""

@@ -1,0 +1,1 @@
+"""/api/health, /api/info and the Kubernetes probes."""

@@ -1,0 +1,1 @@
+"""rest-api.md training endpoints: start, status, stop."""

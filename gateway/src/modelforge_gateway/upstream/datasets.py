@@ -1,0 +1,33 @@
+"""Datasets as other slices need them: the digest check behind a pinned start request."""
+
+from __future__ import annotations
+
+import grpc
+
+from modelforge.v1 import registry_pb2, registry_pb2_grpc
+from modelforge_gateway.clients import CallOptions
+from modelforge_gateway.errors import ApiError
+
+
+async def check_dataset_digest(
+    registry: registry_pb2_grpc.RegistryServiceAsyncStub, rpc: CallOptions, dataset: str, expected_sha256: str | None
+) -> None:
+    """409 when start_training pins a dataset digest the stored dataset no longer has. Done here, not
+    in trainer-svc: the gateway resolves the dataset with the registry anyway, and the trainer's
+    request message stays as it is. An unknown dataset is left to the trainer, which reports it the
+    way it always does."""
+    if not expected_sha256:
+        return
+    try:
+        reply = await registry.GetDataset(registry_pb2.GetDatasetRequest(name=dataset), **rpc.read)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+            return
+        raise
+    stored = reply.dataset.sha256
+    if stored != expected_sha256:
+        raise ApiError(
+            409,
+            f"Dataset {dataset} does not match dataset_sha256: the run asks for {expected_sha256}, "
+            f"the stored file has {stored}",
+        )

@@ -1,0 +1,34 @@
+"""Registered models: look one up (404 "Model <x> not found"), and the ModelRef inference gets."""
+
+from __future__ import annotations
+
+import grpc
+
+from modelforge.v1 import inference_pb2, registry_pb2, registry_pb2_grpc
+from modelforge_gateway.clients import CallOptions
+from modelforge_gateway.errors import rpc_messages
+
+
+def not_found(model_id: str) -> str:
+    return f"Model {model_id} not found"
+
+
+async def fetch_model(
+    registry: registry_pb2_grpc.RegistryServiceAsyncStub, rpc: CallOptions, model_id: str
+) -> registry_pb2.Model:
+    """The registered model by numeric id or model_id; 404 "Model <x> not found" otherwise."""
+    with rpc_messages({grpc.StatusCode.NOT_FOUND: not_found(model_id)}):
+        reply = await registry.GetModel(registry_pb2.GetModelRequest(id=model_id), **rpc.read)
+    return reply.model
+
+
+def model_ref(model: registry_pb2.Model) -> inference_pb2.ModelRef:
+    """What inference loads: the registry's path and hashes, never a client-supplied path."""
+    return inference_pb2.ModelRef(
+        model_id=model.model_id,
+        base_model=model.base_model,
+        path=model.path,
+        task=model.task,
+        adapter_type=model.adapter_type,
+        file_sha256=dict(model.file_sha256),
+    )
