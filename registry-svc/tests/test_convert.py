@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from modelforge.v1 import registry_pb2
 from modelforge_registry import convert
-from modelforge_registry.domain import ModelInfo, SessionState
+from modelforge_registry.domain import ModelInfo
 
 
 def test_a_model_round_trips_through_protobuf() -> None:
@@ -23,12 +22,3 @@ def test_a_model_round_trips_through_protobuf() -> None:
     new = convert.new_model_of(message)
     assert (new.config, new.training_params, new.metrics, new.file_sha256) == (
         info.config, info.training_params, info.metrics, info.file_sha256)
-
-
-def test_session_update_keeps_only_the_fields_present() -> None:
-    change = convert.session_update_of(registry_pb2.UpdateSessionRequest(session_id="c", is_custom_model=False))
-    assert (change.task, change.selected_model, change.is_custom_model) == (None, None, False)
-
-
-def test_an_unsaved_session_has_no_timestamp() -> None:
-    assert not convert.session_pb(SessionState(session_id="c")).HasField("updated_at")

@@ -13,8 +13,6 @@ from modelforge_registry.domain import (
     ModelFilter,
     ModelInfo,
     NewModel,
-    SessionState,
-    SessionUpdate,
 )
 
 
@@ -120,22 +118,3 @@ def dataset_pb(dataset: DatasetInfo) -> registry_pb2.Dataset:
 
 
 _SOURCE_FIELDS = set(registry_pb2.DatasetSource.DESCRIPTOR.fields_by_name)
-
-
-def session_pb(state: SessionState) -> registry_pb2.Session:
-    return registry_pb2.Session(
-        session_id=state.session_id,
-        task=state.task,
-        selected_model=state.selected_model,
-        is_custom_model=state.is_custom_model,
-        updated_at=timestamp_of(state.updated_at),
-    )
-
-
-def session_update_of(request: registry_pb2.UpdateSessionRequest) -> SessionUpdate:
-    """Only the optional fields the client set."""
-    return SessionUpdate(
-        task=request.task if request.HasField("task") else None,
-        selected_model=request.selected_model if request.HasField("selected_model") else None,
-        is_custom_model=request.is_custom_model if request.HasField("is_custom_model") else None,
-    )

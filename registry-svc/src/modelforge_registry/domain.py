@@ -96,25 +96,6 @@ class DatasetInfo:
     source: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class SessionState:
-    session_id: str
-    task: str = ""
-    selected_model: str = ""
-    is_custom_model: bool = False
-    # None until the session is first updated.
-    updated_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class SessionUpdate:
-    """Fields left None keep their stored value."""
-
-    task: str | None = None
-    selected_model: str | None = None
-    is_custom_model: bool | None = None
-
-
 JOB_STATUSES = ("queued", "running", "registering", "completed", "error", "stopped")
 # A job in any other state may still write or register its model folder (models/<job_id>).
 TERMINAL_JOB_STATUSES = ("completed", "error", "stopped")

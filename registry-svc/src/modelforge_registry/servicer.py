@@ -164,17 +164,16 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         request: registry_pb2.GetSessionRequest,
         context: grpc.aio.ServicerContext[registry_pb2.GetSessionRequest, registry_pb2.GetSessionResponse],
     ) -> registry_pb2.GetSessionResponse:
-        state = await asyncio.to_thread(self.sessions.get, request.session_id)
-        return registry_pb2.GetSessionResponse(session=convert.session_pb(state))
+        session = await asyncio.to_thread(self.sessions.get, request.session_id)
+        return registry_pb2.GetSessionResponse(session=session)
 
     async def UpdateSession(  # noqa: N802
         self,
         request: registry_pb2.UpdateSessionRequest,
         context: grpc.aio.ServicerContext[registry_pb2.UpdateSessionRequest, registry_pb2.UpdateSessionResponse],
     ) -> registry_pb2.UpdateSessionResponse:
-        change = convert.session_update_of(request)
-        state = await asyncio.to_thread(self.sessions.update, request.session_id, change)
-        return registry_pb2.UpdateSessionResponse(session=convert.session_pb(state))
+        session = await asyncio.to_thread(self.sessions.update, request)
+        return registry_pb2.UpdateSessionResponse(session=session)
 
     async def CreateJob(  # noqa: N802
         self,

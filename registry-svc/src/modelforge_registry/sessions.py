@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from modelforge_registry.domain import SessionState, SessionUpdate
+from modelforge.v1 import registry_pb2
 from modelforge_registry.store import Database, SessionRecord, as_utc, check_text, utc_now
 
 # A client that sends no id shares this one, as the single-user v1 API did.
 DEFAULT_SESSION_ID = "default"
+# The optional fields of UpdateSessionRequest: each is changed only when the request carries it.
+_CHANGEABLE: tuple[Literal["task", "selected_model", "is_custom_model"], ...] = (
+    "task",
+    "selected_model",
+    "is_custom_model",
+)
 
 
 def _session_id(raw: str) -> str:
@@ -24,25 +30,18 @@ class SessionStore:
     def __init__(self, database: Database) -> None:
         self.db = database
 
-    def get(self, raw_id: str) -> SessionState:
-        """The stored session, or an empty one when the client has none yet."""
+    def get(self, raw_id: str) -> registry_pb2.Session:
+        """The stored session, or an empty one (no updated_at) when the client has none yet."""
         session_id = _session_id(raw_id)
         with self.db.transaction() as session:
             record = session.get(SessionRecord, session_id)
-            return self._state(record) if record is not None else SessionState(session_id=session_id)
+            return _session_of(record) if record is not None else registry_pb2.Session(session_id=session_id)
 
-    def update(self, raw_id: str, change: SessionUpdate) -> SessionState:
-        """Creates or updates the session, changing only the fields given (one atomic upsert)."""
-        session_id = _session_id(raw_id)
-        given: dict[str, Any] = {
-            name: value
-            for name, value in (
-                ("task", change.task),
-                ("selected_model", change.selected_model),
-                ("is_custom_model", change.is_custom_model),
-            )
-            if value is not None
-        }
+    def update(self, change: registry_pb2.UpdateSessionRequest) -> registry_pb2.Session:
+        """Creates or updates change.session_id's session, changing only the fields the request
+        carries (one atomic upsert)."""
+        session_id = _session_id(change.session_id)
+        given: dict[str, Any] = {name: getattr(change, name) for name in _CHANGEABLE if change.HasField(name)}
         check_text(SessionRecord, "session", {k: v for k, v in given.items() if isinstance(v, str)})
         now = utc_now()
         values = {"task": "", "selected_model": "", "is_custom_model": False, **given}
@@ -59,14 +58,15 @@ class SessionStore:
                 )
             )
             assert record is not None
-            return self._state(record)
+            return _session_of(record)
 
-    @staticmethod
-    def _state(record: SessionRecord) -> SessionState:
-        return SessionState(
-            session_id=record.session_id,
-            task=record.task,
-            selected_model=record.selected_model,
-            is_custom_model=record.is_custom_model,
-            updated_at=as_utc(record.updated_at),
-        )
+
+def _session_of(record: SessionRecord) -> registry_pb2.Session:
+    session = registry_pb2.Session(
+        session_id=record.session_id,
+        task=record.task,
+        selected_model=record.selected_model,
+        is_custom_model=record.is_custom_model,
+    )
+    session.updated_at.FromDatetime(as_utc(record.updated_at))
+    return session
