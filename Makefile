@@ -6,16 +6,24 @@ VENV      := .venv
 PY        := $(VENV)/bin/python
 PIP       := $(PY) -m pip
 STAMP     := $(VENV)/.modelforge-installed
+# uv, pinned: the same version as the lock's dev group (so a sync keeps it) and the images' UV_IMAGE.
+UV_VERSION := 0.13.9
+UV        := $(VENV)/bin/uv
+# The uv workspace's members (pyproject.toml [tool.uv.workspace]); the CUDA images' set is locked apart.
 PACKAGES  := protos common devkit gateway trainer-svc training registry-svc inference-svc hardware-svc cli
-DEP_FILES := requirements-dev.txt deploy/requirements.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
+CUDA_PROJECT := deploy/docker/cuda
+DEP_FILES := pyproject.toml uv.lock $(foreach p,$(PACKAGES),$(p)/pyproject.toml) \
+  $(CUDA_PROJECT)/pyproject.toml $(CUDA_PROJECT)/uv.lock
 PROTO_SRC := $(sort $(wildcard protos/modelforge/v1/*.proto))
 PROTO_STAMP := protos/gen/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install protos up down status demo test test-fast lint typecheck fmt bench gpu-check clean images images-push
+.PHONY: help install lock protos up down status demo test test-fast lint typecheck fmt bench gpu-check clean images images-push
 
 help:
-	@echo "make install   create .venv with every service package, generated gRPC code, nats-server"
+	@echo "make install   .venv from uv.lock (uv sync --frozen): every package editable, the dev tools,"
+	@echo "               generated gRPC code, nats-server, kubectl"
+	@echo "make lock      re-resolve uv.lock and deploy/docker/cuda/uv.lock after a dependency change"
 	@echo "make up        start nats (unless one is reachable), the four services and the gateway;"
 	@echo "               again with one down: start only what is missing"
 	@echo "make down      stop everything 'make up' started, whatever MODELFORGE_DATA_DIR is"
@@ -37,16 +45,29 @@ install: $(STAMP) $(PROTO_STAMP)
 	    || echo "note: chromium could not be installed; the browser test skips (fails with MODELFORGE_REQUIRE_BROWSER=1)"; \
 	fi
 
-# Runs again only when a dependency file changes. torch is installed first, pinned to the CPU
-# build that lies on disk, so nothing later resolves a multi-GB CUDA build.
+# Runs again only when a dependency file changes. Everything comes from uv.lock (uv sync --frozen),
+# torch included: the lock takes it from the CPU wheel on disk (pyproject.toml [tool.uv.sources]), so
+# nothing resolves PyPI's multi-GB CUDA build. uv comes first, pinned, with pip (ensurepip where a sync
+# removed pip). A lock that no longer matches the pyproject files stops the install here: `make lock`.
 $(STAMP): $(DEP_FILES)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0 -r requirements-dev.txt -r deploy/requirements.txt
+	$(UV) --version 2>/dev/null | grep -qx "uv $(UV_VERSION)" \
+	  || { $(PIP) --version >/dev/null 2>&1 || $(PY) -m ensurepip -q; $(PIP) install -q "uv==$(UV_VERSION)"; }
+	$(UV) lock --check
+	$(UV) lock --check --project $(CUDA_PROJECT)
+	@# The dependencies (grpcio-tools among them) before the packages: the protos package is the
+	@# generated code, which must exist when it is installed.
+	$(UV) sync --frozen --no-install-workspace
 	$(PY) deploy/tools/install_kubectl.py $(VENV)/bin/kubectl
 	$(MAKE) --no-print-directory protos
-	$(PIP) install -q $(foreach p,$(PACKAGES),-e ./$(p))
+	$(UV) sync --frozen
 	touch $@
+
+# After changing a package's dependencies: both locks, then `make install`.
+lock:
+	@test -x $(UV) || { test -x $(PY) || python3 -m venv $(VENV); $(PIP) install -q "uv==$(UV_VERSION)"; }
+	$(UV) lock
+	$(UV) lock --project $(CUDA_PROJECT)
 
 protos: $(PROTO_STAMP)
 

@@ -37,7 +37,8 @@ target "_template" {
   dockerfile = "deploy/docker/Dockerfile"
 }
 
-# gateway, registry, hardware: the slim Python base and its own interpreter (3.11.14, as the tag says).
+# gateway, registry, hardware: the slim Python base and its own interpreter (3.11.14, as the tag says);
+# each syncs its distribution (SERVICE_PACKAGE) from the workspace lock, uv.lock.
 target "_python" {
   inherits = ["_template"]
   args = {
@@ -47,14 +48,14 @@ target "_python" {
   }
 }
 
-# trainer, inference: the CUDA base, a standalone CPython from uv, the CUDA stack's pins, and the GPU.
+# trainer, inference: the CUDA base, a standalone CPython from uv, the CUDA stack's lock
+# (deploy/docker/cuda/uv.lock: each image syncs its extra, CUDA_EXTRA), and the GPU.
 target "_cuda" {
   inherits = ["_template"]
   args = {
     BASE_IMAGE           = "${CUDA_IMAGE}"
     UV_PYTHON_PREFERENCE = "only-managed"
     PYTHON_VERSION       = "3.11.14"
-    OVERRIDES_FILE       = "deploy/docker/cuda-overrides.txt"
     GPU_CAPABILITIES     = "compute,utility"
   }
 }
@@ -63,8 +64,9 @@ target "gateway" {
   inherits = ["_python"]
   tags     = ["${IMAGE_PREFIX}/gateway:${IMAGE_TAG}"]
   args = {
-    SERVICE        = "gateway"
-    SERVICE_MODULE = "modelforge_gateway"
+    SERVICE         = "gateway"
+    SERVICE_MODULE  = "modelforge_gateway"
+    SERVICE_PACKAGE = "modelforge-gateway"
     # HTTP; /metrics is served there too.
     PORTS = "8000"
   }
@@ -74,8 +76,9 @@ target "registry" {
   inherits = ["_python"]
   tags     = ["${IMAGE_PREFIX}/registry:${IMAGE_TAG}"]
   args = {
-    SERVICE        = "registry-svc"
-    SERVICE_MODULE = "modelforge_registry"
+    SERVICE         = "registry-svc"
+    SERVICE_MODULE  = "modelforge_registry"
+    SERVICE_PACKAGE = "modelforge-registry"
     # gRPC, and Prometheus /metrics (the gRPC port + 1000, MODELFORGE_METRICS_PORT).
     PORTS = "50052 51052"
   }
@@ -85,9 +88,10 @@ target "hardware" {
   inherits = ["_python"]
   tags     = ["${IMAGE_PREFIX}/hardware:${IMAGE_TAG}"]
   args = {
-    SERVICE        = "hardware-svc"
-    SERVICE_MODULE = "modelforge_hardware"
-    PORTS          = "50053 51053"
+    SERVICE         = "hardware-svc"
+    SERVICE_MODULE  = "modelforge_hardware"
+    SERVICE_PACKAGE = "modelforge-hardware"
+    PORTS           = "50053 51053"
     # NVML through the driver libraries the NVIDIA container toolkit injects; no CUDA.
     GPU_CAPABILITIES = "utility"
   }
@@ -100,8 +104,9 @@ target "trainer" {
     SERVICE        = "trainer-svc"
     SERVICE_MODULE = "modelforge_trainer"
     PORTS          = "50051 51051"
-    # The fast provider (unsloth, unsloth_zoo), at the versions of the override file.
-    SERVICE_EXTRAS = "unsloth"
+    # The service, the training runtime it launches (modelforge-training) with its fast provider
+    # (unsloth, unsloth_zoo), and DESIGN.md section 6's stack: the lock's `trainer` extra.
+    CUDA_EXTRA = "trainer"
     # Triton (unsloth's kernels) compiles a small C launcher for each kernel at run time with the system
     # C compiler (triton/runtime/build.py); without one, triton 3.6.0 on torch 2.11.0+cu130 fails with
     # "Failed to find C compiler" (checked on an H100). So the trainer keeps gcc and the libc headers,
@@ -117,5 +122,6 @@ target "inference" {
     SERVICE        = "inference-svc"
     SERVICE_MODULE = "modelforge_inference"
     PORTS          = "50054 51054"
+    CUDA_EXTRA     = "inference"
   }
 }

