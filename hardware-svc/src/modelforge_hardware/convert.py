@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from modelforge.v1 import hardware_pb2
 from modelforge_hardware.estimator import MemoryBreakdown
-from modelforge_hardware.model_source import ModelDescription
 from modelforge_hardware.proposals import Proposal, Settings, settings_of
 from modelforge_hardware.recommendations import Recommendation, TrainingDefaults
 from modelforge_hardware.service import HardwareInfo, MemoryAnswer, MemoryRequest
@@ -117,16 +116,4 @@ def memory_answer_to_pb(answer: MemoryAnswer) -> hardware_pb2.EstimateMemoryResp
         proposals=[proposal_to_pb(p) for p in answer.proposals],
         settings=settings_to_pb(settings_of(answer.job, answer.gradient_accumulation_steps)),
         provider=answer.job.provider,
-    )
-
-
-def description_to_pb(description: ModelDescription) -> hardware_pb2.DescribeModelResponse:
-    return hardware_pb2.DescribeModelResponse(
-        id=description.id,
-        author=description.author,
-        downloads=description.downloads,
-        likes=description.likes,
-        local=description.local,
-        architecture=description.architecture,
-        gated=description.gated,
     )

@@ -30,6 +30,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.file_download import get_hf_file_metadata, hf_hub_url
 from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]  # a lazy re-export mypy cannot see
 
+from modelforge.v1 import hardware_pb2
 from modelforge_common.errors import FieldViolation, InvalidArgument, PermissionDenied, Unavailable
 from modelforge_common.model_paths import model_roots as configured_model_roots
 from modelforge_common.model_paths import resolve_local_model
@@ -66,17 +67,6 @@ def not_accessible(name: str) -> PermissionDenied:
 
 def hub_unreachable(reason: object) -> Unavailable:
     return Unavailable(f"Hugging Face Hub cannot be reached: {reason}")
-
-
-@dataclass(frozen=True)
-class ModelDescription:
-    id: str
-    author: str = ""
-    downloads: int = 0
-    likes: int = 0
-    local: bool = False
-    architecture: str = ""
-    gated: bool = False
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -206,21 +196,24 @@ class ModelSource:
 
     # --- description ---------------------------------------------------------------------------
 
-    def describe(self, name: str) -> ModelDescription:
+    def describe(self, name: str) -> hardware_pb2.DescribeModelResponse:
+        """The model's DescribeModel answer (the message itself: no copy of its fields here)."""
         name = name.strip()
         if not name:
             raise InvalidArgument("model_name is required", [FieldViolation("model_name", "is required")])
         folder = self.local_folder(name)
         if folder is not None:
             config = self._local_config(folder)
-            return ModelDescription(id=name, local=True, architecture=_architecture(config))
+            return hardware_pb2.DescribeModelResponse(id=name, local=True, architecture=_architecture(config))
         repo_id = self._repo_id(name)
         if self.offline():
             # A pod without egress can still use what the cache holds.
             cached = self._cached_config(repo_id)
             if cached is None:
                 raise hub_unreachable(f"offline mode (HF_HUB_OFFLINE) and {repo_id} is not in the local cache")
-            return ModelDescription(id=repo_id, author=_namespace(repo_id), architecture=_architecture(cached))
+            return hardware_pb2.DescribeModelResponse(
+                id=repo_id, author=_namespace(repo_id), architecture=_architecture(cached)
+            )
         try:
             info = self._api().model_info(repo_id, timeout=self.timeout_s)
             if info.gated:
@@ -228,7 +221,7 @@ class ModelSource:
         except NETWORK_ERRORS as exc:
             raise self._hub_error(repo_id, exc) from exc
         config = info.config if isinstance(info.config, dict) else {}
-        return ModelDescription(
+        return hardware_pb2.DescribeModelResponse(
             id=str(info.id),
             author=str(info.author or _namespace(repo_id)),
             downloads=int(info.downloads or 0),

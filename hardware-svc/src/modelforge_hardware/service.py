@@ -8,13 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from modelforge.v1 import hardware_pb2
 from modelforge_common.catalog import STRATEGIES, STRATEGIES_BY_TASK, TASKS
 from modelforge_common.errors import FieldViolation, InvalidArgument
 from modelforge_hardware.distributed import DDP, FSDP, MAX_WORLD_SIZE, per_process
 from modelforge_hardware.estimator import PRECISION_BYTES, PROVIDERS, MemoryEstimate, TrainingJob, estimate
 from modelforge_hardware.fit import MOST_FREE_GPU, Target, choose_target, judge
 from modelforge_hardware.model_shape import ConfigError, ModelShape, infer_task, shape_from_config
-from modelforge_hardware.model_source import ModelDescription, ModelSource, hub_unreachable
+from modelforge_hardware.model_source import ModelSource, hub_unreachable
 from modelforge_hardware.probe import GpuProbe, GpuReading, SystemProbe, SystemReading, torch_version
 from modelforge_hardware.profiles import best_gpu, classify
 from modelforge_hardware.proposals import MAX_BATCH_SIZE as MAX_PROPOSED_BATCH
@@ -292,6 +293,6 @@ class HardwareService:
             gradient_accumulation_steps=accumulation,
         )
 
-    async def describe_model(self, model_name: str) -> ModelDescription:
+    async def describe_model(self, model_name: str) -> hardware_pb2.DescribeModelResponse:
         return await self._hub_call(self._models.describe, model_name)
 

@@ -44,4 +44,4 @@ class HardwareServicer(hardware_pb2_grpc.HardwareServiceServicer):
         request: hardware_pb2.DescribeModelRequest,
         context: grpc.aio.ServicerContext[hardware_pb2.DescribeModelRequest, hardware_pb2.DescribeModelResponse],
     ) -> hardware_pb2.DescribeModelResponse:
-        return convert.description_to_pb(await self._service.describe_model(request.model_name))
+        return await self._service.describe_model(request.model_name)
