@@ -34,9 +34,9 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from opentelemetry import context as otel_context
@@ -47,6 +47,7 @@ from modelforge_common.grpc_handlers import Continuation, Request, Response, cal
 from modelforge_common.logging import request_id_var
 
 log = logging.getLogger(__name__)
+CallT = TypeVar("CallT", bound=grpc.aio.Call)
 
 OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 REQUEST_ID_METADATA = "x-request-id"
@@ -268,7 +269,7 @@ def _outgoing(details: grpc.aio.ClientCallDetails) -> tuple[grpc.aio.ClientCallD
     )
 
 
-async def _started(starting: Awaitable[Any], span: Span | None) -> Any:
+async def _started(starting: Awaitable[CallT], span: Span | None) -> CallT:
     """The call `starting` gives; a span whose call never started still ends."""
     try:
         return await starting
@@ -278,42 +279,79 @@ async def _started(starting: Awaitable[Any], span: Span | None) -> Any:
         raise
 
 
-def _end_when_done(call: Any, span: Span | None) -> Any:
+# Tasks ending client spans, held until done: the event loop keeps only weak references to tasks.
+_span_enders: set[asyncio.Task[None]] = set()
+
+
+def _end_when_done(call: CallT, span: Span | None) -> CallT:
     """Returns `call`; its span ends with the call's status once the call is done."""
     if span is None:
         return call
 
     async def end() -> None:
+        code: grpc.StatusCode | None
         try:
             code = await call.code()
         except Exception:  # noqa: BLE001 - the span still ends
             code = None
         _end_span(span, code)
 
-    call.add_done_callback(lambda _call: asyncio.ensure_future(end()))
+    def on_done(_call: object) -> None:
+        task = asyncio.ensure_future(end())
+        _span_enders.add(task)
+        task.add_done_callback(_span_enders.discard)
+
+    call.add_done_callback(on_done)
     return call
 
 
+# What a client interceptor is given to make the call (generic: Request, Response, the call's type).
+_Continuation: TypeAlias = "Callable[[grpc.aio.ClientCallDetails, Request], Awaitable[CallT]]"
+_StreamContinuation: TypeAlias = (
+    "Callable[[grpc.aio.ClientCallDetails, AsyncIterable[Request] | Iterable[Request]], Awaitable[CallT]]"
+)
+
+
 class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+    async def intercept_unary_unary(
+        self,
+        continuation: _Continuation[Request, grpc.aio.UnaryUnaryCall[Request, Response]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Request,
+    ) -> grpc.aio.UnaryUnaryCall[Request, Response]:
         details, span = _outgoing(client_call_details)
         return _end_when_done(await _started(continuation(details, request), span), span)
 
 
 class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+    async def intercept_unary_stream(
+        self,
+        continuation: _Continuation[Request, grpc.aio.UnaryStreamCall[Request, Response]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Request,
+    ) -> grpc.aio.UnaryStreamCall[Request, Response]:
         details, span = _outgoing(client_call_details)
         return _end_when_done(await _started(continuation(details, request), span), span)
 
 
 class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+    async def intercept_stream_unary(
+        self,
+        continuation: _StreamContinuation[Request, grpc.aio.StreamUnaryCall[Request, Response]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: AsyncIterable[Request] | Iterable[Request],
+    ) -> grpc.aio.StreamUnaryCall[Request, Response]:
         details, span = _outgoing(client_call_details)
         return _end_when_done(await _started(continuation(details, request_iterator), span), span)
 
 
 class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+    async def intercept_stream_stream(
+        self,
+        continuation: _StreamContinuation[Request, grpc.aio.StreamStreamCall[Request, Response]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: AsyncIterable[Request] | Iterable[Request],
+    ) -> grpc.aio.StreamStreamCall[Request, Response]:
         details, span = _outgoing(client_call_details)
         return _end_when_done(await _started(continuation(details, request_iterator), span), span)
 
