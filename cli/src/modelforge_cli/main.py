@@ -20,6 +20,7 @@ from modelforge_cli.render import stderr
 class ErrorReportingGroup(TyperGroup):
     """Turns every failure under any sub-command into one line on stderr and an exit code."""
 
+    # typer always passes its own Context (a click.Context subclass); click is not a direct dependency.
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)

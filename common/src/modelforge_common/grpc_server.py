@@ -9,10 +9,11 @@ import logging
 import signal
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.descriptor import FileDescriptor
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -182,6 +183,12 @@ def _short_name(full_name: str) -> str:
     return full_name.rsplit(".", 1)[-1].removesuffix("Service").lower() + "-svc"
 
 
-def service_name(descriptor_module: Any, service: str) -> str:
+class _GeneratedModule(Protocol):
+    """A generated *_pb2 module, as far as service_name reads it."""
+
+    DESCRIPTOR: FileDescriptor
+
+
+def service_name(descriptor_module: _GeneratedModule, service: str) -> str:
     """Full name of a service from a generated *_pb2 module."""
     return str(descriptor_module.DESCRIPTOR.services_by_name[service].full_name)

@@ -36,7 +36,7 @@ import os
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import grpc
 from opentelemetry import context as otel_context
@@ -45,6 +45,10 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from modelforge_common.grpc_handlers import Continuation, Request, Response, call_status_code, observed_handler
 from modelforge_common.logging import request_id_var
+
+if TYPE_CHECKING:
+    # Imported for real only when tracing is configured: a process without tracing never loads the SDK.
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger(__name__)
 CallT = TypeVar("CallT", bound=grpc.aio.Call)
@@ -64,7 +68,9 @@ def tracing_enabled() -> bool:
     return _enabled
 
 
-def configure_tracing(service: str, exporter: Any | None = None, env: Mapping[str, str] | None = None) -> bool:
+def configure_tracing(
+    service: str, exporter: SpanExporter | None = None, env: Mapping[str, str] | None = None
+) -> bool:
     """Turns tracing on when OTEL_EXPORTER_OTLP_ENDPOINT is set or `exporter` is given; returns whether
     it is on. A second call adds its exporter to the provider installed first."""
     global _enabled
