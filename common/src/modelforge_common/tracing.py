@@ -133,10 +133,10 @@ AsgiReceive = Callable[[], Awaitable[dict[str, Any]]]
 AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def _header(headers: Any, name: bytes) -> str:
+def _header(headers: Iterable[tuple[bytes, bytes]] | None, name: bytes) -> str:
     for key, value in headers or ():
         if key.lower() == name:
-            return str(value.decode("latin-1"))
+            return value.decode("latin-1")
     return ""
 
 
