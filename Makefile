@@ -53,11 +53,13 @@ $(STAMP): $(DEP_FILES)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(UV) --version 2>/dev/null | grep -qx "uv $(UV_VERSION)" \
 	  || { $(PIP) --version >/dev/null 2>&1 || $(PY) -m ensurepip -q; $(PIP) install -q "uv==$(UV_VERSION)"; }
-	$(UV) lock --check
-	$(UV) lock --check --project $(CUDA_PROJECT)
+	$(UV) lock --check || { echo "uv.lock no longer matches the pyproject files: run 'make lock'" >&2; exit 1; }
+	$(UV) lock --check --project $(CUDA_PROJECT) \
+	  || { echo "deploy/docker/cuda/uv.lock no longer matches the pyproject files: run 'make lock'" >&2; exit 1; }
 	@# The dependencies (grpcio-tools among them) before the packages: the protos package is the
-	@# generated code, which must exist when it is installed.
-	$(UV) sync --frozen --no-install-workspace
+	@# generated code, which must exist when it is installed. --inexact keeps what a venv already has
+	@# (its editable packages) until the full sync below, which removes anything the lock does not list.
+	$(UV) sync --frozen --inexact --no-install-workspace
 	$(PY) deploy/tools/install_kubectl.py $(VENV)/bin/kubectl
 	$(MAKE) --no-print-directory protos
 	$(UV) sync --frozen
