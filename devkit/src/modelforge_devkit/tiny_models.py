@@ -53,12 +53,11 @@ def _fast_tokenizer(kind: str, vocab_size: int) -> PreTrainedTokenizerFast:
             pair="[CLS] $A [SEP] $B:1 [SEP]:1",
             special_tokens=[("[CLS]", raw.token_to_id("[CLS]")), ("[SEP]", raw.token_to_id("[SEP]"))],
         )
-        # transformers leaves the tokenizer's __init__ unannotated.
-        return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # transformers leaves __init__ untyped
             tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>", cls_token="[CLS]",
             sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
         )
-    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # transformers leaves __init__ untyped
         tokenizer_object=raw, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
         model_max_length=512,
     )
