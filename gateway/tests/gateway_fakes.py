@@ -225,6 +225,9 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
         # ListModels calls received, and a gate each waits on when set (read-cache tests).
         self.list_models_calls = 0
         self.list_models_gate: asyncio.Event | None = None
+        # GetModel calls received, and a gate each waits on when set (playground lookup cache tests).
+        self.get_model_calls = 0
+        self.get_model_gate: asyncio.Event | None = None
 
     def _find(self, key: str) -> registry_pb2.Model:
         for model in self.models.values():
@@ -233,6 +236,9 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
         raise NotFound(f"no model with id {key!r}")
 
     async def GetModel(self, request: Any, context: Any) -> Any:
+        self.get_model_calls += 1
+        if self.get_model_gate is not None:
+            await self.get_model_gate.wait()
         return registry_pb2.GetModelResponse(model=self._find(request.id))
 
     async def ListModels(self, request: Any, context: Any) -> Any:

@@ -17,6 +17,7 @@ from gateway_fakes import FakeServices, running_client, settings_for
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.websockets import WebSocketDisconnect
 
+from modelforge.v1 import common_pb2
 from modelforge_gateway.deps import get_event_hub
 from modelforge_gateway.main import create_app
 
@@ -197,14 +198,16 @@ async def test_every_json_body_refuses_an_unknown_field_naming_it(app_client: tu
 async def test_a_training_setting_the_api_does_not_know_is_refused_not_dropped(
     client: httpx.AsyncClient, fakes: FakeServices
 ) -> None:
-    unknown = {"packing": True, "weight_decay": 0.1}
+    # Settings TrainingConfig lacks (weight_decay was one until the proto gained it: the API took it then).
+    unknown = {"packing": True, "label_smoothing_factor": 0.1}
+    assert not set(unknown) & set(common_pb2.TrainingConfig.DESCRIPTOR.fields_by_name)
     body = {"task": "text-generation", "model_name": "m", "dataset": "train.jsonl"} | unknown
     for path in ("/api/start_training", "/api/jobs", "/api/finetune/start_training"):
         response = await client.post(path, json=body)
         assert response.status_code == 400, response.text
         named = sorted(item["loc"][-1] for item in response.json()["detail"])
-        assert named == ["packing", "weight_decay"]
-        assert "packing" in response.json()["error"] and "weight_decay" in response.json()["error"]
+        assert named == ["label_smoothing_factor", "packing"]
+        assert "packing" in response.json()["error"] and "label_smoothing_factor" in response.json()["error"]
     assert fakes.trainer.started == [] and fakes.trainer.queued == {}
 
 

@@ -18,8 +18,9 @@ from modelforge_gateway.auth import OWNER_SCOPE_KEY
 from modelforge_gateway.clients import CallOptions, Clients
 from modelforge_gateway.errors import REQUEST_ID_SCOPE_KEY, invalid
 from modelforge_gateway.eventhub import EventHub, TrainingEventFeed
-from modelforge_gateway.readcache import ModelListings, TrainingStatusView
+from modelforge_gateway.readcache import ModelListings, ModelLookups, TrainingStatusView
 from modelforge_gateway.settings import GatewaySettings
+from modelforge_gateway.upstream.models import ServedModel
 
 SESSION_HEADER = "x-session-id"
 SESSION_COOKIE = "modelforge_session"
@@ -76,6 +77,11 @@ async def get_model_listings(conn: HTTPConnection) -> ModelListings:
     return listings
 
 
+async def get_model_lookups(conn: HTTPConnection) -> ModelLookups[ServedModel]:
+    lookups: ModelLookups[ServedModel] = conn.app.state.model_lookups
+    return lookups
+
+
 async def get_owner(conn: HTTPConnection) -> str:
     """The name of the API key that authenticated the request ("" without auth)."""
     return str(conn.scope.get(OWNER_SCOPE_KEY, ""))
@@ -111,3 +117,4 @@ EventFeedDep = Annotated[TrainingEventFeed, Depends(get_event_feed)]
 Owner = Annotated[str, Depends(get_owner)]
 StatusViewDep = Annotated[TrainingStatusView, Depends(get_status_view)]
 ModelListingsDep = Annotated[ModelListings, Depends(get_model_listings)]
+ModelLookupsDep = Annotated[ModelLookups[ServedModel], Depends(get_model_lookups)]

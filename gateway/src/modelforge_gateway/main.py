@@ -35,12 +35,30 @@ from modelforge_gateway.openai.routes import router as openai_router
 from modelforge_gateway.openai_errors import install_openai_error_handlers
 from modelforge_gateway.openapi import honest_openapi
 from modelforge_gateway.playground import routes as playground
-from modelforge_gateway.readcache import ModelListings, TrainingStatusView, bare_listing_key, listing_key
+from modelforge_gateway.readcache import (
+    ModelListings,
+    ModelLookups,
+    TrainingStatusView,
+    bare_listing_key,
+    listing_key,
+)
 from modelforge_gateway.settings import GatewaySettings
 from modelforge_gateway.system import routes as system
 from modelforge_gateway.training import routes as training
+from modelforge_gateway.upstream.models import ServedModel
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+# POSTs that change nothing: generating text invalidates no read cache (under load it would make
+# every status and listing read wait for a fresh upstream answer).
+READ_ONLY_POSTS = frozenset(
+    {
+        "/api/playground/generate",
+        "/api/playground/new",
+        "/api/playground/stream",
+        "/v1/chat/completions",
+        "/v1/completions",
+    }
+)
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -59,6 +77,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # Per-replica read caches (readcache.py), kept current by the event feed and this replica's writes.
     model_listings = ModelListings(settings.models_cache_s)
     status_view = TrainingStatusView(settings.status_cache_s, on_job_ended=model_listings.invalidate)
+    # Playground lookups: not part of invalidate_reads (every POST, generate included, calls it);
+    # the routes that delete a model invalidate them.
+    model_lookups: ModelLookups[ServedModel] = ModelLookups(settings.models_cache_s)
 
     def note_trainer_status(reply: trainer_pb2.GetTrainingStatusResponse) -> None:
         if reply.has_job:
@@ -72,6 +93,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.clients = Clients.open(settings, on_trainer_status=note_trainer_status)
         invalidate_reads()  # nothing cached on another event loop (a test's earlier lifespan) is reused
+        model_lookups.invalidate()
         hub = EventHub(queue_size=settings.ws_queue_size)
         feed = TrainingEventFeed(
             settings.nats_url, hub, check_s=settings.nats_check_s, observers=(status_view, model_listings)
@@ -95,6 +117,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.status_view = status_view
     app.state.model_listings = model_listings
+    app.state.model_lookups = model_lookups
     app.openapi = lambda: honest_openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     install_openai_error_handlers(app)  # /v1 answers errors in OpenAI's shape
@@ -114,7 +137,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             ),
         },
     )
-    app.add_middleware(InvalidateOnWriteMiddleware, invalidate=invalidate_reads)
+    app.add_middleware(InvalidateOnWriteMiddleware, invalidate=invalidate_reads, read_only=READ_ONLY_POSTS)
     app.add_middleware(
         BodyLimitMiddleware,
         # Multipart framing adds a little to the file itself.

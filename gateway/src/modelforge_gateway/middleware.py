@@ -79,15 +79,18 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class InvalidateOnWriteMiddleware:
     """Every write through this replica (any POST, PUT, PATCH or DELETE) invalidates the read caches
     (readcache.py) as its answer starts, before the client can send its next read: a client that
-    deleted a model or started a job never reads the state from before it here. Whatever the route:
-    an invalidation costs one upstream call, a missed one a wrong answer."""
+    deleted a model or started a job never reads the state from before it here. Whatever the route
+    (but the generation POSTs, which change nothing): an invalidation costs one upstream call, a
+    missed one a wrong answer."""
 
-    def __init__(self, app: ASGIApp, invalidate: Callable[[], None]) -> None:
+    def __init__(self, app: ASGIApp, invalidate: Callable[[], None], read_only: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.invalidate = invalidate
+        # Paths whose POST reads only (generation): no invalidation.
+        self.read_only = read_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or scope["path"] in self.read_only:
             await self.app(scope, receive, send)
             return
 

@@ -335,3 +335,18 @@ class ModelListings(SingleFlightCache[bytes]):
 
     def on_gap(self) -> None:
         self.invalidate()
+
+
+# --- model lookups (playground generate and stream) -------------------------------------------------
+
+
+class ModelLookups(SingleFlightCache[V]):
+    """Registered models by the id a generate request names (numeric id or model_id). Every
+    generate and stream request looked its model up in the registry, ~4 ms of gateway and registry
+    CPU that staggered concurrent arrivals (issue 17); here concurrent requests for one model share
+    one lookup, reused for at most the bound. Not invalidated by every write (a generate is a POST):
+    a delete of a model through this replica invalidates it (the routes that delete call
+    invalidate()); other replicas' deletes show within the bound. Lookups that fail are not kept."""
+
+    def __init__(self, max_age_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(max_age_s, clock=clock, name="model_lookups")

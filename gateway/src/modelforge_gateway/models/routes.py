@@ -24,7 +24,7 @@ from modelforge_gateway.common.model_records import (
     model_summary,
 )
 from modelforge_gateway.common.paths import ModelIdPath, TaskPath
-from modelforge_gateway.deps import InferenceStub, ModelListingsDep, RegistryStub, Rpc
+from modelforge_gateway.deps import InferenceStub, ModelListingsDep, ModelLookupsDep, RegistryStub, Rpc
 from modelforge_gateway.errors import ApiError, invalid, rpc_messages
 from modelforge_gateway.models.convert import lineage_response, list_request
 from modelforge_gateway.models.models import DeleteModelResponse, ModelLineageResponse, ModelsResponse
@@ -120,12 +120,18 @@ async def get_model_lineage(registry: RegistryStub, rpc: Rpc, model_id: str = Mo
 
 @router.delete("/api/models/{model_id}", response_model=DeleteModelResponse)
 async def delete_model(
-    registry: RegistryStub, inference: InferenceStub, rpc: Rpc, model_id: str = ModelIdPath
+    registry: RegistryStub,
+    inference: InferenceStub,
+    rpc: Rpc,
+    lookups: ModelLookupsDep,
+    model_id: str = ModelIdPath,
 ) -> DeleteModelResponse:
     """Deletes the row and files (registry), then asks inference to drop the model from its cache;
     that second step is best effort: the model is gone whatever inference answers."""
     with rpc_messages({grpc.StatusCode.NOT_FOUND: not_found(model_id)}):
         reply = await registry.DeleteModel(registry_pb2.DeleteModelRequest(id=model_id), **rpc.write)
+    # After the registry's answer: a lookup started before it cannot store the deleted model.
+    lookups.invalidate()
     deleted_id = reply.model.model_id or model_id
     try:
         await inference.UnloadModel(inference_pb2.UnloadModelRequest(model_id=deleted_id), **rpc.read)

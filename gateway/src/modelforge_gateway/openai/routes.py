@@ -19,7 +19,16 @@ from fastapi.responses import Response, StreamingResponse
 from modelforge.v1 import common_pb2, inference_pb2, registry_pb2, trainer_pb2
 from modelforge_gateway.clients import CallOptions
 from modelforge_gateway.common.uploads import upload_filename
-from modelforge_gateway.deps import EventFeedDep, InferenceStub, Owner, RegistryStub, Rpc, SettingsDep, TrainerStub
+from modelforge_gateway.deps import (
+    EventFeedDep,
+    InferenceStub,
+    ModelLookupsDep,
+    Owner,
+    RegistryStub,
+    Rpc,
+    SettingsDep,
+    TrainerStub,
+)
 from modelforge_gateway.openai import objects
 from modelforge_gateway.openai.files import (
     PREFERENCE,
@@ -412,7 +421,7 @@ async def retrieve_model(model_id: IdPath, registry: RegistryStub, rpc: Rpc) -> 
 
 @router.delete("/models/{model_id:path}")
 async def delete_model(
-    model_id: IdPath, registry: RegistryStub, inference: InferenceStub, rpc: Rpc
+    model_id: IdPath, registry: RegistryStub, inference: InferenceStub, rpc: Rpc, lookups: ModelLookupsDep
 ) -> dict[str, Any]:
     model = await _registered(registry, rpc, model_id)
     if model is None:
@@ -420,6 +429,7 @@ async def delete_model(
             raise OpenAIError(400, f"{model_id} is a base model; only fine-tuned models can be deleted", "model")
         raise not_found("model", model_id, "model")
     await registry.DeleteModel(registry_pb2.DeleteModelRequest(id=model.model_id), **rpc.write)
+    lookups.invalidate()  # the playground's cached lookups (readcache.ModelLookups)
     try:
         await inference.UnloadModel(inference_pb2.UnloadModelRequest(model_id=model.model_id), **rpc.read)
     except grpc.aio.AioRpcError as exc:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from modelforge.v1 import inference_pb2, registry_pb2
+from modelforge.v1 import inference_pb2
 from modelforge_gateway.playground.models import GenerateRequest, GenerateResponse
-from modelforge_gateway.upstream.models import model_ref
+from modelforge_gateway.upstream.models import ServedModel
 
 
 def generation_params(body: GenerateRequest) -> inference_pb2.GenerationParams:
@@ -30,15 +30,15 @@ def generation_params(body: GenerateRequest) -> inference_pb2.GenerationParams:
     return params
 
 
-def generate_request(model: registry_pb2.Model, body: GenerateRequest) -> inference_pb2.GenerateRequest:
-    return inference_pb2.GenerateRequest(model=model_ref(model), params=generation_params(body))
+def generate_request(model: ServedModel, body: GenerateRequest) -> inference_pb2.GenerateRequest:
+    return inference_pb2.GenerateRequest(model=model.ref, params=generation_params(body))
 
 
-def stream_request(model: registry_pb2.Model, body: GenerateRequest) -> inference_pb2.GenerateStreamRequest:
-    return inference_pb2.GenerateStreamRequest(model=model_ref(model), params=generation_params(body))
+def stream_request(model: ServedModel, body: GenerateRequest) -> inference_pb2.GenerateStreamRequest:
+    return inference_pb2.GenerateStreamRequest(model=model.ref, params=generation_params(body))
 
 
-def generated(model: registry_pb2.Model, reply: inference_pb2.GenerateResponse) -> GenerateResponse:
+def generated(model: ServedModel, reply: inference_pb2.GenerateResponse) -> GenerateResponse:
     result = GenerateResponse(
         generated_text=reply.generated_text,
         tokens_generated=reply.tokens_generated,

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from modelforge.v1 import inference_pb2
-from modelforge_gateway.deps import InferenceStub, RegistryStub, Rpc
+from modelforge_gateway.deps import InferenceStub, ModelLookupsDep, RegistryStub, Rpc
 from modelforge_gateway.errors import error_body, request_id_of, rpc_error_response, service_addresses
 from modelforge_gateway.playground.convert import chunk, generate_request, generated, sse, stream_request
 from modelforge_gateway.playground.models import (
@@ -23,7 +23,7 @@ from modelforge_gateway.playground.models import (
     ModelPathResponse,
     PlaygroundNewResponse,
 )
-from modelforge_gateway.upstream.models import fetch_model
+from modelforge_gateway.upstream.models import fetch_model, serving_model
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +31,26 @@ router = APIRouter(prefix="/api/playground", tags=["playground"])
 
 
 async def _generate(
-    body: GenerateRequest, registry: RegistryStub, inference: InferenceStub, rpc: Rpc
+    body: GenerateRequest, registry: RegistryStub, inference: InferenceStub, rpc: Rpc, lookups: ModelLookupsDep
 ) -> GenerateResponse:
-    model = await fetch_model(registry, rpc, str(body.model_id))
+    model = await serving_model(registry, rpc, lookups, str(body.model_id))
     reply = await inference.Generate(generate_request(model, body), **rpc.generate)
     return generated(model, reply)
 
 
 @router.post("/generate", response_model=GenerateResponse, response_model_exclude_none=True)
 async def generate(
-    body: GenerateRequest, registry: RegistryStub, inference: InferenceStub, rpc: Rpc
+    body: GenerateRequest, registry: RegistryStub, inference: InferenceStub, rpc: Rpc, lookups: ModelLookupsDep
 ) -> GenerateResponse:
-    return await _generate(body, registry, inference, rpc)
+    return await _generate(body, registry, inference, rpc, lookups)
 
 
 @router.post("/new", response_model=PlaygroundNewResponse, response_model_exclude_none=True)
 async def new(
-    body: GenerateRequest, registry: RegistryStub, inference: InferenceStub, rpc: Rpc
+    body: GenerateRequest, registry: RegistryStub, inference: InferenceStub, rpc: Rpc, lookups: ModelLookupsDep
 ) -> PlaygroundNewResponse:
     """responses.md's generate: `max_length` is the number of new tokens; the prompt is echoed."""
-    answer = await _generate(body, registry, inference, rpc)
+    answer = await _generate(body, registry, inference, rpc, lookups)
     return PlaygroundNewResponse(**answer.model_dump(), prompt=body.prompt)
 
 
@@ -68,13 +68,18 @@ async def model_path(
     responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
 )
 async def stream(
-    body: GenerateRequest, request: Request, registry: RegistryStub, inference: InferenceStub, rpc: Rpc
+    body: GenerateRequest,
+    request: Request,
+    registry: RegistryStub,
+    inference: InferenceStub,
+    rpc: Rpc,
+    lookups: ModelLookupsDep,
 ) -> StreamingResponse:
     """One `data:` event per text piece ({text, finished, tokens_generated, generation_time_ms}); the
     last has finished=true and adds prompt_tokens and finish_reason. Errors before the first piece
     answer with their HTTP status; a failure mid-stream arrives as an `event: error` carrying the
     usual error body."""
-    model = await fetch_model(registry, rpc, str(body.model_id))
+    model = await serving_model(registry, rpc, lookups, str(body.model_id))
     call = inference.GenerateStream(stream_request(model, body), **rpc.generate)
     # Read the first piece here so a refused request (bad params, altered artifact) gets its status.
     first = await call.read()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 
 from modelforge.v1 import inference_pb2, registry_pb2, registry_pb2_grpc
 from modelforge_gateway.clients import CallOptions
 from modelforge_gateway.errors import rpc_messages
+from modelforge_gateway.readcache import ModelLookups
 
 
 def not_found(model_id: str) -> str:
@@ -32,3 +35,28 @@ def model_ref(model: registry_pb2.Model) -> inference_pb2.ModelRef:
         adapter_type=model.adapter_type,
         file_sha256=dict(model.file_sha256),
     )
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model as generation needs it: its ModelRef built once per lookup, not once per request.
+    Shared by every request served from the cache: read it, never change it."""
+
+    model_id: str
+    ref: inference_pb2.ModelRef
+
+
+async def serving_model(
+    registry: registry_pb2_grpc.RegistryServiceAsyncStub,
+    rpc: CallOptions,
+    lookups: ModelLookups[ServedModel],
+    model_id: str,
+) -> ServedModel:
+    """fetch_model through the per-replica lookup cache (readcache.ModelLookups)."""
+
+    async def ask_registry() -> ServedModel:
+        reply = await registry.GetModel(registry_pb2.GetModelRequest(id=model_id), **rpc.read)
+        return ServedModel(model_id=reply.model.model_id, ref=model_ref(reply.model))
+
+    with rpc_messages({grpc.StatusCode.NOT_FOUND: not_found(model_id)}):
+        return await lookups.get(model_id, ask_registry)
