@@ -43,7 +43,7 @@ def launched_chromium() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        unavailable("playwright is not installed (requirements-dev.txt pins it)")
+        unavailable("playwright is not installed (the dev dependency group in pyproject.toml pins it)")
     executable = chromium_path()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:

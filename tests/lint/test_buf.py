@@ -40,7 +40,7 @@ def buf() -> str:
     binary = Path(sys.executable).parent / "buf"
     found = str(binary) if binary.is_file() else shutil.which("buf")
     if found is None:
-        pytest.fail("no buf: run `make install` (requirements-dev.txt brings buf-bin)")
+        pytest.fail("no buf: run `make install` (the dev dependency group brings buf-bin)")
     return found
 
 
