@@ -91,7 +91,8 @@ def presented_key(scope: Scope) -> str:
         return token.strip()
     if not accepts_query_token(scope):
         return ""
-    for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+    query: bytes = scope.get("query_string", b"")
+    for name, value in parse_qsl(query.decode("latin-1")):
         if name == ACCESS_TOKEN_PARAM and value:
             return value
     return ""

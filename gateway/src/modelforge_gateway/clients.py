@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,35 +17,48 @@ from modelforge_gateway.settings import GatewaySettings
 
 SERVICES = ("trainer", "registry", "hardware", "inference")
 
+# The stubs as this gateway holds them: on a grpc.aio channel. mypy-protobuf types those as the
+# XAsyncStub classes (awaitable unary calls, streaming calls with read()), which exist only in the
+# .pyi files; at run time (FastAPI reads these in route signatures) they are the plain stub classes.
+if TYPE_CHECKING:
+    TrainerClient: TypeAlias = trainer_pb2_grpc.TrainerServiceAsyncStub
+    RegistryClient: TypeAlias = registry_pb2_grpc.RegistryServiceAsyncStub
+    HardwareClient: TypeAlias = hardware_pb2_grpc.HardwareServiceAsyncStub
+    InferenceClient: TypeAlias = inference_pb2_grpc.InferenceServiceAsyncStub
+else:
+    TrainerClient = trainer_pb2_grpc.TrainerServiceStub
+    RegistryClient = registry_pb2_grpc.RegistryServiceStub
+    HardwareClient = hardware_pb2_grpc.HardwareServiceStub
+    InferenceClient = inference_pb2_grpc.InferenceServiceStub
 
-class TrainerStubWatchingStatus(trainer_pb2_grpc.TrainerServiceStub):
+
+def watching_status(
+    trainer: TrainerClient, on_status: Callable[[trainer_pb2.GetTrainingStatusResponse], None]
+) -> TrainerClient:
     """The trainer stub, with every GetTrainingStatus reply also handed to `on_status` (whatever
     route asked: /api/jobs/{id}, the wizard, the OpenAI jobs). The read caches learn from it that a
     job ended the moment any route could tell a client so (readcache.TrainingStatusView.note_job)."""
+    ask = trainer.GetTrainingStatus
 
-    def __init__(
-        self, channel: grpc.aio.Channel, on_status: Callable[[trainer_pb2.GetTrainingStatusResponse], None]
-    ) -> None:
-        super().__init__(channel)
-        ask = self.GetTrainingStatus
+    async def get_training_status(
+        request: trainer_pb2.GetTrainingStatusRequest, **kwargs: Any
+    ) -> trainer_pb2.GetTrainingStatusResponse:
+        reply = await ask(request, **kwargs)
+        on_status(reply)
+        return reply
 
-        async def get_training_status(
-            request: trainer_pb2.GetTrainingStatusRequest, **kwargs: Any
-        ) -> trainer_pb2.GetTrainingStatusResponse:
-            reply: trainer_pb2.GetTrainingStatusResponse = await ask(request, **kwargs)
-            on_status(reply)
-            return reply
-
-        self.GetTrainingStatus = get_training_status  # type: ignore[assignment,method-assign]
+    # A coroutine function in place of the multi-callable: every caller awaits it the same way.
+    trainer.GetTrainingStatus = get_training_status  # type: ignore[assignment]
+    return trainer
 
 
 @dataclass
 class Clients:
     channels: dict[str, grpc.aio.Channel]
-    trainer: trainer_pb2_grpc.TrainerServiceStub
-    registry: registry_pb2_grpc.RegistryServiceStub
-    hardware: hardware_pb2_grpc.HardwareServiceStub
-    inference: inference_pb2_grpc.InferenceServiceStub
+    trainer: TrainerClient
+    registry: RegistryClient
+    hardware: HardwareClient
+    inference: InferenceClient
 
     @classmethod
     def open(
@@ -60,13 +73,10 @@ class Clients:
             "inference": settings.inference_addr,
         }
         channels = {name: make_channel(addr, settings.grpc_max_message_bytes) for name, addr in addresses.items()}
+        trainer = trainer_pb2_grpc.TrainerServiceStub(channels["trainer"])
         return cls(
             channels=channels,
-            trainer=(
-                trainer_pb2_grpc.TrainerServiceStub(channels["trainer"])
-                if on_trainer_status is None
-                else TrainerStubWatchingStatus(channels["trainer"], on_trainer_status)
-            ),
+            trainer=trainer if on_trainer_status is None else watching_status(trainer, on_trainer_status),
             registry=registry_pb2_grpc.RegistryServiceStub(channels["registry"]),
             hardware=hardware_pb2_grpc.HardwareServiceStub(channels["hardware"]),
             inference=inference_pb2_grpc.InferenceServiceStub(channels["inference"]),

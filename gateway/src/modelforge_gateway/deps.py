@@ -13,9 +13,15 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from modelforge.v1 import hardware_pb2_grpc, inference_pb2_grpc, registry_pb2_grpc, trainer_pb2_grpc
 from modelforge_gateway.auth import OWNER_SCOPE_KEY
-from modelforge_gateway.clients import CallOptions, Clients
+from modelforge_gateway.clients import (
+    CallOptions,
+    Clients,
+    HardwareClient,
+    InferenceClient,
+    RegistryClient,
+    TrainerClient,
+)
 from modelforge_gateway.errors import REQUEST_ID_SCOPE_KEY, invalid
 from modelforge_gateway.eventhub import EventHub, TrainingEventFeed
 from modelforge_gateway.readcache import ModelListings, ModelLookups, TrainingStatusView
@@ -37,22 +43,22 @@ async def get_clients(conn: HTTPConnection) -> Clients:
     return clients
 
 
-async def get_trainer(conn: HTTPConnection) -> trainer_pb2_grpc.TrainerServiceStub:
+async def get_trainer(conn: HTTPConnection) -> TrainerClient:
     clients: Clients = conn.app.state.clients
     return clients.trainer
 
 
-async def get_registry(conn: HTTPConnection) -> registry_pb2_grpc.RegistryServiceStub:
+async def get_registry(conn: HTTPConnection) -> RegistryClient:
     clients: Clients = conn.app.state.clients
     return clients.registry
 
 
-async def get_hardware(conn: HTTPConnection) -> hardware_pb2_grpc.HardwareServiceStub:
+async def get_hardware(conn: HTTPConnection) -> HardwareClient:
     clients: Clients = conn.app.state.clients
     return clients.hardware
 
 
-async def get_inference(conn: HTTPConnection) -> inference_pb2_grpc.InferenceServiceStub:
+async def get_inference(conn: HTTPConnection) -> InferenceClient:
     clients: Clients = conn.app.state.clients
     return clients.inference
 
@@ -106,10 +112,10 @@ async def get_session_id(conn: HTTPConnection, settings: Annotated[GatewaySettin
 
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 ClientsDep = Annotated[Clients, Depends(get_clients)]
-TrainerStub = Annotated[trainer_pb2_grpc.TrainerServiceStub, Depends(get_trainer)]
-RegistryStub = Annotated[registry_pb2_grpc.RegistryServiceStub, Depends(get_registry)]
-HardwareStub = Annotated[hardware_pb2_grpc.HardwareServiceStub, Depends(get_hardware)]
-InferenceStub = Annotated[inference_pb2_grpc.InferenceServiceStub, Depends(get_inference)]
+TrainerStub = Annotated[TrainerClient, Depends(get_trainer)]
+RegistryStub = Annotated[RegistryClient, Depends(get_registry)]
+HardwareStub = Annotated[HardwareClient, Depends(get_hardware)]
+InferenceStub = Annotated[InferenceClient, Depends(get_inference)]
 Rpc = Annotated[CallOptions, Depends(get_call_options)]
 SessionId = Annotated[str, Depends(get_session_id)]
 EventHubDep = Annotated[EventHub, Depends(get_event_hub)]

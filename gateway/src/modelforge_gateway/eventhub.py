@@ -165,6 +165,11 @@ class TrainingEventFeed:
         """The live NATS connection (history reads borrow it), None while disconnected."""
         return self._nc
 
+    def stopping(self) -> bool:
+        # A call, not the attribute: close() flips it while run() awaits, which a type checker's
+        # narrowing of `self._stopping` does not see.
+        return self._stopping
+
     @property
     def ready(self) -> bool:
         return self._nc is not None and self._nc.is_connected and self._sub is not None
@@ -174,7 +179,7 @@ class TrainingEventFeed:
 
     async def run(self) -> None:
         backoff_s = self.retry_s
-        while not self._stopping:
+        while not self.stopping():
             try:
                 nc = await connect(self.url, self.name, max_reconnect_attempts=self.reconnect_attempts)
             except (TimeoutError, nats.errors.Error, OSError) as exc:
@@ -183,7 +188,7 @@ class TrainingEventFeed:
                 backoff_s = min(backoff_s * 2, self.max_retry_s)
                 continue
             backoff_s = self.retry_s
-            if self._stopping:
+            if self.stopping():  # close() may have been called while connecting
                 await nc.close()
                 return
             log.info("connected to NATS at %s", self.url)
@@ -215,17 +220,20 @@ class TrainingEventFeed:
                 # to recreate it after a reset): go on after the last event delivered, so the
                 # events published meanwhile still reach the sockets, once.
                 self._first_stream_seq = self._last_stream_seq + 1
-                start = {
-                    "deliver_policy": DeliverPolicy.BY_START_SEQUENCE,
-                    "config": ConsumerConfig(opt_start_seq=self._first_stream_seq),
-                }
+                policy = DeliverPolicy.BY_START_SEQUENCE
+                config: ConsumerConfig | None = ConsumerConfig(opt_start_seq=self._first_stream_seq)
             else:
                 # First subscription, or a stream that was recreated and numbers from 1 again.
                 self._first_stream_seq = info.state.last_seq + 1
                 self._last_stream_seq = 0
-                start = {"deliver_policy": DeliverPolicy.NEW}
+                policy, config = DeliverPolicy.NEW, None
             self._sub = await js.subscribe(
-                subject, stream=TRAINING_STREAM, cb=self._on_message, ordered_consumer=True, **start
+                subject,
+                stream=TRAINING_STREAM,
+                cb=self._on_message,
+                ordered_consumer=True,
+                deliver_policy=policy,
+                config=config,
             )
             self.mode = "jetstream"
         except nats.js.errors.Error as exc:
@@ -273,7 +281,8 @@ class TrainingEventFeed:
         except DecodeError:
             log.warning("ignoring an undecodable message on %s", msg.subject)
             return
-        rendered = event_fields(event)
+        # One shared object for every observer and socket: its JSON text is rendered once.
+        rendered = SharedEvent(event_fields(event))
         for observer in self.observers:
             try:
                 observer.on_event(rendered)

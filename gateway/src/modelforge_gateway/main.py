@@ -69,7 +69,7 @@ def _operation_id(route: APIRoute) -> str:
 
 def _get_route(router: APIRouter, path: str) -> APIRoute:
     """The GET route of `path` (requests answered before routing are labelled with it)."""
-    return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == path and "GET" in r.methods)
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == path and "GET" in (r.methods or ()))
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:

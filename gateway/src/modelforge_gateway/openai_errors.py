@@ -8,6 +8,7 @@ shape instead. The openai SDKs retry 409 and 5xx answers unless told otherwise: 
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
@@ -123,11 +124,12 @@ async def _openai_error(request: Request, exc: Exception) -> Response:
     return openai_error_response(exc.status_code, exc.message, exc.param, exc.code)
 
 
-def _wrap(original: Handler | None, render: Handler) -> Handler:
+def _wrap(original: Callable[[Request, Any], Response | Awaitable[Response]] | None, render: Handler) -> Handler:
     async def handler(request: Request, exc: Exception) -> Response:
         if is_openai_path(request.url.path) or original is None:
             return await render(request, exc)
-        return await original(request, exc)
+        answer = original(request, exc)
+        return await answer if inspect.isawaitable(answer) else answer
 
     return handler
 

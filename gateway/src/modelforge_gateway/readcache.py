@@ -257,7 +257,7 @@ class TrainingStatusView:
         return self._render(await self.answers.get(job_id, fetch))
 
     def note_job(self, job_id: str, status: str) -> None:
-        """A job's status as the trainer just told some route (clients.TrainerStubWatchingStatus)."""
+        """A job's status as the trainer just told some route (clients.watching_status)."""
         if job_id and status in TERMINAL_WORDS:
             self._note_end(job_id)
 

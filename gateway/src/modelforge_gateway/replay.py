@@ -57,7 +57,7 @@ async def read_history(nc: Client | None, job_id: str, since: int = 0, timeout_s
                     for _ in range(stored):
                         msg = await sub.next_msg(timeout=timeout_s)
                         try:
-                            event = event_fields(events_pb2.TrainingEvent.FromString(msg.data))
+                            event: Event = dict(event_fields(events_pb2.TrainingEvent.FromString(msg.data)))
                         except DecodeError:
                             continue
                         if event["seq"] > since:
@@ -99,17 +99,17 @@ async def replay_then_follow(
             # asyncio.timeout, not wait_for: wait_for wraps every get in a new task (Python 3.11),
             # one per event per socket.
             async with asyncio.timeout(heartbeat_s):
-                event = await subscriber.queue.get()
+                live = await subscriber.queue.get()
         except TimeoutError:
             yield {"type": "heartbeat", "timestamp": now_iso()}
             continue
-        if event is None:
+        if live is None:
             return
-        if job_id and event.get("job_id") == job_id:
-            seq = int(event.get("seq") or 0)
+        if job_id and live.get("job_id") == job_id:
+            seq = int(live.get("seq") or 0)
             if 0 < seq <= sent:
                 continue  # already part of the initial status or of the history
             sent = max(sent, seq)
-        yield event
-        if stop_after_terminal and event.get("type") == "status" and event.get("status") in TERMINAL:
+        yield live
+        if stop_after_terminal and live.get("type") == "status" and live.get("status") in TERMINAL:
             return

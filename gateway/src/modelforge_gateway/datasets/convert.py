@@ -37,7 +37,7 @@ def hub_dataset_request(body: HubDatasetRequest) -> registry_pb2.RegisterHubData
         config=body.config,
         split=body.split,
         revision=body.revision,
-        column_mapping=body.column_mapping,
+        column_mapping={str(field): column for field, column in body.column_mapping.items()},
     )
 
 

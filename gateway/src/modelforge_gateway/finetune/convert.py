@@ -57,7 +57,7 @@ def wizard_status(has_job: bool, job: common_pb2.TrainingJob) -> WizardStatusRes
     else:
         message = "No training in progress"
     return WizardStatusResponse(
-        status=status,  # type: ignore[arg-type]  # V1_STATUS holds only the Literal's words
+        status=status,
         progress=round(job.progress),
         message=message,
         error=error,

@@ -11,10 +11,10 @@ from typing import Any
 import grpc
 from fastapi import APIRouter
 
-from modelforge.v1 import hardware_pb2, registry_pb2, registry_pb2_grpc, trainer_pb2
+from modelforge.v1 import hardware_pb2, registry_pb2, trainer_pb2
 from modelforge_common.catalog import TASKS
 from modelforge_common.grpc_client import violations_of
-from modelforge_gateway.clients import CallOptions
+from modelforge_gateway.clients import CallOptions, RegistryClient
 from modelforge_gateway.common.body import invalid_choice_message
 from modelforge_gateway.common.paths import TaskPath
 from modelforge_gateway.deps import HardwareStub, RegistryStub, Rpc, SessionId, TrainerStub
@@ -55,7 +55,7 @@ def not_accessible(repo_name: str) -> str:
 
 
 async def read_session(
-    registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, session_id: str
+    registry: RegistryClient, rpc: CallOptions, session_id: str
 ) -> registry_pb2.Session:
     """The session's state; an unknown session is an empty one, not an error."""
     try:
@@ -68,7 +68,7 @@ async def read_session(
 
 
 async def update_session(
-    registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, session_id: str, **fields: Any
+    registry: RegistryClient, rpc: CallOptions, session_id: str, **fields: Any
 ) -> registry_pb2.Session:
     request = registry_pb2.UpdateSessionRequest(session_id=session_id, **fields)
     reply = await registry.UpdateSession(request, **rpc.write)

@@ -14,8 +14,8 @@ import uuid
 import grpc
 from fastapi import APIRouter
 
-from modelforge.v1 import inference_pb2, registry_pb2, registry_pb2_grpc
-from modelforge_gateway.clients import CallOptions
+from modelforge.v1 import inference_pb2, registry_pb2
+from modelforge_gateway.clients import CallOptions, RegistryClient
 from modelforge_gateway.common.paths import ModelIdPath
 from modelforge_gateway.deps import InferenceStub, RegistryStub, Rpc
 from modelforge_gateway.errors import ApiError
@@ -35,13 +35,13 @@ async def push(body: HubPushRequest, registry: RegistryStub, inference: Inferenc
     return push_answer(reply)
 
 
-async def name_taken(registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, name: str) -> bool:
+async def name_taken(registry: RegistryClient, rpc: CallOptions, name: str) -> bool:
     """Whether a registered model already has this name (the registry refuses a second one)."""
     reply = await registry.ListModels(registry_pb2.ListModelsRequest(), **rpc.read)
     return any(model.name == name for model in reply.models)
 
 
-async def discard_folder(registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, path: str) -> None:
+async def discard_folder(registry: RegistryClient, rpc: CallOptions, path: str) -> None:
     """Best effort: the registry removes what a failed merge wrote (registry-svc owns deletion). If
     it cannot now, its start-up sweep removes the unregistered folder later."""
     try:

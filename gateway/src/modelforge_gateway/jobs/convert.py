@@ -25,7 +25,7 @@ def job_response(job: common_pb2.TrainingJob) -> JobResponse:
     word = status_word(job.status)
     return JobResponse(
         job_id=job.job_id,
-        status=word if word != "idle" else "queued",  # type: ignore[arg-type]  # a JobStatus word
+        status=word if word != "idle" else "queued",
         **progress_of(job),
         model_id=job.model_id or None,
         owner=job.owner,

@@ -11,9 +11,9 @@ import grpc
 from fastapi import APIRouter, Query, Response
 from pydantic import TypeAdapter
 
-from modelforge.v1 import inference_pb2, registry_pb2, registry_pb2_grpc
+from modelforge.v1 import inference_pb2, registry_pb2
 from modelforge_common.catalog import TASKS
-from modelforge_gateway.clients import CallOptions
+from modelforge_gateway.clients import CallOptions, RegistryClient
 from modelforge_gateway.common.body import invalid_choice_message
 from modelforge_gateway.common.job_records import JobStatusWord
 from modelforge_gateway.common.model_records import (
@@ -40,7 +40,7 @@ SUMMARY_LIST = TypeAdapter(list[ModelSummary])
 
 
 async def _list(
-    registry: registry_pb2_grpc.RegistryServiceStub, rpc: CallOptions, listings: ModelListings, task: str = ""
+    registry: RegistryClient, rpc: CallOptions, listings: ModelListings, task: str = ""
 ) -> Response:
     """The bare list (responses.md), through the listing cache like GET /api/models."""
 

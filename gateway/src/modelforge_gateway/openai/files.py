@@ -141,10 +141,12 @@ def _preference_row(row: dict[str, Any]) -> tuple[dict[str, Any] | None, list[tu
     else:
         found = _message_problems(messages, "input.messages", need_assistant=False)
         problems.extend(found)
-        if not found and messages[-1].get("role") != "user":
-            problems.append((f"input.messages[{len(messages) - 1}].role", "the last input turn must be user"))
-        elif not found and not messages[-1]["content"].strip():
-            problems.append((f"input.messages[{len(messages) - 1}].content", "must not be empty"))
+        # Without problems, messages is a non-empty list of turns.
+        turns: list[Any] = messages if isinstance(messages, list) else []
+        if not found and turns and turns[-1].get("role") != "user":
+            problems.append((f"input.messages[{len(turns) - 1}].role", "the last input turn must be user"))
+        elif not found and turns and not turns[-1]["content"].strip():
+            problems.append((f"input.messages[{len(turns) - 1}].content", "must not be empty"))
     chosen, found = _single_answer(row, "preferred_output")
     problems.extend(found)
     rejected, found = _single_answer(row, "non_preferred_output")

@@ -23,6 +23,7 @@ from pathlib import PurePath
 from typing import Any
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from modelforge.v1 import common_pb2, registry_pb2
 from modelforge_gateway.openai.files import parse_stored_name
@@ -84,8 +85,11 @@ def model_name_for(base_model: str, suffix: str | None, unique: str) -> str:
 
 
 def hyperparameters(config: common_pb2.TrainingConfig) -> dict[str, Any]:
+    # HasField by a name held in a str: the generated stubs accept only the field names as literals.
+    message: Message = config
+
     def value(name: str, kind: type) -> Any:
-        return kind(getattr(config, name)) if config.HasField(name) else "auto"
+        return kind(getattr(config, name)) if message.HasField(name) else "auto"
 
     multiplier: Any = "auto"
     if config.HasField("learning_rate"):

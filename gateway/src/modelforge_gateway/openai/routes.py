@@ -556,7 +556,7 @@ async def chat_completions(
         return await _stream(inference, rpc, call_request, chunk, opening, include_usage, usage_chunk)
     generate = inference_pb2.GenerateRequest(model=model_ref(model), params=params)
     reply = await inference.Generate(generate, **rpc.generate)
-    message = {
+    message: dict[str, Any] = {
         "role": "assistant", "content": reply.generated_text, "refusal": None, "annotations": [], "audio": None,
         "function_call": None, "tool_calls": None,
     }

@@ -30,6 +30,6 @@ def stop_answer(job: common_pb2.TrainingJob) -> StopTrainingResponse:
         )
     word = common_pb2.JobStatus.Name(job.status).removeprefix("JOB_STATUS_").lower()
     return StopTrainingResponse(
-        status=word,  # type: ignore[arg-type]  # a terminal JobStatus name, one of the Literal's words
+        status=word,
         message=f"Job {job.job_id} ended as {word} before the stop took effect",
     )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import grpc
 
-from modelforge.v1 import registry_pb2, registry_pb2_grpc
-from modelforge_gateway.clients import CallOptions
+from modelforge.v1 import registry_pb2
+from modelforge_gateway.clients import CallOptions, RegistryClient
 from modelforge_gateway.errors import ApiError
 
 
 async def check_dataset_digest(
-    registry: registry_pb2_grpc.RegistryServiceAsyncStub, rpc: CallOptions, dataset: str, expected_sha256: str | None
+    registry: RegistryClient, rpc: CallOptions, dataset: str, expected_sha256: str | None
 ) -> None:
     """409 when start_training pins a dataset digest the stored dataset no longer has. Done here, not
     in trainer-svc: the gateway resolves the dataset with the registry anyway, and the trainer's

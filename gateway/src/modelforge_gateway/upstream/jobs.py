@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from modelforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
-from modelforge_gateway.clients import CallOptions
+from modelforge.v1 import common_pb2, trainer_pb2
+from modelforge_gateway.clients import CallOptions, TrainerClient
 from modelforge_gateway.errors import ApiError, rpc_messages
 from modelforge_gateway.replay import JOB_ID
 
@@ -15,7 +15,7 @@ def job_not_found(job_id: str) -> str:
 
 
 async def start_job(
-    trainer: trainer_pb2_grpc.TrainerServiceAsyncStub, rpc: CallOptions, config: common_pb2.TrainingConfig
+    trainer: TrainerClient, rpc: CallOptions, config: common_pb2.TrainingConfig
 ) -> common_pb2.TrainingJob:
     """The one trainer call behind both start endpoints; FAILED_PRECONDITION (a job runs) -> 409."""
     reply = await trainer.StartTraining(trainer_pb2.StartTrainingRequest(config=config), **rpc.write)
@@ -30,7 +30,7 @@ def checked_job_id(job_id: str) -> str:
 
 
 async def fetch_job(
-    trainer: trainer_pb2_grpc.TrainerServiceAsyncStub, rpc: CallOptions, job_id: str
+    trainer: TrainerClient, rpc: CallOptions, job_id: str
 ) -> common_pb2.TrainingJob:
     """The job of record by id; 404 "Training job <x> not found" otherwise."""
     with rpc_messages({grpc.StatusCode.NOT_FOUND: job_not_found(job_id)}):

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from modelforge.v1 import inference_pb2, registry_pb2, registry_pb2_grpc
-from modelforge_gateway.clients import CallOptions
+from modelforge.v1 import inference_pb2, registry_pb2
+from modelforge_gateway.clients import CallOptions, RegistryClient
 from modelforge_gateway.errors import rpc_messages
 from modelforge_gateway.readcache import ModelLookups
 
@@ -17,7 +17,7 @@ def not_found(model_id: str) -> str:
 
 
 async def fetch_model(
-    registry: registry_pb2_grpc.RegistryServiceAsyncStub, rpc: CallOptions, model_id: str
+    registry: RegistryClient, rpc: CallOptions, model_id: str
 ) -> registry_pb2.Model:
     """The registered model by numeric id or model_id; 404 "Model <x> not found" otherwise."""
     with rpc_messages({grpc.StatusCode.NOT_FOUND: not_found(model_id)}):
@@ -47,7 +47,7 @@ class ServedModel:
 
 
 async def serving_model(
-    registry: registry_pb2_grpc.RegistryServiceAsyncStub,
+    registry: RegistryClient,
     rpc: CallOptions,
     lookups: ModelLookups[ServedModel],
     model_id: str,
