@@ -14,7 +14,7 @@ import pytest
 from modelforge_common.dataset_rows import RowIssue
 from modelforge_common.errors import InvalidArgument, NotFound, ResourceExhausted
 from modelforge_registry.app import Registry
-from modelforge_registry.datasets import issue_field, sanitize_filename
+from modelforge_registry.dataset_checks import issue_field, sanitize_filename
 from modelforge_registry.domain import DatasetInfo
 
 # Filesystem logic only: the database plays no part, so SQLite is enough.

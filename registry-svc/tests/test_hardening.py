@@ -82,7 +82,7 @@ def test_a_failure_after_the_file_is_linked_leaves_neither_file_nor_row(
         seen.append(sorted(p.name for p in directory.iterdir() if not p.name.startswith(".upload-")))
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(datasets, "_fsync_directory", failing_fsync)
+    monkeypatch.setattr(datasets, "fsync_directory", failing_fsync)
     with pytest.raises(OSError):
         upload(registry, "train.jsonl", valid_jsonl)
     assert seen == [["train.jsonl"]]  # it was linked, then removed when the row could not commit
