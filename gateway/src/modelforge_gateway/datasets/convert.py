@@ -72,6 +72,12 @@ def hub_dataset_reply(dataset: registry_pb2.Dataset) -> HubDatasetResponse:
     return HubDatasetResponse(**upload_reply(dataset).model_dump(), dataset=dataset_summary(dataset))
 
 
+def insight_request(name: str, model: str, max_length: int, sample_size: int) -> trainer_pb2.InspectDatasetRequest:
+    return trainer_pb2.InspectDatasetRequest(
+        dataset=name, model_name=model, max_length=max_length, sample_size=sample_size
+    )
+
+
 def insight(reply: trainer_pb2.InspectDatasetResponse) -> DatasetInsightResponse:
     return DatasetInsightResponse(
         dataset=reply.dataset,

@@ -9,13 +9,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Path, Query, UploadFile
 
-from modelforge.v1 import registry_pb2, trainer_pb2
+from modelforge.v1 import registry_pb2
 from modelforge_gateway.common.uploads import upload_filename
 from modelforge_gateway.datasets.convert import (
     dataset_summary,
     hub_dataset_reply,
     hub_dataset_request,
     insight,
+    insight_request,
     upload_messages,
     upload_reply,
 )
@@ -114,9 +115,7 @@ async def dataset_insight(
     """The dataset as the base model's tokenizer sees it: token lengths per field (min, p50, p95,
     max), rows over max_length, duplicates, empty fields and sample rows. 404 for an unknown dataset,
     400 naming model for an unusable model, 503 when its tokenizer is on an unreachable Hub."""
-    request = trainer_pb2.InspectDatasetRequest(
-        dataset=name, model_name=model, max_length=max_length, sample_size=sample_size
-    )
+    request = insight_request(name, model, max_length, sample_size)
     # Loading a tokenizer (maybe from the Hub) and reading every row takes longer than a plain read.
     reply = await trainer.InspectDataset(request, **rpc.generate)
     return insight(reply)

@@ -27,6 +27,10 @@ def push_answer(reply: inference_pb2.PushToHubResponse) -> HubPushResponse:
     )
 
 
+def merge_request(source: registry_pb2.Model, output_path: str) -> inference_pb2.MergeAdapterRequest:
+    return inference_pb2.MergeAdapterRequest(model=model_ref(source), output_path=output_path)
+
+
 def merged_record(
     source: registry_pb2.Model, name: str, merged: inference_pb2.MergeAdapterResponse
 ) -> registry_pb2.Model:

@@ -14,14 +14,14 @@ import uuid
 import grpc
 from fastapi import APIRouter
 
-from modelforge.v1 import inference_pb2, registry_pb2
+from modelforge.v1 import registry_pb2
 from modelforge_gateway.clients import CallOptions, RegistryClient
 from modelforge_gateway.common.paths import ModelIdPath
 from modelforge_gateway.deps import InferenceStub, RegistryStub, Rpc
 from modelforge_gateway.errors import ApiError
-from modelforge_gateway.hub.convert import merged_answer, merged_record, push_answer, push_request
+from modelforge_gateway.hub.convert import merge_request, merged_answer, merged_record, push_answer, push_request
 from modelforge_gateway.hub.models import HubPushRequest, HubPushResponse, MergedModelResponse, MergeRequest
-from modelforge_gateway.upstream.models import fetch_model, model_ref
+from modelforge_gateway.upstream.models import fetch_model
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,7 @@ async def merge(
     # A fresh folder under models/, the merge's own.
     output_path = f"models/{source.model_id}-merged-{uuid.uuid4().hex[:8]}"
     try:
-        merged = await inference.MergeAdapter(
-            inference_pb2.MergeAdapterRequest(model=model_ref(source), output_path=output_path), **rpc.merge
-        )
+        merged = await inference.MergeAdapter(merge_request(source, output_path), **rpc.merge)
         record = merged_record(source, name, merged)
         reply = await registry.RegisterModel(registry_pb2.RegisterModelRequest(model=record), **rpc.write)
     except grpc.aio.AioRpcError:

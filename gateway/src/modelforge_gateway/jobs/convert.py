@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from google.protobuf import json_format
 
-from modelforge.v1 import common_pb2
+from modelforge.v1 import common_pb2, trainer_pb2
 from modelforge_common.status import status_word
-from modelforge_gateway.common.job_records import progress_of
+from modelforge_gateway.common.job_records import JobStatusWord, progress_of
 from modelforge_gateway.common.protoconv import iso_z
+from modelforge_gateway.common.training_params import StartTrainingRequest
 from modelforge_gateway.jobs.models import JobResponse
 
 STATUS_VALUES: dict[str, common_pb2.JobStatus.ValueType] = {
@@ -35,4 +36,18 @@ def job_response(job: common_pb2.TrainingJob) -> JobResponse:
         started_at=iso_z(job.started_at),
         finished_at=iso_z(job.finished_at),
         config=json_format.MessageToDict(job.config, preserving_proto_field_name=True),
+    )
+
+
+def submit_request(
+    body: StartTrainingRequest, idempotency_key: str | None, owner: str
+) -> trainer_pb2.SubmitTrainingJobRequest:
+    return trainer_pb2.SubmitTrainingJobRequest(
+        config=body.to_pb(body.task, body.model_name), idempotency_key=idempotency_key or "", owner=owner
+    )
+
+
+def list_request(statuses: list[JobStatusWord] | None, limit: int, offset: int) -> trainer_pb2.ListTrainingJobsRequest:
+    return trainer_pb2.ListTrainingJobsRequest(
+        statuses=[STATUS_VALUES[word] for word in statuses or []], limit=limit, offset=offset
     )

@@ -13,7 +13,7 @@ from modelforge_gateway.common.job_records import JobStatusWord
 from modelforge_gateway.common.training_params import StartTrainingRequest
 from modelforge_gateway.deps import Owner, RegistryStub, Rpc, TrainerStub
 from modelforge_gateway.errors import rpc_messages
-from modelforge_gateway.jobs.convert import STATUS_VALUES, job_response
+from modelforge_gateway.jobs.convert import job_response, list_request, submit_request
 from modelforge_gateway.jobs.models import JobListResponse, JobResponse
 from modelforge_gateway.upstream.datasets import check_dataset_digest
 from modelforge_gateway.upstream.jobs import checked_job_id, fetch_job, job_not_found
@@ -43,10 +43,7 @@ async def submit_job(
     """Queues a training job (any trainer replica with a free slot runs it). Repeating a request
     with the same `Idempotency-Key` header returns the job it created first, with 200."""
     await check_dataset_digest(registry, rpc, body.dataset, body.dataset_sha256)
-    request = trainer_pb2.SubmitTrainingJobRequest(
-        config=body.to_pb(body.task, body.model_name), idempotency_key=idempotency_key or "", owner=owner
-    )
-    reply = await trainer.SubmitTrainingJob(request, **rpc.write)
+    reply = await trainer.SubmitTrainingJob(submit_request(body, idempotency_key, owner), **rpc.write)
     if not reply.created:
         response.status_code = 200
     return job_response(reply.job)
@@ -60,10 +57,7 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> JobListResponse:
-    request = trainer_pb2.ListTrainingJobsRequest(
-        statuses=[STATUS_VALUES[word] for word in status or []], limit=limit, offset=offset
-    )
-    reply = await trainer.ListTrainingJobs(request, **rpc.read)
+    reply = await trainer.ListTrainingJobs(list_request(status, limit, offset), **rpc.read)
     return JobListResponse(jobs=[job_response(job) for job in reply.jobs], total=reply.total)
 
 
