@@ -1,0 +1,278 @@
+"""The OpenAI-compatible API under /v1, its serving half: models, chat and text completions (the
+router is included by routes.py, under its /v1 prefix)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+import grpc
+from fastapi import APIRouter, Path
+from fastapi.responses import StreamingResponse
+
+from modelforge.v1 import inference_pb2, registry_pb2
+from modelforge_gateway.clients import CallOptions
+from modelforge_gateway.deps import (
+    InferenceStub,
+    ModelLookupsDep,
+    RegistryStub,
+    Rpc,
+)
+from modelforge_gateway.openai import objects
+from modelforge_gateway.openai.schemas import ChatCompletionBody, CompletionBody, GenerationBody
+from modelforge_gateway.openai_errors import OpenAIError, not_found, openai_error_body
+from modelforge_gateway.upstream.models import model_ref
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["openai"], include_in_schema=False)
+
+IdPath = Annotated[str, Path(min_length=1, max_length=300)]
+# Completions' default max_tokens is OpenAI's; chat leaves the length to the inference service's default.
+COMPLETION_MAX_TOKENS = 16
+
+
+async def model_or_none(registry: RegistryStub, rpc: CallOptions, model_id: str) -> registry_pb2.Model | None:
+    if not model_id:
+        return None
+    try:
+        return (await registry.GetModel(registry_pb2.GetModelRequest(id=model_id), **rpc.read)).model
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() is grpc.StatusCode.NOT_FOUND:
+            return None  # deleted since: the job keeps its history
+        raise
+
+
+# --- models ------------------------------------------------------------------------------------------
+
+
+async def _all_models(registry: RegistryStub, rpc: CallOptions) -> list[registry_pb2.Model]:
+    reply = await registry.ListModels(registry_pb2.ListModelsRequest(), **rpc.read)
+    return list(reply.models)
+
+
+def _base_objects(models: list[registry_pb2.Model]) -> dict[str, dict[str, Any]]:
+    """Base models in use (each registered model's base), created when their first fine-tune was."""
+    bases: dict[str, dict[str, Any]] = {}
+    for model in sorted(models, key=lambda m: m.created_at.seconds):
+        if model.base_model and model.base_model not in bases:
+            bases[model.base_model] = objects.model_object(
+                model.base_model, objects.seconds(model.created_at) or 0, "system"
+            )
+    return bases
+
+
+def _tuned_object(model: registry_pb2.Model) -> dict[str, Any]:
+    return objects.model_object(model.model_id, objects.seconds(model.created_at) or 0)
+
+
+@router.get("/models")
+async def list_models(registry: RegistryStub, rpc: Rpc) -> dict[str, Any]:
+    models = await _all_models(registry, rpc)
+    tuned = [_tuned_object(m) for m in models]
+    return {"object": "list", "data": [*_base_objects(models).values(), *tuned]}
+
+
+async def _registered(registry: RegistryStub, rpc: CallOptions, model_id: str) -> registry_pb2.Model | None:
+    if model_id.isdigit():
+        return None  # the registry's numeric ids are not OpenAI model ids
+    return await model_or_none(registry, rpc, model_id)
+
+
+@router.get("/models/{model_id:path}")
+async def retrieve_model(model_id: IdPath, registry: RegistryStub, rpc: Rpc) -> dict[str, Any]:
+    model = await _registered(registry, rpc, model_id)
+    if model is not None:
+        return _tuned_object(model)
+    base = _base_objects(await _all_models(registry, rpc)).get(model_id)
+    if base is None:
+        raise not_found("model", model_id, "model")
+    return base
+
+
+@router.delete("/models/{model_id:path}")
+async def delete_model(
+    model_id: IdPath, registry: RegistryStub, inference: InferenceStub, rpc: Rpc, lookups: ModelLookupsDep
+) -> dict[str, Any]:
+    model = await _registered(registry, rpc, model_id)
+    if model is None:
+        if model_id in _base_objects(await _all_models(registry, rpc)):
+            raise OpenAIError(400, f"{model_id} is a base model; only fine-tuned models can be deleted", "model")
+        raise not_found("model", model_id, "model")
+    await registry.DeleteModel(registry_pb2.DeleteModelRequest(id=model.model_id), **rpc.write)
+    lookups.invalidate()  # the playground's cached lookups (readcache.ModelLookups)
+    try:
+        await inference.UnloadModel(inference_pb2.UnloadModelRequest(model_id=model.model_id), **rpc.read)
+    except grpc.aio.AioRpcError as exc:
+        # Best effort, as DELETE /api/models does: the model is gone whatever inference answers.
+        log.warning("inference did not unload deleted model %s: %s", model.model_id, exc.code().name)
+    return {"id": model.model_id, "object": "model", "deleted": True}
+
+
+# --- chat and text completions ----------------------------------------------------------------------
+
+
+async def _serving_model(registry: RegistryStub, rpc: CallOptions, model_id: str) -> registry_pb2.Model:
+    model = await _registered(registry, rpc, model_id)
+    if model is None:
+        if model_id in _base_objects(await _all_models(registry, rpc)):
+            raise OpenAIError(
+                400, f"{model_id} is a base model; ModelForge serves its fine-tuned models", "model", "model_not_found"
+            )
+        raise OpenAIError(404, f"The model '{model_id}' does not exist.", "model", "model_not_found")
+    if model.task != "text-generation":
+        raise OpenAIError(400, f"Model {model_id} was trained for {model.task}, not text generation", "model")
+    return model
+
+
+def _params(body: GenerationBody, max_tokens: int | None) -> inference_pb2.GenerationParams:
+    params = inference_pb2.GenerationParams(
+        max_new_tokens=max_tokens or 0,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        stop=body.stop_list(),
+    )
+    if body.seed is not None:
+        params.seed = body.seed
+    return params
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _finish_reason(reason: str) -> str:
+    return reason if reason in ("stop", "length") else "stop"
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+async def _stream(
+    inference: InferenceStub,
+    rpc: CallOptions,
+    call_request: inference_pb2.GenerateStreamRequest,
+    chunk: Callable[[str, str | None], dict[str, Any]],
+    opening: dict[str, Any] | None,
+    include_usage: bool,
+    usage_chunk: Callable[[dict[str, int]], dict[str, Any]],
+) -> StreamingResponse:
+    """SSE chunks ending with `data: [DONE]`. The first piece is read before answering, so a refused
+    request gets its status code; a failure later arrives as an `error` object, as OpenAI sends it."""
+    call = inference.GenerateStream(call_request, **rpc.generate)
+    first = await call.read()
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            if opening is not None:
+                yield _sse(opening)
+            piece = first
+            while piece is not grpc.aio.EOF:
+                assert isinstance(piece, inference_pb2.GenerateStreamResponse)
+                if piece.text:
+                    yield _sse(chunk(piece.text, None))
+                if piece.finished:
+                    yield _sse(chunk("", _finish_reason(piece.finish_reason)))
+                    if include_usage:
+                        yield _sse(usage_chunk(_usage(piece.prompt_tokens, piece.tokens_generated)))
+                    break
+                piece = await call.read()
+            yield b"data: [DONE]\n\n"
+        except grpc.aio.AioRpcError as exc:
+            log.warning("generation stream failed: %s %s", exc.code().name, exc.details())
+            yield _sse(openai_error_body(500, f"Generation failed: {exc.code().name}"))
+        finally:
+            call.cancel()
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatCompletionBody, registry: RegistryStub, inference: InferenceStub, rpc: Rpc) -> Any:
+    body.check()
+    turns = body.turns()
+    model = await _serving_model(registry, rpc, body.model)
+    params = _params(body, body.token_limit())
+    params.messages.extend(inference_pb2.ChatMessage(role=role, content=text) for role, text in turns)
+    ident, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
+    head = {
+        "id": ident,
+        "created": created,
+        "model": model.model_id,
+        "system_fingerprint": None,
+        "service_tier": None,
+        "moderation": None,
+    }
+    if body.stream:
+        chunk_head = {**head, "object": "chat.completion.chunk", "obfuscation": None, "usage": None}
+
+        def chunk(text: str, finish: str | None) -> dict[str, Any]:
+            delta = {"content": text} if finish is None else {}
+            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            return {**chunk_head, "choices": [choice]}
+
+        def usage_chunk(usage: dict[str, int]) -> dict[str, Any]:
+            return {**chunk_head, "choices": [], "usage": usage}
+
+        opening_delta = {"role": "assistant", "content": "", "refusal": None}
+        opening_choice = {"index": 0, "delta": opening_delta, "finish_reason": None, "logprobs": None}
+        opening = {**chunk_head, "choices": [opening_choice]}
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        call_request = inference_pb2.GenerateStreamRequest(model=model_ref(model), params=params)
+        return await _stream(inference, rpc, call_request, chunk, opening, include_usage, usage_chunk)
+    generate = inference_pb2.GenerateRequest(model=model_ref(model), params=params)
+    reply = await inference.Generate(generate, **rpc.generate)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": reply.generated_text,
+        "refusal": None,
+        "annotations": [],
+        "audio": None,
+        "function_call": None,
+        "tool_calls": None,
+    }
+    choice = {"index": 0, "message": message, "finish_reason": _finish_reason(reply.finish_reason), "logprobs": None}
+    usage = _usage(reply.prompt_tokens, reply.tokens_generated)
+    return {**head, "object": "chat.completion", "choices": [choice], "usage": usage, "metadata": None}
+
+
+@router.post("/completions")
+async def completions(body: CompletionBody, registry: RegistryStub, inference: InferenceStub, rpc: Rpc) -> Any:
+    body.check()
+    prompt = body.prompt_text()
+    if not prompt.strip():
+        raise OpenAIError(400, "prompt: must not be empty", "prompt")
+    model = await _serving_model(registry, rpc, body.model)
+    params = _params(body, body.max_tokens or COMPLETION_MAX_TOKENS)
+    params.prompt = prompt
+    ident, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
+    head = {"id": ident, "created": created, "model": model.model_id, "system_fingerprint": None}
+    if body.stream:
+
+        def chunk(text: str, finish: str | None) -> dict[str, Any]:
+            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+            return {**head, "object": "text_completion", "choices": [choice]}
+
+        def usage_chunk(usage: dict[str, int]) -> dict[str, Any]:
+            return {**head, "object": "text_completion", "choices": [], "usage": usage}
+
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        call_request = inference_pb2.GenerateStreamRequest(model=model_ref(model), params=params)
+        return await _stream(inference, rpc, call_request, chunk, None, include_usage, usage_chunk)
+    generate = inference_pb2.GenerateRequest(model=model_ref(model), params=params)
+    reply = await inference.Generate(generate, **rpc.generate)
+    finish = _finish_reason(reply.finish_reason)
+    choice = {"index": 0, "text": reply.generated_text, "finish_reason": finish, "logprobs": None}
+    usage = _usage(reply.prompt_tokens, reply.tokens_generated)
+    return {**head, "object": "text_completion", "choices": [choice], "usage": usage}
