@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from modelforge_training.events import EventSink, PipeEventSink, StopFlag, describe_exception
-from modelforge_training.protocol import Progress, WorkerJob, WorkerResult
+from modelforge_training.protocol import Progress, WorkerResult
+from modelforge_training.spec import read_spec, recorded_config
 
 TOTAL_STEPS = 3
 
@@ -38,8 +39,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("job_file", type=Path)
     parser.add_argument("--events-fd", type=int, required=True)
     args = parser.parse_args(argv)
-    job = WorkerJob.read(args.job_file)
-    scenario = job.config.get("name", "complete")
+    job = read_spec(args.job_file)
+    scenario = job.config.name or "complete"
     events = PipeEventSink(args.events_fd)
     stop = StopFlag()
     signal.signal(signal.SIGTERM, signal.SIG_IGN if scenario == "stubborn" else lambda *_: stop.set())
@@ -69,7 +70,7 @@ def main(argv: list[str]) -> int:
         (output / "adapter_config.json").write_text("{}")
         WorkerResult(
             outcome="completed",
-            config={**job.config, "device": "cpu"},
+            config={**recorded_config(job), "device": "cpu"},
             metrics=metrics,
             output_dir=str(output),
             step=TOTAL_STEPS,

@@ -4,7 +4,7 @@ from google.protobuf import json_format
 
 from modelforge.v1 import common_pb2, events_pb2
 from modelforge_trainer.config import Hyperparameters, resolve
-from modelforge_trainer.convert import event_to_pb, job_to_pb, model_to_pb, request_from_pb
+from modelforge_trainer.convert import event_to_pb, job_to_pb, model_to_pb
 from modelforge_trainer.jobs import JobRegistry
 from modelforge_trainer.ports import ModelRecord
 from modelforge_trainer.runner import default_model_name
@@ -12,17 +12,15 @@ from modelforge_training.protocol import Progress
 
 
 def test_unset_optional_fields_stay_unset() -> None:
-    request = request_from_pb(
-        common_pb2.TrainingConfig(task="text-generation", model_name="org/m", learning_rate=1e-4, max_steps=0)
-    )
+    request = common_pb2.TrainingConfig(task="text-generation", model_name="org/m", learning_rate=1e-4, max_steps=0)
     assert request.learning_rate == 1e-4
     assert request.max_steps == 0  # set, even though it is the zero value
-    assert request.lora_r is None and request.bf16 is None and request.name is None
+    assert not request.HasField("lora_r") and not request.HasField("bf16") and not request.HasField("name")
     assert request.force is False
 
 
 def test_jobs_and_events_carry_the_resolved_config_and_state() -> None:
-    request = request_from_pb(common_pb2.TrainingConfig(task="text-generation", model_name="org/m", dataset="d"))
+    request = common_pb2.TrainingConfig(task="text-generation", model_name="org/m", dataset="d")
     config = resolve(request, Hyperparameters(), model_name="org/m", local_model=False, dataset_path="/data/d")
     job = JobRegistry().create(request, config)
     job.mark_running()
@@ -65,15 +63,15 @@ def test_model_records_become_registry_models() -> None:
 
 
 def test_default_model_names() -> None:
-    request = request_from_pb(common_pb2.TrainingConfig(task="summarization", model_name="org/m", dataset="d"))
+    request = common_pb2.TrainingConfig(task="summarization", model_name="org/m", dataset="d")
     config = resolve(request, Hyperparameters(), model_name="/models/tiny-llama/", local_model=True, dataset_path="")
-    assert default_model_name(config, "train_20240315_143022_ab12") == "tiny-llama-summarization-ab12"
+    assert default_model_name(config.config, "train_20240315_143022_ab12") == "tiny-llama-summarization-ab12"
 
 
 def test_gradient_checkpointing_travels_only_when_set() -> None:
     from modelforge_trainer.convert import resolved_to_pb
 
-    asked = request_from_pb(
+    asked = (
         common_pb2.TrainingConfig(task="text-generation", model_name="org/m", gradient_checkpointing=False)
     )
     assert asked.gradient_checkpointing is False  # set, even though it is the zero value
@@ -81,7 +79,7 @@ def test_gradient_checkpointing_travels_only_when_set() -> None:
     message = resolved_to_pb(config)
     assert message.HasField("gradient_checkpointing") and message.gradient_checkpointing is False
     unset = resolve(
-        request_from_pb(common_pb2.TrainingConfig(task="text-generation", model_name="org/m")),
+        (common_pb2.TrainingConfig(task="text-generation", model_name="org/m")),
         Hyperparameters(), model_name="org/m", local_model=False, dataset_path="/d",
     )
     assert not resolved_to_pb(unset).HasField("gradient_checkpointing")

@@ -14,22 +14,16 @@ import pytest
 from modelforge.v1 import common_pb2
 from modelforge_common.errors import InvalidArgument
 from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
-from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
-from modelforge_trainer.convert import request_from_pb, resolved_to_pb
+from modelforge_trainer.config import Hyperparameters, resolve
+from modelforge_trainer.convert import resolved_to_pb
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.testing import FakeDatasets
 from modelforge_trainer.validation import KUBEFLOW_BACKEND, validate_request
-from modelforge_training.distributed import (
-    distributed_mode,
-    distributed_training_arguments,
-    rank_info,
-    under_torchrun,
-    world_size,
-)
+from modelforge_training.distributed import distributed_training_arguments, rank_info, under_torchrun
 from modelforge_training.events import PipeEventSink
 from modelforge_training.launch import describe_failure, torchrun_arguments
 from modelforge_training.lifeline import LAUNCHER_ENV, PARENT_ENV, Lifeline
-from modelforge_training.protocol import WorkerJob
+from modelforge_training.spec import TrainingConfig, TrainingJobSpec, distributed_mode, world_size, write_spec
 
 CPU = DeviceInfo(cuda=False, bf16=False, unsloth_installed=False)
 TWO_GPUS = DeviceInfo(cuda=True, bf16=True, unsloth_installed=True, name="test-gpu", gpu_count=2)
@@ -44,7 +38,9 @@ async def check(
     model_dir: Path, datasets: FakeDatasets, tmp_path: Path, device: DeviceInfo = CPU, backend: str = "local",
     **fields: object,
 ):
-    request = TrainingRequest(task="text-generation", model_name=str(model_dir), dataset="chat.jsonl", **fields)  # type: ignore[arg-type]
+    request = common_pb2.TrainingConfig(
+        task="text-generation", model_name=str(model_dir), dataset="chat.jsonl", **fields  # type: ignore[arg-type]
+    )
     return await validate_request(
         request, Hyperparameters(), data_dir=tmp_path, device=device, datasets=datasets, backend=backend
     )
@@ -59,17 +55,17 @@ async def refusal(*args: object, **fields: object) -> dict[str, str]:
 async def test_two_processes_default_to_ddp_and_one_process_is_not_distributed(
     model_dir: Path, datasets: FakeDatasets, tmp_path: Path
 ) -> None:
-    two = await check(model_dir, datasets, tmp_path, processes_per_node=2)
-    assert (two.processes_per_node, two.num_nodes, two.distributed, two.world_size) == (2, 1, "ddp", 2)
-    fsdp = await check(model_dir, datasets, tmp_path, processes_per_node=2, distributed="fsdp")
+    two = (await check(model_dir, datasets, tmp_path, processes_per_node=2)).config
+    assert (two.processes_per_node, two.num_nodes, two.distributed, world_size(two)) == (2, 1, "ddp", 2)
+    fsdp = (await check(model_dir, datasets, tmp_path, processes_per_node=2, distributed="fsdp")).config
     assert fsdp.distributed == "fsdp"
-    plain = await check(model_dir, datasets, tmp_path)
-    assert (plain.world_size, plain.distributed) == (1, "") and distributed_mode(plain.to_dict()) == ""
+    plain = (await check(model_dir, datasets, tmp_path)).config
+    assert (world_size(plain), plain.distributed) == (1, "") and distributed_mode(plain) == ""
     # Named, one process runs under torchrun too (the GPU check's one-process nccl job).
-    one = await check(model_dir, datasets, tmp_path, distributed="ddp")
-    assert (one.world_size, one.distributed) == (1, "ddp") and distributed_mode(one.to_dict()) == "ddp"
-    assert distributed_mode(fsdp.to_dict()) == "fsdp"
-    assert distributed_mode({"processes_per_node": 2}) == "ddp"  # a job file from before the field
+    one = (await check(model_dir, datasets, tmp_path, distributed="ddp")).config
+    assert (world_size(one), one.distributed) == (1, "ddp") and distributed_mode(one) == "ddp"
+    assert distributed_mode(fsdp) == "fsdp"
+    assert distributed_mode(TrainingConfig(processes_per_node=2)) == "ddp"  # the mode left unset
 
 
 async def test_refusals_say_why(model_dir: Path, datasets: FakeDatasets, tmp_path: Path) -> None:
@@ -92,18 +88,18 @@ async def test_refusals_say_why(model_dir: Path, datasets: FakeDatasets, tmp_pat
 
 
 async def test_kubeflow_backend_takes_several_nodes(model_dir: Path, datasets: FakeDatasets, tmp_path: Path) -> None:
-    config = await check(model_dir, datasets, tmp_path, TWO_GPUS, backend=KUBEFLOW_BACKEND,
-                         processes_per_node=8, num_nodes=4, distributed="fsdp")
-    assert (config.world_size, config.distributed) == (32, "fsdp")  # this node's GPUs do not limit pods
+    config = (await check(model_dir, datasets, tmp_path, TWO_GPUS, backend=KUBEFLOW_BACKEND,
+                          processes_per_node=8, num_nodes=4, distributed="fsdp")).config
+    assert (world_size(config), config.distributed) == (32, "fsdp")  # this node's GPUs do not limit pods
 
 
 def test_fields_travel_in_the_training_config() -> None:
     message = common_pb2.TrainingConfig(task="text-generation", model_name="org/m", dataset="d",
                                         processes_per_node=4, num_nodes=2, distributed="fsdp")
-    request = request_from_pb(message)
+    request = message  # the request is the message itself
     assert (request.processes_per_node, request.num_nodes, request.distributed) == (4, 2, "fsdp")
-    unset = request_from_pb(common_pb2.TrainingConfig(task="text-generation", model_name="org/m", dataset="d"))
-    assert (unset.processes_per_node, unset.num_nodes, unset.distributed) == (None, None, None)
+    unset = common_pb2.TrainingConfig(task="text-generation", model_name="org/m", dataset="d")
+    assert not any(unset.HasField(name) for name in ("processes_per_node", "num_nodes", "distributed"))
     config = resolve(request, Hyperparameters(), model_name="org/m", local_model=False, dataset_path="/d")
     back = resolved_to_pb(config)
     assert (back.processes_per_node, back.num_nodes, back.distributed) == (4, 2, "fsdp")
@@ -125,8 +121,8 @@ def test_training_arguments_per_mode() -> None:
 def test_torchrun_command_line(tmp_path: Path) -> None:
     from torch.distributed.run import config_from_args, parse_args
 
-    job = WorkerJob(job_id="train_abc", config={"processes_per_node": 3, "distributed": "ddp"},
-                    output_dir="/o", checkpoint_dir="/c", result_path="/r")
+    job = TrainingJobSpec(job_id="train_abc", config=TrainingConfig(processes_per_node=3, distributed="ddp"),
+                          output_dir="/o", checkpoint_dir="/c", result_path="/r")
     arguments = torchrun_arguments(tmp_path / "job.json", job, events_fd=7)
     config, _command, command_args = config_from_args(parse_args(arguments))
     assert (config.nproc_per_node, config.min_nodes, config.max_nodes, config.max_restarts) == (3, 1, 1, 0)
@@ -154,7 +150,7 @@ def test_rank_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     info = rank_info({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4"})
     assert (info.is_main, info.distributed, info.local_rank) == (False, True, 1)
     assert not under_torchrun({}) and under_torchrun({"LOCAL_RANK": "0", "WORLD_SIZE": "2"})
-    assert world_size({"processes_per_node": 2, "num_nodes": 3}) == 6 and world_size({}) == 1
+    assert world_size(TrainingConfig(processes_per_node=2, num_nodes=3)) == 6 and world_size(TrainingConfig()) == 1
 
     # A rank's lifeline watches its launcher; the launcher (no LOCAL_RANK) watches the trainer.
     monkeypatch.setenv(PARENT_ENV, "4242:1.000")
@@ -196,10 +192,11 @@ def test_ranks_end_with_their_trainer(tmp_path: Path) -> None:
     import psutil
 
     job_file = tmp_path / "job.json"
-    WorkerJob(job_id="train_lifeline", config={"processes_per_node": 2, "distributed": "ddp",
-                                                "dataset_path": str(tmp_path / "none.jsonl")},
-              output_dir=str(tmp_path / "out"), checkpoint_dir=str(tmp_path / "ckpt"),
-              result_path=str(tmp_path / "result.json")).write(job_file)
+    config = TrainingConfig(task="text-generation", model_name=str(tmp_path / "none"), provider="huggingface",
+                            strategy="sft", processes_per_node=2, distributed="ddp")
+    write_spec(TrainingJobSpec(job_id="train_lifeline", config=config, dataset_path=str(tmp_path / "none.jsonl"),
+                               output_dir=str(tmp_path / "out"), checkpoint_dir=str(tmp_path / "ckpt"),
+                               result_path=str(tmp_path / "result.json")), job_file)
     trainer = subprocess.Popen([sys.executable, "-c", FAKE_TRAINER, str(job_file)], stdout=subprocess.PIPE, text=True)
     try:
         assert trainer.stdout is not None

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
+from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.errors import FailedPrecondition, NotFound
 from modelforge_common.logging import request_id_var
 from modelforge_common.tracing import deadline_var
-from modelforge_trainer.config import Hyperparameters, TrainingRequest
+from modelforge_trainer.config import Hyperparameters
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.jobs import EventKind, JobRegistry, JobStatus
 from modelforge_trainer.ports import JobRecord, ModelRecord
@@ -128,8 +129,8 @@ def durable(data_dir: Path, chat_dataset: Path, fake_worker_command: list[str]) 
     return Durable(service, store, queue, sink, registrar)
 
 
-def request(model_dir: Path, scenario: str = "complete") -> TrainingRequest:
-    return TrainingRequest(task="text-generation", model_name=str(model_dir), dataset="chat.jsonl", name=scenario)
+def request(model_dir: Path, scenario: str = "complete") -> TrainingConfig:
+    return TrainingConfig(task="text-generation", model_name=str(model_dir), dataset="chat.jsonl", name=scenario)
 
 
 async def test_submit_records_and_queues_once_per_idempotency_key(durable: Durable, model_dir: Path) -> None:

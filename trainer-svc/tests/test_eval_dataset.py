@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.errors import InvalidArgument
 from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
-from modelforge_trainer.config import Hyperparameters, TrainingRequest
-from modelforge_trainer.convert import request_from_pb, resolved_to_pb
+from modelforge_trainer.config import Hyperparameters
+from modelforge_trainer.convert import resolved_to_pb
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.testing import FakeDatasets
 from modelforge_trainer.validation import validate_request
@@ -20,9 +21,9 @@ from modelforge_training.testing import run_worker_inline, worker_job
 CPU = DeviceInfo(cuda=False, bf16=False, unsloth_installed=False)
 
 
-def request(model: Path, **overrides: object) -> TrainingRequest:
+def request(model: Path, **overrides: object) -> TrainingConfig:
     fields: dict[str, object] = {"task": "text-generation", "model_name": str(model), "dataset": "chat.jsonl"}
-    return TrainingRequest(**(fields | overrides))  # type: ignore[arg-type]
+    return TrainingConfig(**(fields | overrides))  # type: ignore[arg-type]
 
 
 async def test_the_eval_dataset_is_resolved_and_round_trips(
@@ -34,14 +35,13 @@ async def test_the_eval_dataset_is_resolved_and_round_trips(
         request(model_dir, eval_dataset="eval.jsonl"), Hyperparameters(), data_dir=tmp_path, device=CPU,
         datasets=datasets,
     )
-    assert (config.eval_dataset, config.eval_dataset_path) == ("eval.jsonl", str(evaluation))
+    assert (config.config.eval_dataset, config.eval_dataset_path) == ("eval.jsonl", str(evaluation))
     message = resolved_to_pb(config)
     assert message.eval_dataset == "eval.jsonl"
-    assert request_from_pb(message).eval_dataset == "eval.jsonl"
     plain = await validate_request(
         request(model_dir), Hyperparameters(), data_dir=tmp_path, device=CPU, datasets=datasets
     )
-    assert (plain.eval_dataset, plain.eval_dataset_path) == ("", "")
+    assert (plain.config.eval_dataset, plain.eval_dataset_path) == ("", "")
     assert not resolved_to_pb(plain).HasField("eval_dataset")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_devkit.sample_data import (
     preference_rows,
     qa_rows,
@@ -18,7 +19,7 @@ from modelforge_devkit.sample_data import (
     write_jsonl,
 )
 from modelforge_devkit.tiny_models import build_tiny_model
-from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
+from modelforge_trainer.config import Hyperparameters, resolve
 from modelforge_training.testing import run_worker_process, worker_job
 
 pytestmark = [
@@ -59,7 +60,7 @@ def test_worker_trains_on_the_gpu(
         pytest.skip("unsloth is not installed")
     model = build_tiny_model(tmp_path / f"tiny-{kind}", kind)
     dataset = dataset_for(task, strategy, tmp_path)
-    request = TrainingRequest(
+    request = TrainingConfig(
         task=task,
         model_name=str(model),
         provider=provider,

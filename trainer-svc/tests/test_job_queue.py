@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.errors import FailedPrecondition
-from modelforge_trainer.config import Hyperparameters, TrainingRequest
+from modelforge_trainer.config import Hyperparameters
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.jobs import EventKind, JobRegistry, JobStatus
 from modelforge_trainer.publisher import RecordingSink
@@ -36,9 +37,9 @@ def service(data_dir: Path, chat_dataset: Path, fake_worker_command: list[str]) 
     )
 
 
-def request(model_dir: Path, scenario: str = "complete") -> TrainingRequest:
+def request(model_dir: Path, scenario: str = "complete") -> TrainingConfig:
     """The fake worker acts out the scenario named by the job's name."""
-    return TrainingRequest(task="text-generation", model_name=str(model_dir), dataset="chat.jsonl", name=scenario)
+    return TrainingConfig(task="text-generation", model_name=str(model_dir), dataset="chat.jsonl", name=scenario)
 
 
 async def test_jobs_wait_for_the_slot_and_run_in_order(service: TrainerService, model_dir: Path) -> None:

@@ -4,14 +4,15 @@ from datetime import UTC, datetime
 
 import pytest
 
+from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.errors import FailedPrecondition, NotFound
-from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
+from modelforge_trainer.config import Hyperparameters, resolve
 from modelforge_trainer.jobs import EventKind, JobRegistry, JobStatus, new_job_id
 from modelforge_training.protocol import Progress
 
 
 def config():
-    request = TrainingRequest(task="text-generation", model_name="org/model", dataset="d.jsonl")
+    request = TrainingConfig(task="text-generation", model_name="org/model", dataset="d.jsonl")
     return request, resolve(request, Hyperparameters(), model_name="org/model", local_model=False, dataset_path="/d")
 
 

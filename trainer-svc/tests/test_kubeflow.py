@@ -20,8 +20,9 @@ import jsonschema
 import pytest
 import yaml
 
+from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.errors import ModelForgeError, Unavailable
-from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
+from modelforge_trainer.config import Hyperparameters, resolve
 from modelforge_trainer.jobs import EventKind, Job, JobRegistry, JobStatus
 from modelforge_trainer.kubeflow import (
     KubeflowJobRunner,
@@ -62,8 +63,10 @@ def assert_valid_train_job(train_job: dict[str, Any], schema: dict[str, Any]) ->
 
 
 def config_of(**fields: Any):
-    request = TrainingRequest(task="text-generation", model_name="/models/tiny", dataset="d.jsonl", **fields)
-    return resolve(request, Hyperparameters(), model_name="/models/tiny", local_model=True, dataset_path="/d.jsonl")
+    request = TrainingConfig(task="text-generation", model_name="/models/tiny", dataset="d.jsonl", **fields)
+    return resolve(
+        request, Hyperparameters(), model_name="/models/tiny", local_model=True, dataset_path="/d.jsonl"
+    ).config
 
 
 def test_train_jobs_validate_against_kubeflows_schema(train_job_schema: dict[str, Any]) -> None:
@@ -244,7 +247,7 @@ class Harness:
     registry: JobRegistry = field(default_factory=JobRegistry)
 
     def new_job(self, **fields: Any) -> Job:
-        request = TrainingRequest(task="text-generation", model_name="/models/tiny", dataset="d.jsonl", **fields)
+        request = TrainingConfig(task="text-generation", model_name="/models/tiny", dataset="d.jsonl", **fields)
         config = resolve(request, Hyperparameters(), model_name="/models/tiny", local_model=True,
                          dataset_path=str(self.paths.data_dir / "d.jsonl"))
         return self.registry.create(request, config)

@@ -12,11 +12,13 @@ import pytest
 from google.protobuf import json_format
 
 from modelforge.v1 import registry_pb2
-from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
+from modelforge.v1.common_pb2 import TrainingConfig
+from modelforge_trainer.config import Hyperparameters, resolve
 from modelforge_trainer.convert import model_to_pb
 from modelforge_trainer.lineage import LossCurve, base_model_lineage, build_lineage, installed_versions
 from modelforge_trainer.ports import ModelRecord
 from modelforge_training.protocol import Progress
+from modelforge_training.spec import TrainingJobSpec, recorded_config
 
 QUEUED = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -44,13 +46,13 @@ def test_loss_curve_keeps_reports_with_a_loss_in_step_order() -> None:
     ]
 
 
-def local_config(tmp_path: Path, dataset: bytes) -> tuple[object, Path]:
+def local_config(tmp_path: Path, dataset: bytes) -> tuple[TrainingJobSpec, Path]:
     base = tmp_path / "base-model"
     base.mkdir()
     (base / "config.json").write_text('{"model_type": "llama"}')
     data = tmp_path / "train.jsonl"
     data.write_bytes(dataset)
-    request = TrainingRequest(task="text-generation", model_name=str(base), dataset="train.jsonl", seed=7)
+    request = TrainingConfig(task="text-generation", model_name=str(base), dataset="train.jsonl", seed=7)
     config = resolve(request, Hyperparameters(), model_name=str(base), local_model=True, dataset_path=str(data))
     return config, base
 
@@ -58,14 +60,14 @@ def local_config(tmp_path: Path, dataset: bytes) -> tuple[object, Path]:
 def test_build_lineage_records_every_part(tmp_path: Path) -> None:
     rows = b'{"prompt": "a", "completion": "b"}\n\n{"prompt": "c", "completion": "d"}\n' * 3
     config, base = local_config(tmp_path, rows)
-    used = {**config.to_dict(), "device": "cpu", "train_examples": 5, "eval_examples": 1, "bf16": False}
+    used = {**recorded_config(config), "device": "cpu", "train_examples": 5, "eval_examples": 1, "bf16": False}
     curve = LossCurve()
     curve.add(progress(1, 2.5, 1e-4))
     started, finished = QUEUED + timedelta(seconds=3), QUEUED + timedelta(seconds=13.5)
 
     lineage = build_lineage(
         job_id="train_x",
-        config=config,
+        spec=config,
         used=used,
         metrics={"final_loss": 2.5},
         loss_curve=curve,
@@ -137,7 +139,7 @@ def test_a_dataset_gone_before_the_end_still_gives_a_lineage(tmp_path: Path) -> 
     (tmp_path / "train.jsonl").unlink()
     lineage = build_lineage(
         job_id="j",
-        config=config,
+        spec=config,
         used={},
         metrics={},
         loss_curve=LossCurve(),
@@ -159,7 +161,7 @@ def test_a_hub_model_records_the_cached_commit(tmp_path: Path, monkeypatch: pyte
     (repo / "snapshots" / commit).mkdir(parents=True)
     (repo / "snapshots" / commit / "config.json").write_text("{}")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
-    request = TrainingRequest(task="text-generation", model_name="org/tiny", dataset="d.jsonl")
+    request = TrainingConfig(task="text-generation", model_name="org/tiny", dataset="d.jsonl")
     config = resolve(request, Hyperparameters(), model_name="org/tiny", local_model=False, dataset_path="/d")
     assert base_model_lineage(config) == {
         "name": "org/tiny",
@@ -179,10 +181,10 @@ def test_unsloth_runs_record_its_version_too() -> None:
 def test_the_runs_tracking_locations_are_no_setting_of_the_lineage(tmp_path: Path) -> None:
     # A reproduced run writes its series elsewhere; its lineage config must still equal the first's.
     config, _ = local_config(tmp_path, b'{"prompt": "a", "completion": "b"}\n' * 3)
-    used = {**config.to_dict(), "device": "cpu", "tensorboard_dir": "/d/jobs/x/tensorboard",
+    used = {**recorded_config(config), "device": "cpu", "tensorboard_dir": "/d/jobs/x/tensorboard",
             "tracking_url": "http://mlflow/#/experiments/1/runs/2"}
     lineage = build_lineage(
-        job_id="train_x", config=config, used=used, metrics={}, loss_curve=LossCurve(),
+        job_id="train_x", spec=config, used=used, metrics={}, loss_curve=LossCurve(),
         queued_at=QUEUED, started_at=None, finished_at=QUEUED,
     )
     assert "tensorboard_dir" not in lineage["config"] and "tracking_url" not in lineage["config"]

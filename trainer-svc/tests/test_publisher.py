@@ -6,8 +6,9 @@ import asyncio
 from typing import Any
 
 from modelforge.v1 import events_pb2
+from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.nats import EVENT_CONTENT_TYPE
-from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
+from modelforge_trainer.config import Hyperparameters, resolve
 from modelforge_trainer.convert import encode_event
 from modelforge_trainer.jobs import JobRegistry
 from modelforge_trainer.publisher import NatsEventPublisher
@@ -51,7 +52,7 @@ class FakeConnection:
 
 
 def events(count: int):
-    request = TrainingRequest(task="text-generation", model_name="org/m", dataset="d")
+    request = TrainingConfig(task="text-generation", model_name="org/m", dataset="d")
     job = JobRegistry().create(
         request, resolve(request, Hyperparameters(), model_name="org/m", local_model=False, dataset_path="/d")
     )

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.errors import InvalidArgument, Unavailable
-from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
+from modelforge_trainer.config import Hyperparameters, resolve
 from modelforge_trainer.jobs import EventKind, Job, JobRegistry, JobStatus
 from modelforge_trainer.ports import ModelRecord
 from modelforge_trainer.publisher import RecordingSink
@@ -21,7 +22,7 @@ WAIT_S = 60.0
 
 
 def new_job(registry: JobRegistry, scenario: str, model: str = "/models/tiny-llama") -> Job:
-    request = TrainingRequest(task="text-generation", model_name=model, dataset="d.jsonl", name=scenario)
+    request = TrainingConfig(task="text-generation", model_name=model, dataset="d.jsonl", name=scenario)
     config = resolve(request, Hyperparameters(), model_name=model, local_model=True, dataset_path="/d.jsonl")
     return registry.create(request, config)
 
@@ -203,12 +204,12 @@ async def test_a_registration_left_by_a_dead_replica_is_taken_over(tmp_path: Pat
     # Another replica (a new runner on the same data dir) takes the job over from its record.
     registrar = FakeRegistrar()
     _, other = make_runner(tmp_path, fake_worker_command, registrar)
-    taken = Job(job_id=job.job_id, request=job.request, config=job.config, status=JobStatus.REGISTERING)
+    taken = Job(job_id=job.job_id, request=job.request, spec=job.spec, status=JobStatus.REGISTERING)
     assert other.resume_registration(taken)
     await other.wait(job.job_id, WAIT_S)
     assert taken.status is JobStatus.COMPLETED and taken.model_id == "model_1"
     assert registrar.records[0].job_id == job.job_id and registrar.records[0].metrics["final_loss"] == 0.5
-    assert not other.resume_registration(Job(job_id="train_unknown", request=job.request, config=job.config))
+    assert not other.resume_registration(Job(job_id="train_unknown", request=job.request, spec=job.spec))
     for retrying in list(runner._tasks.values()):  # the first replica "died" meanwhile
         retrying.cancel()
 

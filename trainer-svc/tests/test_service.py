@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.errors import FailedPrecondition, InvalidArgument, NotFound
-from modelforge_trainer.config import Hyperparameters, TrainingRequest
+from modelforge_trainer.config import Hyperparameters
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.jobs import JobRegistry, JobStatus
 from modelforge_trainer.publisher import RecordingSink
 from modelforge_trainer.runner import JobPaths, JobRunner
 from modelforge_trainer.service import TrainerService
 from modelforge_trainer.testing import FakeDatasets, FakeRegistrar
-from modelforge_training.protocol import WorkerJob
+from modelforge_training.spec import read_spec
 
 
 @pytest.fixture
@@ -33,8 +34,8 @@ def service(data_dir: Path, chat_dataset: Path, fake_worker_command: list[str]) 
     )
 
 
-def request(model_dir: Path, scenario: str = "complete", **fields: object) -> TrainingRequest:
-    return TrainingRequest(
+def request(model_dir: Path, scenario: str = "complete", **fields: object) -> TrainingConfig:
+    return TrainingConfig(
         task="text-generation", model_name=str(model_dir), dataset="chat.jsonl", name=scenario, **fields
     )  # type: ignore[arg-type]
 
@@ -73,7 +74,7 @@ async def test_resume_hands_the_latest_checkpoint_to_the_worker(
 
     job = await service.start(request(model_dir, resume_from_job=earlier.job_id))
     await service.runner.wait(job.job_id, 30)
-    handed = WorkerJob.read(JobPaths(data_dir).job_dir(job.job_id) / "job.json")
+    handed = read_spec(JobPaths(data_dir).job_dir(job.job_id) / "job.json")
     assert handed.resume_checkpoint == str(JobPaths(data_dir).checkpoint_dir(earlier.job_id) / "checkpoint-1")
     assert job.status is JobStatus.COMPLETED
 

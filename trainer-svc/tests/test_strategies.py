@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
+from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_devkit.sample_data import preference_rows, qa_rows, summarization_rows, write_jsonl
 from modelforge_devkit.tiny_models import build_tiny_model
-from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
-from modelforge_training.config import ResolvedConfig
+from modelforge_trainer.config import Hyperparameters, resolve
 from modelforge_training.events import StopFlag
 from modelforge_training.protocol import MetricMessage, Progress
+from modelforge_training.spec import TrainingJobSpec
 from modelforge_training.testing import WorkerRun, run_worker_inline, worker_job
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,7 @@ def tiny_qa_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny").resolve() / "tiny-bert", "qa")
 
 
-def job_config(task: str, strategy: str, model: Path, dataset: Path, **fields: Any) -> ResolvedConfig:
+def job_config(task: str, strategy: str, model: Path, dataset: Path, **fields: Any) -> TrainingJobSpec:
     settings: dict[str, Any] = {
         "per_device_train_batch_size": 2,
         "gradient_accumulation_steps": 1,
@@ -38,13 +39,13 @@ def job_config(task: str, strategy: str, model: Path, dataset: Path, **fields: A
         "max_steps": 4,
         **fields,
     }
-    request = TrainingRequest(task=task, strategy=strategy, model_name=str(model), dataset=dataset.name, **settings)
+    request = TrainingConfig(task=task, strategy=strategy, model_name=str(model), dataset=dataset.name, **settings)
     config = resolve(request, Hyperparameters(), model_name=str(model), local_model=True, dataset_path=str(dataset))
-    config.bf16 = False
+    config.config.bf16 = False
     return config
 
 
-def train(config: ResolvedConfig, job_dir: Path, **options: Any) -> WorkerRun:
+def train(config: TrainingJobSpec, job_dir: Path, **options: Any) -> WorkerRun:
     run = run_worker_inline(worker_job(job_dir, config, **options), job_dir)
     assert run.result is not None
     return run

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from modelforge_trainer.config import Hyperparameters, TrainingRequest
+from modelforge.v1.common_pb2 import TrainingConfig
+from modelforge_trainer.config import Hyperparameters
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.testing import FakeDatasets
 from modelforge_trainer.testing_mlflow import MlflowReader, mlflow_server
 from modelforge_trainer.validation import validate_request
-from modelforge_training.protocol import WorkerJob
+from modelforge_training.spec import TrainingJobSpec
 from modelforge_training.testing import run_worker_process, worker_job
 from modelforge_training.tracking import JobTracking
 
@@ -39,7 +40,7 @@ def test_a_job_is_tracked_in_mlflow_and_tensorboard(
     tiny_causal_model: Path, chat_dataset: Path, tmp_path: Path
 ) -> None:
     config = asyncio.run(validate_request(
-        TrainingRequest(
+        TrainingConfig(
             task="text-generation", model_name=str(tiny_causal_model), dataset="chat.jsonl", name="tracked",
             max_steps=STEPS, logging_steps=1, per_device_train_batch_size=2, max_seq_length=64,
         ),
@@ -57,7 +58,7 @@ def test_a_job_is_tracked_in_mlflow_and_tensorboard(
         assert info["status"] == "FINISHED" and info["run_name"] == "tracked"
         params = {p["key"]: p["value"] for p in data["params"]}
         assert params["max_steps"] == str(STEPS)
-        assert params["learning_rate"] == str(config.learning_rate)
+        assert params["learning_rate"] == str(config.config.learning_rate)
         assert params["model_name"] == str(tiny_causal_model)
         tags = {t["key"]: t["value"] for t in data["tags"]}
         assert tags["modelforge.job_id"] == "train_20240101_000000_test"
@@ -86,24 +87,12 @@ def test_an_unreachable_tracking_server_is_noted_and_left_alone(tmp_path: Path) 
     from modelforge_common.testing import free_port
 
     notes: list[str] = []
-    job = WorkerJob("job-x", {}, str(tmp_path / "model"), str(tmp_path / "ck"), str(tmp_path / "job" / "result.json"))
-
-    class Config:
-        """The ResolvedConfig fields tracking reads."""
-
-        name = "n"
-        model_name = "m"
-        task = "text-generation"
-        strategy = "sft"
-        provider = "huggingface"
-        dataset = "d.jsonl"
-        dataset_path = str(tmp_path / "missing.jsonl")
-        eval_dataset = ""
-
-        def to_dict(self) -> dict[str, object]:
-            return {"name": self.name}
-
-    tracking = JobTracking(job, Config(), notes.append, f"http://127.0.0.1:{free_port()}")  # type: ignore[arg-type]
+    config = TrainingConfig(name="n", model_name="m", task="text-generation", strategy="sft", provider="huggingface",
+                            dataset="d.jsonl")
+    job = TrainingJobSpec(job_id="job-x", config=config, dataset_path=str(tmp_path / "missing.jsonl"),
+                          output_dir=str(tmp_path / "model"), checkpoint_dir=str(tmp_path / "ck"),
+                          result_path=str(tmp_path / "job" / "result.json"))
+    tracking = JobTracking(job, notes.append, f"http://127.0.0.1:{free_port()}")
     assert tracking.mlflow is None and len(notes) == 1 and notes[0].startswith("MLflow tracking stopped")
     tracking.finish("completed", {"final_loss": 1.5}, step=2)
     assert tracking.details() == {"tensorboard_dir": str(tmp_path / "job" / "tensorboard")}

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.errors import InvalidArgument, Unavailable
 from modelforge_devkit.sample_data import preference_rows, write_jsonl
-from modelforge_trainer.config import Hyperparameters, TrainingRequest
+from modelforge_trainer.config import Hyperparameters
 from modelforge_trainer.device import DeviceInfo, detect_device
 from modelforge_trainer.ports import MemoryEstimate
 from modelforge_trainer.testing import FakeDatasets, FakeEstimator
@@ -19,14 +20,14 @@ CPU = DeviceInfo(cuda=False, bf16=False, unsloth_installed=False)
 GPU = DeviceInfo(cuda=True, bf16=True, unsloth_installed=True, name="test-gpu")
 
 
-def request(model_dir: Path, **overrides: object) -> TrainingRequest:
+def request(model_dir: Path, **overrides: object) -> TrainingConfig:
     fields: dict[str, object] = {"task": "text-generation", "model_name": str(model_dir), "dataset": "chat.jsonl"}
     fields.update(overrides)
-    return TrainingRequest(**fields)  # type: ignore[arg-type]
+    return TrainingConfig(**fields)  # type: ignore[arg-type]
 
 
 async def validate(
-    req: TrainingRequest,
+    req: TrainingConfig,
     datasets: FakeDatasets,
     tmp_path: Path,
     device: DeviceInfo = CPU,
@@ -42,12 +43,13 @@ def fields_of(error: InvalidArgument) -> dict[str, str]:
 
 
 async def test_valid_request_resolves_defaults(model_dir: Path, chat_dataset: Path, tmp_path: Path) -> None:
-    config = await validate(request(model_dir), FakeDatasets({"chat.jsonl": chat_dataset}), tmp_path)
+    spec = await validate(request(model_dir), FakeDatasets({"chat.jsonl": chat_dataset}), tmp_path)
+    config = spec.config
     assert config.provider == "huggingface"
     assert config.strategy == "sft"
     assert config.model_name == str(model_dir)
-    assert config.local_model is True
-    assert config.dataset_path == str(chat_dataset)
+    assert spec.local_model is True
+    assert spec.dataset_path == str(chat_dataset)
     assert config.learning_rate == Hyperparameters().learning_rate
     assert config.bf16 is False  # CPU trains in fp32
     assert config.max_steps == -1
@@ -79,7 +81,7 @@ async def test_every_bad_number_is_reported_at_once(model_dir: Path, chat_datase
     with pytest.raises(InvalidArgument) as caught:
         await validate(bad, FakeDatasets({"chat.jsonl": chat_dataset}), tmp_path)
     found = fields_of(caught.value)
-    assert found["learning_rate"] == "learning_rate must be > 0 and <= 1, got -0.1"
+    assert found["learning_rate"] == "learning_rate must be > 0 and < 1, got -0.1"  # common.proto's SettingRule
     assert found["max_seq_length"] == "max_seq_length must be >= 16 and <= 131072, got 8"
     assert set(found) == {
         "learning_rate",
@@ -194,8 +196,8 @@ async def test_unsloth_on_a_gpu_passes(model_dir: Path, chat_dataset: Path, tmp_
     config = await validate(
         request(model_dir, provider="unsloth"), FakeDatasets({"chat.jsonl": chat_dataset}), tmp_path, device=GPU
     )
-    assert config.provider == "unsloth"
-    assert config.bf16 is True
+    assert config.config.provider == "unsloth"
+    assert config.config.bf16 is True
 
 
 @pytest.mark.parametrize(
@@ -211,7 +213,7 @@ async def test_unsloth_on_a_gpu_passes(model_dir: Path, chat_dataset: Path, tmp_
     ],
 )
 async def test_bad_model_names(model_name: str, expected: str, chat_dataset: Path, tmp_path: Path) -> None:
-    req = TrainingRequest(task="text-generation", model_name=model_name, dataset="chat.jsonl")
+    req = TrainingConfig(task="text-generation", model_name=model_name, dataset="chat.jsonl")
     with pytest.raises(InvalidArgument) as caught:
         await validate(req, FakeDatasets({"chat.jsonl": chat_dataset}), tmp_path)
     assert fields_of(caught.value)["model_name"].startswith(expected)
@@ -220,7 +222,7 @@ async def test_bad_model_names(model_name: str, expected: str, chat_dataset: Pat
 async def test_model_folder_needs_config_json(chat_dataset: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty-model"
     empty.mkdir()
-    req = TrainingRequest(task="text-generation", model_name=str(empty), dataset="chat.jsonl")
+    req = TrainingConfig(task="text-generation", model_name=str(empty), dataset="chat.jsonl")
     with pytest.raises(InvalidArgument) as caught:
         await validate(req, FakeDatasets({"chat.jsonl": chat_dataset}), tmp_path)
     assert fields_of(caught.value) == {"model_name": f"Model folder {empty.resolve()} has no config.json"}
@@ -229,9 +231,9 @@ async def test_model_folder_needs_config_json(chat_dataset: Path, tmp_path: Path
 async def test_hub_ids_and_data_dir_folders_are_accepted(model_dir: Path, chat_dataset: Path, tmp_path: Path) -> None:
     datasets = FakeDatasets({"chat.jsonl": chat_dataset})
     hub = await validate(request(model_dir, model_name="meta-llama/Llama-3.2-1B"), datasets, tmp_path)
-    assert (hub.model_name, hub.local_model) == ("meta-llama/Llama-3.2-1B", False)
+    assert (hub.config.model_name, hub.local_model) == ("meta-llama/Llama-3.2-1B", False)
     inside = await validate(request(model_dir, model_name=model_dir.name), datasets, tmp_path)
-    assert (inside.model_name, inside.local_model) == (str(model_dir), True)
+    assert (inside.config.model_name, inside.local_model) == (str(model_dir), True)
 
 
 async def test_memory_refusal_names_the_estimate(model_dir: Path, chat_dataset: Path, tmp_path: Path) -> None:
@@ -270,7 +272,7 @@ async def test_force_starts_despite_the_estimate(model_dir: Path, chat_dataset: 
     config = await validate(
         request(model_dir, force=True), FakeDatasets({"chat.jsonl": chat_dataset}), tmp_path, estimator=estimator
     )
-    assert config.task == "text-generation"
+    assert config.config.task == "text-generation"
 
 
 async def test_unreachable_hardware_service_is_not_fatal(model_dir: Path, chat_dataset: Path, tmp_path: Path) -> None:
@@ -278,7 +280,7 @@ async def test_unreachable_hardware_service_is_not_fatal(model_dir: Path, chat_d
     config = await validate(
         request(model_dir), FakeDatasets({"chat.jsonl": chat_dataset}), tmp_path, estimator=estimator
     )
-    assert config.task == "text-generation"
+    assert config.config.task == "text-generation"
 
 
 async def test_qlora_with_use_4bit_false_is_contradictory(model_dir: Path, chat_dataset: Path, tmp_path: Path) -> None:
@@ -304,8 +306,8 @@ async def test_gradient_checkpointing_asked_for_reaches_the_estimate_and_the_job
     estimator = FakeEstimator(MemoryEstimate(fits=True, total_bytes=1, available_bytes=2, device="cpu"))
     datasets = FakeDatasets({"chat.jsonl": chat_dataset})
     config = await validate(request(model_dir, gradient_checkpointing=True), datasets, tmp_path, estimator=estimator)
-    assert config.gradient_checkpointing is True
+    assert config.config.gradient_checkpointing is True
     assert estimator.queries[0].gradient_checkpointing is True
     unset = await validate(request(model_dir), datasets, tmp_path, estimator=estimator)
-    assert unset.gradient_checkpointing is None
+    assert not unset.config.HasField("gradient_checkpointing")  # decided by the device when it trains
     assert estimator.queries[1].gradient_checkpointing is False  # no GPU here: off unless asked for

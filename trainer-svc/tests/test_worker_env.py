@@ -9,7 +9,8 @@ from pathlib import Path
 
 import psutil
 
-from modelforge_trainer.config import Hyperparameters, TrainingRequest, resolve
+from modelforge.v1.common_pb2 import TrainingConfig
+from modelforge_trainer.config import Hyperparameters, resolve
 from modelforge_trainer.jobs import JobRegistry
 from modelforge_trainer.publisher import RecordingSink
 from modelforge_trainer.runner import JobPaths, JobRunner, worker_environment
@@ -60,7 +61,7 @@ async def test_the_worker_process_runs_with_that_environment(tmp_path: Path, fak
         sink, FakeRegistrar(), JobPaths(tmp_path), stop_grace_s=5, worker_command=fake_worker_command,
         env={**TRAINER_ENV, "PATH": "/usr/bin:/bin"},
     )
-    request = TrainingRequest(task="text-generation", model_name="/models/m", dataset="d.jsonl", name="hang")
+    request = TrainingConfig(task="text-generation", model_name="/models/m", dataset="d.jsonl", name="hang")
     config = resolve(request, Hyperparameters(), model_name="/models/m", local_model=True, dataset_path="/d.jsonl")
     job = JobRegistry().create(request, config)
     runner.launch(job)

@@ -8,7 +8,6 @@ from modelforge_training.protocol import (
     LogMessage,
     MetricMessage,
     Progress,
-    WorkerJob,
     WorkerResult,
     decode,
     encode,
@@ -43,16 +42,8 @@ def test_non_finite_numbers_are_dropped() -> None:
     assert isinstance(progress, Progress) and progress.loss is None
 
 
-def test_job_and_result_files(tmp_path: Path) -> None:
-    job = WorkerJob(
-        job_id="train_x",
-        config={"task": "text-generation"},
-        output_dir="/o",
-        checkpoint_dir="/c",
-        result_path=str(tmp_path / "result.json"),
-    )
-    job.write(tmp_path / "job.json")
-    assert WorkerJob.read(tmp_path / "job.json") == job
+def test_result_files(tmp_path: Path) -> None:
+    # The job file is the TrainingJobSpec (test_spec.py).
     assert WorkerResult.read(tmp_path / "result.json") is None
     result = WorkerResult(outcome="completed", metrics={"final_loss": 1.0}, output_dir="/o", step=4)
     result.write(tmp_path / "result.json")

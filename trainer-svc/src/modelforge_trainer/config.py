@@ -1,8 +1,9 @@
-"""What a user asks for (TrainingRequest) and how it becomes what a job runs with (ResolvedConfig,
-defined by the runtime modelforge_training).
+"""How what a user asks for (a TrainingConfig) becomes what a job runs with (a TrainingJobSpec whose
+config has every setting filled): the spec the runtime reads and the registry records.
 
-Unset optional fields of a request take the trainer's defaults; the resolved configuration is what the
-worker trains with and what is recorded with the registered model.
+An unset setting takes, in this order: the trainer's TrainerSettings default_<name> (Hyperparameters),
+the default its SettingRule declares in common.proto, or the trainer's own rule below (use_4bit with
+qlora, one process, the distributed mode; bf16 and gradient_checkpointing depend on the device).
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from modelforge_training.config import ResolvedConfig
+from modelforge.v1.common_pb2 import TrainingConfig
+from modelforge_training.settings import SETTINGS
+from modelforge_training.spec import DDP, TrainingJobSpec
 
 DEFAULT_PROVIDER = "huggingface"
 DEFAULT_STRATEGY = "sft"
-DEFAULT_DISTRIBUTED = "ddp"
-DISTRIBUTED_MODE_NAMES = ("ddp", "fsdp")
+DEFAULT_DISTRIBUTED = DDP
 
 
 @dataclass(frozen=True)
@@ -42,87 +44,45 @@ class Hyperparameters:
 
 
 HYPERPARAMETER_NAMES = tuple(f.name for f in fields(Hyperparameters))
+# Strings recorded as "" when unset (the registry's config has every key).
+_EMPTY_WHEN_UNSET = ("name", "compute_specs", "resume_from_job", "eval_dataset", "distributed")
 
 
-@dataclass
-class TrainingRequest:
-    """A TrainingConfig as the user sent it; None means "not set"."""
-
-    task: str = ""
-    model_name: str = ""
-    provider: str = ""
-    strategy: str = ""
-    dataset: str = ""
-    num_train_epochs: float | None = None
-    per_device_train_batch_size: int | None = None
-    gradient_accumulation_steps: int | None = None
-    learning_rate: float | None = None
-    max_seq_length: int | None = None
-    lora_r: int | None = None
-    lora_alpha: int | None = None
-    lora_dropout: float | None = None
-    use_4bit: bool | None = None
-    bf16: bool | None = None
-    warmup_ratio: float | None = None
-    lr_scheduler_type: str | None = None
-    optim: str | None = None
-    max_steps: int | None = None
-    save_steps: int | None = None
-    logging_steps: int | None = None
-    eval_split: float | None = None
-    seed: int | None = None
-    name: str | None = None
-    compute_specs: str | None = None
-    force: bool = False
-    resume_from_job: str | None = None
-    dpo_beta: float | None = None
-    eval_dataset: str | None = None
-    gradient_checkpointing: bool | None = None
-    # Jobs of several processes (issue 19): per node (one per GPU on GPU nodes), nodes (more than
-    # one only on Kubeflow Trainer), "ddp" | "fsdp" (ddp when unset with more than one process).
-    processes_per_node: int | None = None
-    num_nodes: int | None = None
-    distributed: str | None = None
+def asked(request: TrainingConfig, name: str) -> Any:
+    """The value the request sets for an optional field, None where it leaves it unset."""
+    return getattr(request, name) if request.HasField(name) else None
 
 
 def resolve(
-    request: TrainingRequest,
+    request: TrainingConfig,
     defaults: Hyperparameters,
     *,
     model_name: str,
     local_model: bool,
     dataset_path: str,
     eval_dataset_path: str = "",
-) -> ResolvedConfig:
-    """Fills unset fields from the defaults. Callers validate the request first."""
-
-    def pick(name: str) -> Any:
-        value = getattr(request, name)
-        return getattr(defaults, name) if value is None else value
-
-    strategy = request.strategy or DEFAULT_STRATEGY
-    use_4bit = request.use_4bit if request.use_4bit is not None else strategy == "qlora"
-    processes_per_node = request.processes_per_node or 1
-    num_nodes = request.num_nodes or 1
-    return ResolvedConfig(
-        task=request.task,
-        model_name=model_name,
-        provider=request.provider or DEFAULT_PROVIDER,
-        strategy=strategy,
-        dataset=request.dataset,
-        dataset_path=dataset_path,
-        use_4bit=bool(use_4bit),
-        name=request.name or "",
-        compute_specs=request.compute_specs or "",
-        resume_from_job=request.resume_from_job or "",
-        local_model=local_model,
-        dpo_beta=request.dpo_beta,
-        gradient_checkpointing=request.gradient_checkpointing,
-        eval_dataset=request.eval_dataset or "",
-        eval_dataset_path=eval_dataset_path,
-        processes_per_node=processes_per_node,
-        num_nodes=num_nodes,
-        # Asked for by name, one process runs under torchrun too (the GPU check's nccl path).
-        distributed=request.distributed or (DEFAULT_DISTRIBUTED if processes_per_node * num_nodes > 1 else ""),
-        **{name: pick(name) for name in HYPERPARAMETER_NAMES},
+) -> TrainingJobSpec:
+    """The spec of a validated request, every setting filled (the job's id and folders are the runner's)."""
+    config = TrainingConfig()
+    config.CopyFrom(request)
+    config.force = False  # a request's instruction, not a setting (kept on the job's request)
+    config.model_name = model_name
+    config.provider = request.provider or DEFAULT_PROVIDER
+    config.strategy = request.strategy or DEFAULT_STRATEGY
+    for name in HYPERPARAMETER_NAMES:
+        if not config.HasField(name):
+            setattr(config, name, getattr(defaults, name))
+    for name, setting in SETTINGS.items():
+        if not config.HasField(name) and setting.default is not None:
+            setattr(config, name, setting.default)
+    if not config.HasField("use_4bit"):
+        config.use_4bit = config.strategy == "qlora"
+    config.processes_per_node = config.processes_per_node or 1
+    config.num_nodes = config.num_nodes or 1
+    if not config.distributed and config.processes_per_node * config.num_nodes > 1:
+        config.distributed = DEFAULT_DISTRIBUTED
+    for name in _EMPTY_WHEN_UNSET:
+        setattr(config, name, getattr(config, name))
+    return TrainingJobSpec(
+        config=config, dataset_path=dataset_path, eval_dataset_path=eval_dataset_path, local_model=local_model
     )

@@ -8,11 +8,9 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from modelforge.v1 import common_pb2, events_pb2, registry_pb2
-from modelforge_common.catalog import TRAINING_SETTINGS
-from modelforge_trainer.config import TrainingRequest
 from modelforge_trainer.jobs import EventKind, Job, JobEvent, JobStatus
 from modelforge_trainer.ports import JobRecord, ModelRecord
-from modelforge_training.config import ResolvedConfig
+from modelforge_training.spec import TrainingJobSpec
 
 STATUS_TO_PB = {
     JobStatus.QUEUED: common_pb2.JOB_STATUS_QUEUED,
@@ -30,50 +28,17 @@ KIND_TO_PB = {
     EventKind.LOG: events_pb2.EVENT_KIND_LOG,
 }
 
-_OPTIONAL_FIELDS = (
-    *TRAINING_SETTINGS,
-    "name",
-    "compute_specs",
-    "resume_from_job",
-    "dpo_beta",
-    "eval_dataset",
-    "gradient_checkpointing",
-    "processes_per_node",
-    "num_nodes",
-    "distributed",
-)
-
 _OMITTED_WHEN_EMPTY = ("name", "compute_specs", "resume_from_job", "eval_dataset", "distributed")
 
 
-def request_from_pb(config: common_pb2.TrainingConfig) -> TrainingRequest:
-    optional = {name: getattr(config, name) if config.HasField(name) else None for name in _OPTIONAL_FIELDS}
-    return TrainingRequest(
-        task=config.task,
-        model_name=config.model_name,
-        provider=config.provider,
-        strategy=config.strategy,
-        dataset=config.dataset,
-        force=config.force,
-        **optional,
-    )
-
-
-def resolved_to_pb(config: ResolvedConfig, force: bool = False) -> common_pb2.TrainingConfig:
-    """The configuration a job runs with, every optional field set."""
-    message = common_pb2.TrainingConfig(
-        task=config.task,
-        model_name=config.model_name,
-        provider=config.provider,
-        strategy=config.strategy,
-        dataset=config.dataset,
-        force=force,
-    )
-    for name in _OPTIONAL_FIELDS:
-        value = getattr(config, name)
-        if (name in _OMITTED_WHEN_EMPTY and not value) or value is None:
-            continue
-        setattr(message, name, value)
+def resolved_to_pb(spec: TrainingJobSpec, force: bool = False) -> common_pb2.TrainingConfig:
+    """The configuration a job runs with, every setting set (empty names and paths left unset)."""
+    message = common_pb2.TrainingConfig()
+    message.CopyFrom(spec.config)
+    message.force = force
+    for name in _OMITTED_WHEN_EMPTY:
+        if not getattr(message, name):
+            message.ClearField(name)
     return message
 
 
@@ -96,7 +61,7 @@ def job_to_pb(job: Job) -> common_pb2.TrainingJob:
         total_steps=job.total_steps,
         message=job.message,
         error=job.error,
-        config=resolved_to_pb(job.config, job.request.force),
+        config=resolved_to_pb(job.spec, job.request.force),
         model_id=job.model_id,
         last_seq=job.last_seq,
         epoch=job.epoch,

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.errors import FailedPrecondition, NotFound
-from modelforge_trainer.config import ResolvedConfig, TrainingRequest
 from modelforge_training.protocol import Progress
+from modelforge_training.spec import TrainingJobSpec
 
 
 class JobStatus(enum.Enum):
@@ -74,8 +75,8 @@ def new_job_id(now: datetime | None = None) -> str:
 @dataclass
 class Job:
     job_id: str
-    request: TrainingRequest
-    config: ResolvedConfig
+    request: TrainingConfig  # as the user sent it
+    spec: TrainingJobSpec  # what it runs with (every setting resolved); the runner fills its folders
     status: JobStatus = JobStatus.QUEUED
     progress: float = 0.0
     current_epoch: int = 0
@@ -270,21 +271,21 @@ class JobRegistry:
         if len(running) >= self.max_concurrent_jobs:
             raise FailedPrecondition(f"A training job is already running: {running[0].job_id}")
 
-    def create(self, request: TrainingRequest, config: ResolvedConfig) -> Job:
+    def create(self, request: TrainingConfig, spec: TrainingJobSpec) -> Job:
         self.ensure_capacity()
-        return self._new(request, config)
+        return self._new(request, spec)
 
-    def enqueue(self, request: TrainingRequest, config: ResolvedConfig, *, owner: str = "", key: str = "") -> Job:
+    def enqueue(self, request: TrainingConfig, spec: TrainingJobSpec, *, owner: str = "", key: str = "") -> Job:
         """A job that waits for a slot however busy the trainer is (the jobs API)."""
-        job = self._new(request, config)
+        job = self._new(request, spec)
         job.owner, job.idempotency_key = owner, key
         return job
 
-    def _new(self, request: TrainingRequest, config: ResolvedConfig) -> Job:
+    def _new(self, request: TrainingConfig, spec: TrainingJobSpec) -> Job:
         job_id = new_job_id(self.clock())
         while job_id in self._jobs:
             job_id = new_job_id(self.clock())
-        job = Job(job_id=job_id, request=request, config=config, created_at=self.clock(), clock=self.clock)
+        job = Job(job_id=job_id, request=request, spec=spec, created_at=self.clock(), clock=self.clock)
         self._jobs[job_id] = job
         self._current = job_id
         return job

@@ -36,8 +36,8 @@ from modelforge_trainer.jobs import Job, JobStatus
 from modelforge_trainer.nats_events import NATS_URL_ENV as WORKER_NATS_URL_ENV
 from modelforge_trainer.nats_events import SUBJECT_ENV as WORKER_EVENTS_SUBJECT_ENV
 from modelforge_trainer.runner import JobRunner, _Watch
-from modelforge_training.config import ResolvedConfig
 from modelforge_training.protocol import WorkerResult
+from modelforge_training.spec import TrainingConfig, world_size
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class KubeflowOptions:
     poll_s: float = 5.0
 
 
-def build_train_job(job_id: str, config: ResolvedConfig, job_file: str, options: KubeflowOptions) -> dict[str, Any]:
+def build_train_job(job_id: str, config: TrainingConfig, job_file: str, options: KubeflowOptions) -> dict[str, Any]:
     """The TrainJob of one job: the runtime's image and volumes, our command, the job's shape."""
     labels = {"app.kubernetes.io/part-of": "modelforge", JOB_ID_LABEL: train_job_name(job_id)[3:]}
     if options.queue_name:
@@ -260,7 +260,7 @@ class KubeflowJobRunner(JobRunner):
             self._deleting.pop(job_id, None)  # asked again at the next stop
 
     async def _supervise(self, job: Job, resume_checkpoint: str) -> None:
-        if job.config.world_size <= 1:
+        if world_size(job.spec.config) <= 1:
             await super()._supervise(job, resume_checkpoint)
             return
         # The pods' rank 0 publishes to NATS: the runtime finds that sink by name (nats_events.py).
@@ -283,12 +283,13 @@ class KubeflowJobRunner(JobRunner):
     async def _follow(self, job: Job, name: str, job_file: str, watch: _Watch) -> int:
         """Submits the TrainJob and follows it to its end: 0 complete (or deleted on a stop), 1 failed."""
         try:
-            await self.api.create_train_job(build_train_job(job.job_id, job.config, job_file, self.options))
+            await self.api.create_train_job(build_train_job(job.job_id, job.spec.config, job_file, self.options))
         except ModelForgeError as exc:
             watch.error = f"could not submit the TrainJob: {exc.message}"
             return 1
+        config = job.spec.config
         self.sink.publish(job.log(f"Submitted TrainJob {self.options.namespace}/{name} "
-                                  f"({job.config.num_nodes} node(s) x {job.config.processes_per_node} process(es))"))
+                                  f"({config.num_nodes} node(s) x {config.processes_per_node} process(es))"))
         if job.stop_reason is not None:
             self._signal_stop(job.job_id)
         while True:

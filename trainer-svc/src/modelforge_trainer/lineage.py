@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from modelforge_common.dataset_rows import dataset_origin
-from modelforge_training.config import ResolvedConfig
 from modelforge_training.protocol import Progress
+from modelforge_training.spec import TrainingJobSpec, world_size
 
 TRAINING_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets")
 UNSLOTH_PACKAGES = ("unsloth",)
@@ -71,11 +71,12 @@ def installed_versions(provider: str) -> dict[str, str]:
 RUN_LOCATIONS = frozenset({"tensorboard_dir", "tracking_url"})
 
 
-def base_model_lineage(config: ResolvedConfig) -> dict[str, Any]:
+def base_model_lineage(spec: TrainingJobSpec) -> dict[str, Any]:
     """Name, config.json digest and (for a Hub model in the local cache) the commit it came from."""
+    config = spec.config
     config_file: Path | None = None
     revision = ""
-    if config.local_model:
+    if spec.local_model:
         config_file = Path(config.model_name) / "config.json"
     else:
         # The worker loaded the model through the Hub cache: the snapshot folder is named by commit.
@@ -90,7 +91,7 @@ def base_model_lineage(config: ResolvedConfig) -> dict[str, Any]:
         config_sha256 = sha256_of_file(config_file)[0]
     return {
         "name": config.model_name,
-        "local": config.local_model,
+        "local": spec.local_model,
         "config_sha256": config_sha256,
         "revision": revision,
     }
@@ -103,7 +104,7 @@ def _rfc3339(value: datetime | None) -> str | None:
 def build_lineage(
     *,
     job_id: str,
-    config: ResolvedConfig,
+    spec: TrainingJobSpec,
     used: dict[str, Any],
     metrics: dict[str, float],
     loss_curve: LossCurve,
@@ -114,9 +115,10 @@ def build_lineage(
     status: str = "completed",
 ) -> dict[str, Any]:
     """The Lineage message as JSON. `used` is the configuration the worker reported it trained with
-    (resolved settings plus device, split sizes); `config` the same as a ResolvedConfig."""
+    (resolved settings plus device, split sizes); `spec` the job's spec with those applied."""
+    config = spec.config
     try:
-        dataset_sha256, num_rows = sha256_of_file(Path(config.dataset_path))
+        dataset_sha256, num_rows = sha256_of_file(Path(spec.dataset_path))
     except OSError:
         # Removed while the job ran: the model is still worth registering, its lineage says so.
         dataset_sha256, num_rows = "", 0
@@ -131,10 +133,10 @@ def build_lineage(
     if started_at is not None:
         job["started_at"] = _rfc3339(started_at)
     return {
-        "base_model": base_model_lineage(config),
+        "base_model": base_model_lineage(spec),
         "dataset": {
             "filename": config.dataset,
-            "path": config.dataset_path,
+            "path": spec.dataset_path,
             "sha256": dataset_sha256,
             "num_rows": num_rows,
             "train_rows": int(used.get("train_examples", 0)),
@@ -143,7 +145,7 @@ def build_lineage(
             "seed": config.seed,
             # The column mapping and the source (CSV/Parquet/JSON file, Hub revision and sha) stored
             # beside the dataset file, when it has them.
-            **dataset_origin(config.dataset_path),
+            **dataset_origin(spec.dataset_path),
         },
         # Where this run's series can be seen (worker/tracking.py) is no setting: a rerun has others.
         "config": {name: value for name, value in used.items() if name not in RUN_LOCATIONS},
@@ -155,7 +157,7 @@ def build_lineage(
             "device": str(used.get("device", "cpu")),
             "python": platform.python_version(),
             # How many processes trained it and how (issue 19): a loss curve depends on both.
-            "world_size": config.world_size,
+            "world_size": world_size(config),
             "distributed": config.distributed,
             "processes_per_node": config.processes_per_node,
             "num_nodes": config.num_nodes,

@@ -33,17 +33,16 @@ from modelforge_trainer.metrics import StepTimer, job_finished
 from modelforge_trainer.orphans import WorkerPidFile, process_start_time
 from modelforge_trainer.ports import ModelRecord, ModelRegistrar
 from modelforge_trainer.publisher import EventSink
-from modelforge_training.config import ResolvedConfig
 from modelforge_training.lifeline import DATA_DIR_ENV, PARENT_ENV, STOP_GRACE_ENV, parent_marker
 from modelforge_training.protocol import (
     ErrorMessage,
     LogMessage,
     MetricMessage,
     Progress,
-    WorkerJob,
     WorkerResult,
     decode,
 )
+from modelforge_training.spec import TrainingConfig, TrainingJobSpec, apply_recorded, recorded_config, write_spec
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +172,16 @@ def read_registration(path: Path) -> ModelRecord | None:
         return None
 
 
-def default_model_name(config: ResolvedConfig, job_id: str) -> str:
+def training_params(config: TrainingConfig) -> dict[str, float]:
+    """The rest-api.md summary of a model's training."""
+    return {
+        "num_epochs": float(config.num_train_epochs),
+        "batch_size": float(config.per_device_train_batch_size),
+        "learning_rate": float(config.learning_rate),
+    }
+
+
+def default_model_name(config: TrainingConfig, job_id: str) -> str:
     base = Path(config.model_name.rstrip("/")).name or "model"
     return f"{base}-{config.task}-{job_id.rsplit('_', 1)[-1]}"
 
@@ -293,8 +301,8 @@ class JobRunner:
             if self.on_finished is not None:
                 self.on_finished(job)
 
-    def _worker_env(self, config: ResolvedConfig) -> dict[str, str]:
-        env = worker_environment(self.env, needs_hub=not config.local_model)
+    def _worker_env(self, spec: TrainingJobSpec) -> dict[str, str]:
+        env = worker_environment(self.env, needs_hub=not spec.local_model)
         # How the worker knows its trainer (worker/lifeline.py) and a later trainer knows the worker.
         env[PARENT_ENV] = parent_marker(os.getpid(), self._start_time)
         env[DATA_DIR_ENV] = str(self.paths.data_dir)
@@ -302,21 +310,20 @@ class JobRunner:
         return env
 
     def _write_worker_job(self, job: Job, resume_checkpoint: str, event_sink: str = "pipe") -> tuple[Path, Path]:
-        """Writes the worker's job.json in the job's folder; returns it and where the worker writes its
-        result."""
+        """Fills the job's folders into its spec and writes it as the job's job.json; returns it and
+        where the runtime writes its result."""
         job_dir = self.paths.job_dir(job.job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         job_file = job_dir / "job.json"
         result_path = job_dir / "result.json"
-        WorkerJob(
-            job_id=job.job_id,
-            config=job.config.to_dict(),
-            output_dir=str(self.paths.model_dir(job.job_id)),
-            checkpoint_dir=str(self.paths.checkpoint_dir(job.job_id)),
-            result_path=str(result_path),
-            resume_checkpoint=resume_checkpoint,
-            event_sink=event_sink,
-        ).write(job_file)
+        spec = job.spec
+        spec.job_id = job.job_id
+        spec.output_dir = str(self.paths.model_dir(job.job_id))
+        spec.checkpoint_dir = str(self.paths.checkpoint_dir(job.job_id))
+        spec.result_path = str(result_path)
+        spec.resume_checkpoint = resume_checkpoint
+        spec.event_sink = event_sink
+        write_spec(spec, job_file)
         return job_file, result_path
 
     async def _supervise(self, job: Job, resume_checkpoint: str) -> None:
@@ -335,7 +342,7 @@ class JobRunner:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # its own process group: killed as a whole, spared terminal signals
-                env=self._worker_env(job.config),
+                env=self._worker_env(job.spec),
                 cwd=str(job_dir),
             )
         except OSError as exc:
@@ -466,25 +473,26 @@ class JobRunner:
             self.sink.publish(job.fail(f"training process exited with code {returncode}{': ' + last if last else ''}"))
 
     async def _complete(self, job: Job, result: WorkerResult, loss_curve: LossCurve) -> None:
-        used = {**job.config.to_dict(), **result.config}
-        job.config = ResolvedConfig.from_dict(used)
+        used = {**recorded_config(job.spec), **result.config}
+        apply_recorded(job.spec, used)  # what the runtime adjusted (bf16 on a CPU) is what the job ran with
+        config = job.spec.config
         metrics = {k: float(v) for k, v in result.metrics.items() if math.isfinite(v)}
         # Off the event loop: it hashes the dataset file.
         lineage = await asyncio.to_thread(
             build_lineage,
-            job_id=job.job_id, config=job.config, used=used, metrics=metrics, loss_curve=loss_curve,
+            job_id=job.job_id, spec=job.spec, used=used, metrics=metrics, loss_curve=loss_curve,
             queued_at=job.created_at, started_at=job.started_at, finished_at=job.clock(),
             owner=job.owner,
         )
         record = ModelRecord(
-            name=job.config.name or default_model_name(job.config, job.job_id),
-            base_model=job.config.model_name,
-            task=job.config.task,
-            strategy=job.config.strategy,
-            provider=job.config.provider,
+            name=config.name or default_model_name(config, job.job_id),
+            base_model=config.model_name,
+            task=config.task,
+            strategy=config.strategy,
+            provider=config.provider,
             path=result.output_dir,  # absolute, as the worker wrote it
             config=used,
-            training_params=job.config.training_params(),
+            training_params=training_params(config),
             metrics=metrics,
             job_id=job.job_id,
             adapter_type="lora",

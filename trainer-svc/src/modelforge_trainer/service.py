@@ -7,15 +7,18 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Collection
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from google.protobuf import json_format
+
+from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from modelforge_common.logging import request_id_var
 from modelforge_trainer.background import start_detached
-from modelforge_trainer.config import Hyperparameters, TrainingRequest
+from modelforge_trainer.config import Hyperparameters
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.jobs import Job, JobRegistry, JobStatus, new_job_id
 from modelforge_trainer.ports import DatasetLookup, Delivery, JobQueue, JobRecord, JobStore, MemoryEstimator
@@ -23,7 +26,7 @@ from modelforge_trainer.publisher import FlushableSink
 from modelforge_trainer.runner import JobPaths, JobRunner
 from modelforge_trainer.validation import LOCAL_BACKEND, validate_request
 from modelforge_training.checkpoints import latest_checkpoint
-from modelforge_training.config import ResolvedConfig
+from modelforge_training.spec import TrainingJobSpec, apply_recorded, recorded_config
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
 # Job states of record that hold a training slot somewhere (the seed start's 409).
@@ -64,11 +67,13 @@ def _now() -> datetime:
 def job_of_record(record: JobRecord) -> Job:
     """A job as another replica (or an earlier life of this one) left it in the registry."""
     saved = record.request
-    request = TrainingRequest(force=bool(saved.get("force", False)))
+    request = TrainingConfig(force=bool(saved.get("force", False)))
+    spec = TrainingJobSpec()
+    apply_recorded(spec, saved.get("config", {}))
     job = Job(
         job_id=record.job_id,
         request=request,
-        config=ResolvedConfig.from_json(saved.get("config", {})),
+        spec=spec,
         status=JobStatus(record.status),
         progress=record.progress,
         error=record.error,
@@ -93,14 +98,14 @@ def job_of_record(record: JobRecord) -> Job:
 
 
 def record_of(job: Job, resume_checkpoint: str) -> JobRecord:
-    request = {k: v for k, v in asdict(job.request).items() if v is not None}
+    request = json_format.MessageToDict(job.request, preserving_proto_field_name=True)
     return JobRecord(
         job_id=job.job_id,
         status=job.status.value,
         idempotency_key=job.idempotency_key,
         request={
             **request,
-            "config": job.config.to_dict(),
+            "config": recorded_config(job.spec),
             "resume_checkpoint": resume_checkpoint,
             # The submitting call's request id: the replica that runs the job sends it on.
             "request_id": request_id_var.get(),
@@ -144,14 +149,14 @@ class TrainerService:
         self._reset_at: datetime | None = None
         runner.on_finished = lambda _job: self._dispatch()
 
-    async def start(self, request: TrainingRequest) -> Job:
+    async def start(self, request: TrainingConfig) -> Job:
         """The seed start: refused (FailedPrecondition) while a job is in progress. With durable
         jobs it is recorded and queued like submit() and returned QUEUED; else validated, then
         started in the background and returned RUNNING."""
         if self.durable is not None:
             return await self._start_durable(request)
         self.jobs.ensure_capacity()
-        config = await validate_request(
+        spec = await validate_request(
             request,
             self.defaults,
             data_dir=self.paths.data_dir,
@@ -160,12 +165,12 @@ class TrainerService:
             estimator=self.estimator,
             backend=self.backend,
         )
-        resume = self._resume_checkpoint(request.resume_from_job or "", config)
-        job = self.jobs.create(request, config)  # checks capacity again: validation awaited
+        resume = self._resume_checkpoint(request.resume_from_job or "", spec.config)
+        job = self.jobs.create(request, spec)  # checks capacity again: validation awaited
         self.runner.launch(job, resume)
         return job
 
-    async def _start_durable(self, request: TrainingRequest) -> Job:
+    async def _start_durable(self, request: TrainingConfig) -> Job:
         """The seed start with durable jobs: the same record and queue as the jobs API (so a replica
         that dies running it leaves it to be redelivered), refused while any job is in progress."""
         assert self.durable is not None
@@ -187,7 +192,7 @@ class TrainerService:
         records, _ = await self.durable.store.list_jobs(IN_PROGRESS, 0, 0)
         return [record for record in records if (local := self.jobs.find(record.job_id)) is None or local.active]
 
-    async def submit(self, request: TrainingRequest, *, idempotency_key: str = "", owner: str = "") -> tuple[Job, bool]:
+    async def submit(self, request: TrainingConfig, *, idempotency_key: str = "", owner: str = "") -> tuple[Job, bool]:
         """Validates and queues a job (the jobs API): it starts when a slot is free, oldest first.
         A repeated idempotency key returns the job it created, with False."""
         if self.durable is not None:
@@ -195,7 +200,7 @@ class TrainerService:
         known = self.jobs.by_idempotency_key(idempotency_key)
         if known is not None:
             return known, False
-        config = await validate_request(
+        spec = await validate_request(
             request,
             self.defaults,
             data_dir=self.paths.data_dir,
@@ -204,17 +209,17 @@ class TrainerService:
             estimator=self.estimator,
             backend=self.backend,
         )
-        resume = self._resume_checkpoint(request.resume_from_job or "", config)
+        resume = self._resume_checkpoint(request.resume_from_job or "", spec.config)
         known = self.jobs.by_idempotency_key(idempotency_key)  # a twin request may have won meanwhile
         if known is not None:
             return known, False
-        job = self.jobs.enqueue(request, config, owner=owner, key=idempotency_key)
+        job = self.jobs.enqueue(request, spec, owner=owner, key=idempotency_key)
         self._resume_from[job.job_id] = resume
         self.runner.sink.publish(job.mark_queued())
         self._dispatch()
         return job, True
 
-    async def _validate(self, request: TrainingRequest) -> ResolvedConfig:
+    async def _validate(self, request: TrainingConfig) -> TrainingJobSpec:
         return await validate_request(
             request,
             self.defaults,
@@ -225,11 +230,11 @@ class TrainerService:
             backend=self.backend,
         )
 
-    async def _submit_durable(self, request: TrainingRequest, idempotency_key: str, owner: str) -> tuple[Job, bool]:
+    async def _submit_durable(self, request: TrainingConfig, idempotency_key: str, owner: str) -> tuple[Job, bool]:
         assert self.durable is not None
-        config = await self._validate(request)
-        resume = self._resume_checkpoint(request.resume_from_job or "", config)
-        job = Job(job_id=new_job_id(self.jobs.clock()), request=request, config=config, clock=self.jobs.clock)
+        spec = await self._validate(request)
+        resume = self._resume_checkpoint(request.resume_from_job or "", spec.config)
+        job = Job(job_id=new_job_id(self.jobs.clock()), request=request, spec=spec, clock=self.jobs.clock)
         job.owner, job.idempotency_key = owner, idempotency_key
         queued = job.mark_queued()
         stored, created = await self.durable.store.create_job(record_of(job, resume))
@@ -381,7 +386,7 @@ class TrainerService:
     def _holding_slots(self) -> list[Job]:
         return [job for job in self.jobs.active() if job.status is not JobStatus.QUEUED]
 
-    def _resume_checkpoint(self, job_id: str, config: ResolvedConfig) -> str:
+    def _resume_checkpoint(self, job_id: str, config: TrainingConfig) -> str:
         """The latest checkpoint of the job to resume; it must have trained the same model the same way."""
         if not job_id:
             return ""
@@ -391,7 +396,7 @@ class TrainerService:
         message = f"No checkpoint to resume from for job {job_id}"
         earlier = self.jobs.find(job_id)
         if found is not None and earlier is not None:
-            before = (earlier.config.model_name, earlier.config.task, earlier.config.strategy)
+            before = (earlier.spec.config.model_name, earlier.spec.config.task, earlier.spec.config.strategy)
             now = (config.model_name, config.task, config.strategy)
             if before != now:
                 found = None

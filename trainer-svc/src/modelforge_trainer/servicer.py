@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from modelforge.v1 import trainer_pb2, trainer_pb2_grpc
-from modelforge_trainer.convert import STATUS_FROM_PB, job_to_pb, request_from_pb
+from modelforge_trainer.convert import STATUS_FROM_PB, job_to_pb
 from modelforge_trainer.insight import inspect_dataset
 from modelforge_trainer.service import TrainerService
 
@@ -18,7 +18,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     async def StartTraining(  # noqa: N802 - gRPC method name
         self, request: trainer_pb2.StartTrainingRequest, context: grpc.aio.ServicerContext
     ) -> trainer_pb2.StartTrainingResponse:
-        job = await self.service.start(request_from_pb(request.config))
+        job = await self.service.start(request.config)
         return trainer_pb2.StartTrainingResponse(job=job_to_pb(job))
 
     async def GetTrainingStatus(  # noqa: N802 - gRPC method name
@@ -55,7 +55,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self, request: trainer_pb2.SubmitTrainingJobRequest, context: grpc.aio.ServicerContext
     ) -> trainer_pb2.SubmitTrainingJobResponse:
         job, created = await self.service.submit(
-            request_from_pb(request.config), idempotency_key=request.idempotency_key, owner=request.owner
+            request.config, idempotency_key=request.idempotency_key, owner=request.owner
         )
         return trainer_pb2.SubmitTrainingJobResponse(job=job_to_pb(job), created=created)
 

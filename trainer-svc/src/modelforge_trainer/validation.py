@@ -8,28 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.catalog import PROFILES, PROVIDERS, STRATEGIES, STRATEGIES_BY_TASK, TASKS
 from modelforge_common.dataset_rows import DatasetReport, validate_file
 from modelforge_common.errors import FieldViolation, InvalidArgument, ModelForgeError, NotFound
 from modelforge_common.model_paths import model_roots, resolve_local_model
 from modelforge_common.training_options import LR_SCHEDULERS, OPTIMIZERS
-from modelforge_trainer.config import (
-    DEFAULT_DISTRIBUTED,
-    DEFAULT_PROVIDER,
-    DEFAULT_STRATEGY,
-    DISTRIBUTED_MODE_NAMES,
-    Hyperparameters,
-    ResolvedConfig,
-    TrainingRequest,
-    resolve,
-)
+from modelforge_trainer.config import DEFAULT_DISTRIBUTED, DEFAULT_PROVIDER, DEFAULT_STRATEGY, Hyperparameters, resolve
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.ports import DatasetLookup, MemoryEstimator, MemoryQuery
+from modelforge_training.settings import SETTINGS, bound_problems
+from modelforge_training.spec import DISTRIBUTED_MODE_NAMES, TrainingJobSpec, world_size
 from modelforge_training.strategies import (
     DISTRIBUTED_MODES,
     GPU_ONLY_PROVIDERS,
@@ -63,63 +56,26 @@ class Problems:
             raise InvalidArgument("; ".join(self.messages), self.violations)
 
 
-def _check_range(
-    problems: Problems,
-    name: str,
-    value: float | int | None,
-    *,
-    low: float,
-    high: float | None = None,
-    low_inclusive: bool = True,
-    high_inclusive: bool = True,
-) -> None:
-    if value is None:
-        return
-    if isinstance(value, float) and not math.isfinite(value):
-        problems.add(name, f"{name} must be a finite number, got {value}")
-        return
-    too_low = value < low if low_inclusive else value <= low
-    too_high = high is not None and (value > high if high_inclusive else value >= high)
-    if too_low or too_high:
-        lower = f"{'>=' if low_inclusive else '>'} {_number(low)}"
-        upper = f" and {'<=' if high_inclusive else '<'} {_number(high)}" if high is not None else ""
-        problems.add(name, f"{name} must be {lower}{upper}, got {_number(value)}")
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def _check_hyperparameters(request: TrainingRequest, problems: Problems) -> None:
-    _check_range(problems, "learning_rate", request.learning_rate, low=0, high=1, low_inclusive=False)
-    _check_range(problems, "num_train_epochs", request.num_train_epochs, low=0, high=10_000, low_inclusive=False)
-    _check_range(problems, "per_device_train_batch_size", request.per_device_train_batch_size, low=1, high=65_536)
-    _check_range(problems, "gradient_accumulation_steps", request.gradient_accumulation_steps, low=1, high=65_536)
-    _check_range(problems, "max_seq_length", request.max_seq_length, low=16, high=131_072)
-    _check_range(problems, "lora_r", request.lora_r, low=1, high=4096)
-    _check_range(problems, "lora_alpha", request.lora_alpha, low=1, high=65_536)
-    _check_range(problems, "lora_dropout", request.lora_dropout, low=0, high=1, high_inclusive=False)
-    _check_range(problems, "warmup_ratio", request.warmup_ratio, low=0, high=1, high_inclusive=False)
-    _check_range(problems, "eval_split", request.eval_split, low=0, high=0.5, low_inclusive=False)
-    _check_range(problems, "save_steps", request.save_steps, low=1)
-    _check_range(problems, "logging_steps", request.logging_steps, low=1)
-    _check_range(problems, "seed", request.seed, low=0, high=2**32 - 1)
-    if request.lr_scheduler_type is not None and request.lr_scheduler_type not in LR_SCHEDULERS:
+def _check_hyperparameters(request: TrainingConfig, problems: Problems) -> None:
+    # Every number setting against the bounds its SettingRule declares in common.proto.
+    for name, message in bound_problems(request):
+        problems.add(name, message)
+    if request.HasField("lr_scheduler_type") and request.lr_scheduler_type not in LR_SCHEDULERS:
         problems.add(
             "lr_scheduler_type",
             f"Invalid lr_scheduler_type: {request.lr_scheduler_type}. Must be one of {list(LR_SCHEDULERS)}",
         )
-    if request.optim is not None and request.optim not in OPTIMIZERS:
+    if request.HasField("optim") and request.optim not in OPTIMIZERS:
         problems.add("optim", f"Invalid optim: {request.optim}. Must be one of {list(OPTIMIZERS)}")
     if request.compute_specs and request.compute_specs not in PROFILES:
         problems.add(
             "compute_specs", f"Invalid compute_specs: {request.compute_specs}. Must be one of {list(PROFILES)}"
         )
-    if request.name is not None and len(request.name) > 200:
+    if request.HasField("name") and len(request.name) > 200:
         problems.add("name", "name must be at most 200 characters")
 
 
-def _check_combination(request: TrainingRequest, device: DeviceInfo, problems: Problems) -> bool:
+def _check_combination(request: TrainingConfig, device: DeviceInfo, problems: Problems) -> bool:
     """Task, strategy and provider; True when the three are valid together."""
     task = request.task
     strategy = request.strategy or DEFAULT_STRATEGY
@@ -160,9 +116,9 @@ def _check_combination(request: TrainingRequest, device: DeviceInfo, problems: P
         problems.add("provider", f"{provider} requires an NVIDIA GPU")
         return False
     if provider == "unsloth" and not device.unsloth_installed:
-        problems.add("provider", "unsloth is not installed in this trainer (install modelforge-trainer[unsloth])")
+        problems.add("provider", "unsloth is not installed in this trainer (install modelforge-training[unsloth])")
         return False
-    if strategy == "qlora" and request.use_4bit is False:
+    if strategy == "qlora" and request.HasField("use_4bit") and not request.use_4bit:
         problems.add("use_4bit", "Strategy qlora trains a 4-bit quantized base model: use_4bit must not be false")
         return False
     return True
@@ -171,16 +127,15 @@ def _check_combination(request: TrainingRequest, device: DeviceInfo, problems: P
 # Where jobs run: this trainer's own processes, or TrainJobs on Kubeflow Trainer (kubeflow.py).
 LOCAL_BACKEND = "local"
 KUBEFLOW_BACKEND = "kubeflow"
-MAX_PROCESSES_PER_NODE = 64
-MAX_NODES = 1024
+MAX_PROCESSES_PER_NODE = int(SETTINGS["processes_per_node"].rule.max)
+MAX_NODES = int(SETTINGS["num_nodes"].rule.max)
 
 
-def check_distributed(request: TrainingRequest, device: DeviceInfo, problems: Problems, *, backend: str) -> None:
+def check_distributed(request: TrainingConfig, device: DeviceInfo, problems: Problems, *, backend: str) -> None:
     """processes_per_node, num_nodes and distributed: a job of several processes needs a provider and
     a strategy that can train that way, and more than one node needs Kubeflow Trainer."""
-    _check_range(problems, "processes_per_node", request.processes_per_node, low=1, high=MAX_PROCESSES_PER_NODE)
-    _check_range(problems, "num_nodes", request.num_nodes, low=1, high=MAX_NODES)
-    if request.distributed is not None and request.distributed not in DISTRIBUTED_MODE_NAMES:
+    # Their bounds are checked with every setting's (_check_hyperparameters).
+    if request.HasField("distributed") and request.distributed not in DISTRIBUTED_MODE_NAMES:
         problems.add(
             "distributed",
             f"Invalid distributed: {request.distributed}. Must be one of {list(DISTRIBUTED_MODE_NAMES)}",
@@ -204,7 +159,7 @@ def check_distributed(request: TrainingRequest, device: DeviceInfo, problems: Pr
             "a GPU job runs one process per GPU",
         )
         return
-    if processes * nodes <= 1 and request.distributed is None:
+    if processes * nodes <= 1 and not request.HasField("distributed"):
         return
     provider = request.provider or DEFAULT_PROVIDER
     strategy = request.strategy or DEFAULT_STRATEGY
@@ -305,7 +260,7 @@ async def check_dataset(
     return info.path
 
 
-def check_strategy_settings(config: ResolvedConfig) -> None:
+def check_strategy_settings(config: TrainingConfig) -> None:
     """Settings a strategy needs beyond the plain ranges."""
     batch = config.per_device_train_batch_size * config.gradient_accumulation_steps
     if config.strategy == "rlhf" and batch % 2:
@@ -320,7 +275,7 @@ def _format_bytes(value: int) -> str:
     return f"{value / 1024**3:.2f} GiB"
 
 
-def training_precision(config: ResolvedConfig, device: DeviceInfo) -> str:
+def training_precision(config: TrainingConfig, device: DeviceInfo) -> str:
     """What the worker will train in (worker/runtime.py decides the same way)."""
     if not device.cuda or not config.bf16:
         return "fp32"
@@ -328,7 +283,7 @@ def training_precision(config: ResolvedConfig, device: DeviceInfo) -> str:
 
 
 async def check_memory(
-    config: ResolvedConfig, estimator: MemoryEstimator | None, device: DeviceInfo, force: bool
+    config: TrainingConfig, estimator: MemoryEstimator | None, device: DeviceInfo, force: bool
 ) -> None:
     """Refuses a job the hardware service says will not fit (unless forced); best effort."""
     if estimator is None:
@@ -342,12 +297,14 @@ async def check_memory(
         max_seq_length=config.max_seq_length,
         precision=training_precision(config, device),
         use_4bit=config.use_4bit,
-        gradient_checkpointing=device.cuda if config.gradient_checkpointing is None else config.gradient_checkpointing,
+        gradient_checkpointing=(
+            config.gradient_checkpointing if config.HasField("gradient_checkpointing") else device.cuda
+        ),
         provider=config.provider,
         lora_dropout=config.lora_dropout,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         providers=("huggingface", "unsloth") if device.cuda and device.unsloth_installed else ("huggingface",),
-        world_size=config.world_size,
+        world_size=world_size(config),
         distributed=config.distributed,
     )
     try:
@@ -371,7 +328,7 @@ async def check_memory(
 
 
 async def validate_request(
-    request: TrainingRequest,
+    request: TrainingConfig,
     defaults: Hyperparameters,
     *,
     data_dir: Path,
@@ -379,8 +336,9 @@ async def validate_request(
     datasets: DatasetLookup,
     estimator: MemoryEstimator | None = None,
     backend: str = LOCAL_BACKEND,
-) -> ResolvedConfig:
-    """Everything a start request must pass; returns the resolved configuration or raises InvalidArgument."""
+) -> TrainingJobSpec:
+    """Everything a start request must pass; returns the job's spec (every setting resolved) or raises
+    InvalidArgument."""
     problems = Problems()
     combination_ok = _check_combination(request, device, problems)
     _check_hyperparameters(request, problems)
@@ -391,12 +349,12 @@ async def validate_request(
     if combination_ok:
         strategy = request.strategy or DEFAULT_STRATEGY
         dataset_path = await check_dataset(request.dataset, request.task, strategy, datasets, problems)
-        if request.eval_dataset is not None:
+        if request.HasField("eval_dataset"):
             eval_dataset_path = await check_dataset(
                 request.eval_dataset, request.task, strategy, datasets, problems, field="eval_dataset"
             )
     problems.raise_if_any()
-    config = resolve(
+    spec = resolve(
         request,
         defaults,
         model_name=model_name,
@@ -404,10 +362,11 @@ async def validate_request(
         dataset_path=dataset_path,
         eval_dataset_path=eval_dataset_path,
     )
+    config = spec.config
     check_strategy_settings(config)
     if config.max_steps <= 0:
         config.max_steps = -1
     if not device.cuda:
         config.bf16 = False  # the CPU path trains in fp32
     await check_memory(config, estimator, device, request.force)
-    return config
+    return spec

@@ -15,7 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from modelforge_training.distributed import distributed_mode, rank_info, under_torchrun
+from modelforge_training.distributed import rank_info, under_torchrun
 from modelforge_training.events import (
     PIPE_SINK,
     EventSink,
@@ -25,7 +25,8 @@ from modelforge_training.events import (
     registered_sink,
 )
 from modelforge_training.lifeline import Lifeline, install_stop_handler
-from modelforge_training.protocol import EXIT_BAD_JOB, EXIT_FAILED, EXIT_OK, WorkerJob
+from modelforge_training.protocol import EXIT_BAD_JOB, EXIT_FAILED, EXIT_OK
+from modelforge_training.spec import distributed_mode, read_spec
 
 
 def main(argv: list[str]) -> int:
@@ -38,7 +39,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     try:
-        job = WorkerJob.read(args.job_file)
+        job = read_spec(args.job_file)
     except (OSError, ValueError) as exc:
         message = f"job file {args.job_file} cannot be used: {exc}"
         sys.stderr.write(f"modelforge_training: {message}\n")
@@ -65,11 +66,11 @@ def main(argv: list[str]) -> int:
     install_stop_handler(lifeline, stop.set)
     lifeline.start()
     events: EventSink = PipeEventSink(events_fd)
-    use_named_sink = args.events_fd is None and args.events_path is None and job.event_sink != PIPE_SINK
+    use_named_sink = args.events_fd is None and args.events_path is None and job.event_sink not in ("", PIPE_SINK)
     try:
         if use_named_sink and rank.is_main:
             events = registered_sink(job.event_sink)
-        if job.config.get("provider") == "unsloth":
+        if job.config.provider == "unsloth":
             # unsloth patches transformers, trl and peft: it must be imported before any of them.
             import unsloth  # noqa: F401
 

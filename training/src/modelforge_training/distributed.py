@@ -14,8 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-DDP = "ddp"
-FSDP = "fsdp"
+from modelforge_training.spec import DDP, FSDP
 
 
 @dataclass(frozen=True)
@@ -45,19 +44,6 @@ def rank_info(environ: dict[str, str] | None = None) -> RankInfo:
 def under_torchrun(environ: dict[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
     return "LOCAL_RANK" in env and "WORLD_SIZE" in env
-
-
-def world_size(config: dict[str, Any]) -> int:
-    """Processes of a job: processes_per_node x num_nodes (1 for configs from before these fields)."""
-    return int(config.get("processes_per_node") or 1) * int(config.get("num_nodes") or 1)
-
-
-def distributed_mode(config: dict[str, Any]) -> str:
-    """"ddp" or "fsdp" for a job that runs under torchrun (more than one process, or a mode asked
-    for by name), "" for a plain single-process one."""
-    if config.get("distributed"):
-        return str(config["distributed"])
-    return DDP if world_size(config) > 1 else ""
 
 
 def distributed_training_arguments(mode: str, *, cuda: bool) -> dict[str, Any]:

@@ -28,10 +28,10 @@ from typing import Any, NoReturn
 
 import psutil
 
-from modelforge_training.distributed import world_size
 from modelforge_training.events import EventSink, PipeEventSink
 from modelforge_training.lifeline import EXIT_TERMINATED, LAUNCHER_ENV, Lifeline, end_process_now
-from modelforge_training.protocol import EXIT_FAILED, EXIT_OK, WorkerJob
+from modelforge_training.protocol import EXIT_FAILED, EXIT_OK
+from modelforge_training.spec import TrainingJobSpec, world_size
 
 WORKER_MODULE = "modelforge_training"
 # Seconds torch's agent gives ranks to exit after SIGTERM (when another rank failed) before SIGKILL.
@@ -58,10 +58,10 @@ def end_with_ranks(code: int) -> NoReturn:
     end_process_now(code)
 
 
-def torchrun_arguments(job_file: Path, job: WorkerJob, events_fd: int) -> list[str]:
+def torchrun_arguments(job_file: Path, job: TrainingJobSpec, events_fd: int) -> list[str]:
     """torchrun's command line for one node (--standalone): rendezvous on this machine, no restarts (a failed rank
     fails the job; a retry resumes from the last checkpoint instead)."""
-    processes = int(job.config.get("processes_per_node") or 1)
+    processes = max(1, job.config.processes_per_node)
     return [
         # torchrun's --standalone, spelled out (the flag is applied by torchrun's main, not its API):
         # a c10d rendezvous on a free port of this machine.
@@ -99,7 +99,7 @@ def describe_failure(error: BaseException, world: int) -> tuple[int | None, str]
 
 
 class RankLauncher:
-    def __init__(self, job_file: Path, job: WorkerJob, events_fd: int, events: EventSink) -> None:
+    def __init__(self, job_file: Path, job: TrainingJobSpec, events_fd: int, events: EventSink) -> None:
         self.job_file = job_file
         self.job = job
         self.events_fd = events_fd
@@ -131,7 +131,7 @@ class RankLauncher:
 
     def run(self) -> int:
         world = world_size(self.job.config)
-        self.events.log(f"Starting {world} training processes (torchrun, {self.job.config.get('distributed')})")
+        self.events.log(f"Starting {world} training processes (torchrun, {self.job.config.distributed})")
         thread = threading.Thread(target=self._launch, name="torchrun", daemon=True)
         thread.start()
         # Joined in short waits: signal handlers run in this (the main) thread between them.
@@ -150,7 +150,7 @@ class RankLauncher:
         return EXIT_FAILED
 
 
-def main(job_file: Path, job: WorkerJob, events_fd: int) -> int:
+def main(job_file: Path, job: TrainingJobSpec, events_fd: int) -> int:
     lifeline = Lifeline.from_environment(events_fd)
     lifeline._end = end_with_ranks
     events = PipeEventSink(events_fd)

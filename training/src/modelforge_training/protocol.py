@@ -1,5 +1,5 @@
-"""What the service and a worker process exchange: the job file the worker reads, the JSON lines it writes
-to its events pipe, and the result file it leaves behind. Plain Python on both sides (no torch here)."""
+"""What the supervisor and a runtime process exchange besides the job spec (spec.py): the JSON lines the
+runtime writes to its events pipe, and the result file it leaves behind. Plain Python on both sides."""
 
 from __future__ import annotations
 
@@ -32,31 +32,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 # Exit code of a runtime given a job file it cannot read or that holds bad values.
 EXIT_BAD_JOB = 2
-
-
-@dataclass
-class WorkerJob:
-    """Everything a worker needs, written by the service as job.json."""
-
-    job_id: str
-    config: dict[str, Any]  # ResolvedConfig.to_dict()
-    output_dir: str  # where the adapter and tokenizer go
-    checkpoint_dir: str  # Trainer output_dir: checkpoint-<step>/ folders
-    result_path: str
-    resume_checkpoint: str = ""
-    # Where the events go when no pipe is given on the command line: "pipe" or a registered sink
-    # (modelforge_training.events).
-    event_sink: str = "pipe"
-
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
-
-    @classmethod
-    def read(cls, path: Path) -> WorkerJob:
-        try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
-        except TypeError as exc:  # a missing or unknown field
-            raise ValueError(str(exc)) from None
 
 
 @dataclass

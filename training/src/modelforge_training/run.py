@@ -11,11 +11,11 @@ import torch
 from modelforge_common.dataset_rows import load_rows
 from modelforge_training.callbacks import ProgressCallback
 from modelforge_training.checkpoints import latest_checkpoint
-from modelforge_training.config import ResolvedConfig
 from modelforge_training.distributed import enable_fsdp_on_cpu, rank_info, under_torchrun
 from modelforge_training.events import EventSink, StopFlag
-from modelforge_training.protocol import WorkerJob, WorkerResult
+from modelforge_training.protocol import WorkerResult
 from modelforge_training.runtime import detect_runtime
+from modelforge_training.spec import TrainingJobSpec, recorded_config
 from modelforge_training.strategies import load_strategy
 from modelforge_training.strategies.common import StrategyContext
 from modelforge_training.tasks import split_rows
@@ -29,7 +29,7 @@ def _latest_checkpoint(checkpoint_dir: str) -> str:
 
 def used_config(context: StrategyContext, trainer: Any) -> dict[str, Any]:
     """The configuration the job actually trained with, for the registry."""
-    used = context.config.to_dict()
+    used = recorded_config(context.spec)
     used["bf16"] = context.runtime.bf16
     used.update(context.runtime.details())
     used.update(context.details)
@@ -49,8 +49,8 @@ class OtherRankTracking:
         return {}
 
 
-def run_job(job: WorkerJob, events: EventSink, stop: StopFlag) -> WorkerResult:
-    config = ResolvedConfig.from_dict(job.config)
+def run_job(job: TrainingJobSpec, events: EventSink, stop: StopFlag) -> WorkerResult:
+    config = job.config
     rank = rank_info()
     if rank.distributed and torch.cuda.is_available():
         # One GPU per process (nccl); set before the model loads, which places it on the current device.
@@ -60,16 +60,16 @@ def run_job(job: WorkerJob, events: EventSink, stop: StopFlag) -> WorkerResult:
         f"Preparing {config.strategy} training of {config.model_name} for {config.task} "
         f"({config.provider}, {runtime.device}, {runtime.precision})"
     )
-    rows = load_rows(config.dataset_path)
-    if config.eval_dataset_path:
+    rows = load_rows(job.dataset_path)
+    if job.eval_dataset_path:
         # Evaluation has a file of its own (OpenAI's validation_file): every dataset row is trained on.
-        train_rows, eval_rows = rows, load_rows(config.eval_dataset_path)
+        train_rows, eval_rows = rows, load_rows(job.eval_dataset_path)
     else:
         train_rows, eval_rows = split_rows(rows, config.eval_split, config.seed)
     events.log(f"{len(train_rows)} training and {len(eval_rows)} held-out evaluation examples")
 
     callback = ProgressCallback(events, stop)
-    context = StrategyContext(config, runtime, job, train_rows, eval_rows, events, callback)
+    context = StrategyContext(job, runtime, train_rows, eval_rows, events, callback)
     strategy = load_strategy(config.task, config.strategy)
     events.log(f"Loading {config.model_name}")
     trainer = strategy.build_trainer(context)
@@ -77,7 +77,7 @@ def run_job(job: WorkerJob, events: EventSink, stop: StopFlag) -> WorkerResult:
     # Rank 0 alone tracks a distributed job (one run, one set of event files).
     tracking: JobTracking | OtherRankTracking = OtherRankTracking()
     if rank.is_main:
-        tracking = JobTracking.from_environment(job, config, events.log)
+        tracking = JobTracking.from_environment(job, events.log)
         trainer.add_callback(tracking)
     if under_torchrun():
         context.details.update(world_size=rank.world_size, distributed_backend=trainer.args.ddp_backend or "")

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from modelforge_training.config import ResolvedConfig
+from modelforge_training.spec import TrainingConfig
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,12 @@ class Runtime:
         }
 
 
-def detect_runtime(config: ResolvedConfig) -> Runtime:
+def detect_runtime(config: TrainingConfig) -> Runtime:
     """CPU trains in fp32. A GPU asked for bf16 uses it where supported and fp16 mixed precision where
     not (the closest it has); bf16=false trains in fp32."""
     # Memory is what limits GPU jobs, so checkpointing is on there unless asked off; on the CPU it
     # only costs time, so it is off unless asked for.
-    asked = config.gradient_checkpointing
+    asked = config.gradient_checkpointing if config.HasField("gradient_checkpointing") else None
     if not torch.cuda.is_available():
         return Runtime(cuda=False, bf16=False, fp16=False, gradient_checkpointing=bool(asked), device="cpu")
     supported = torch.cuda.is_bf16_supported(including_emulation=False)

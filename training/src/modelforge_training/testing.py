@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelforge_training.config import ResolvedConfig
 from modelforge_training.events import PipeEventSink, StopFlag
-from modelforge_training.protocol import WorkerJob, WorkerMessage, WorkerResult, decode
+from modelforge_training.protocol import WorkerMessage, WorkerResult, decode
+from modelforge_training.spec import TrainingJobSpec, write_spec
 
 
 @dataclass
@@ -25,20 +25,22 @@ class WorkerRun:
 
 
 def worker_job(
-    job_dir: Path, config: ResolvedConfig, job_id: str = "train_20240101_000000_test", resume_checkpoint: str = ""
-) -> WorkerJob:
-    return WorkerJob(
-        job_id=job_id,
-        config=config.to_dict(),
-        output_dir=str(job_dir / "model"),
-        checkpoint_dir=str(job_dir / "checkpoints"),
-        result_path=str(job_dir / "result.json"),
-        resume_checkpoint=resume_checkpoint,
-    )
+    job_dir: Path, spec: TrainingJobSpec, job_id: str = "train_20240101_000000_test", resume_checkpoint: str = ""
+) -> TrainingJobSpec:
+    """A copy of `spec` (its config and datasets resolved) with a job's folders under job_dir."""
+    job = TrainingJobSpec()
+    job.CopyFrom(spec)
+    job.job_id = job_id
+    job.output_dir = str(job_dir / "model")
+    job.checkpoint_dir = str(job_dir / "checkpoints")
+    job.result_path = str(job_dir / "result.json")
+    job.resume_checkpoint = resume_checkpoint
+    job.event_sink = job.event_sink or "pipe"
+    return job
 
 
 def run_worker_process(
-    job: WorkerJob,
+    job: TrainingJobSpec,
     job_dir: Path,
     *,
     env: Mapping[str, str] | None = None,
@@ -48,7 +50,7 @@ def run_worker_process(
     """Runs one worker process to its end, synchronously, and collects what it reported."""
     job_dir.mkdir(parents=True, exist_ok=True)
     job_file = job_dir / "job.json"
-    job.write(job_file)
+    write_spec(job, job_file)
     read_fd, write_fd = os.pipe()
     with open(job_dir / "worker.log", "w+b") as output:
         process = subprocess.Popen(
@@ -67,7 +69,7 @@ def run_worker_process(
     return WorkerRun(returncode, messages, WorkerResult.read(Path(job.result_path)), text)
 
 
-def run_worker_inline(job: WorkerJob, job_dir: Path, stop: StopFlag | None = None) -> WorkerRun:
+def run_worker_inline(job: TrainingJobSpec, job_dir: Path, stop: StopFlag | None = None) -> WorkerRun:
     """Runs a job's training in this process (what the worker process does, minus the process), so
     tests of many strategies pay for importing torch and trl once."""
     from modelforge_training.run import run_job

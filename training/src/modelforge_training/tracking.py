@@ -31,8 +31,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from modelforge_training.config import ResolvedConfig
-from modelforge_training.protocol import WorkerJob
+from modelforge_training.spec import TrainingJobSpec, recorded_config
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +160,8 @@ def _file_sha256(path: str) -> str:
         return ""
 
 
-def lineage_tags(job: WorkerJob, config: ResolvedConfig) -> dict[str, str]:
+def lineage_tags(job: TrainingJobSpec) -> dict[str, str]:
+    config = job.config
     tags = {
         "mlflow.runName": config.name or job.job_id,
         "modelforge.job_id": job.job_id,
@@ -170,7 +170,7 @@ def lineage_tags(job: WorkerJob, config: ResolvedConfig) -> dict[str, str]:
         "modelforge.strategy": config.strategy,
         "modelforge.provider": config.provider,
         "modelforge.dataset": config.dataset,
-        "modelforge.dataset_sha256": _file_sha256(config.dataset_path),
+        "modelforge.dataset_sha256": _file_sha256(job.dataset_path),
     }
     if config.eval_dataset:
         tags["modelforge.eval_dataset"] = config.eval_dataset
@@ -183,8 +183,7 @@ class JobTracking(TrainerCallback):
 
     def __init__(
         self,
-        job: WorkerJob,
-        config: ResolvedConfig,
+        job: TrainingJobSpec,
         note: Callable[[str], None],
         mlflow_uri: str = "",
         experiment: str = DEFAULT_EXPERIMENT,
@@ -192,7 +191,7 @@ class JobTracking(TrainerCallback):
         from torch.utils.tensorboard import SummaryWriter
 
         self.job = job
-        self.config = config
+        self.config = job.config
         self.note = note
         self.tensorboard_dir = Path(job.result_path).parent / TENSORBOARD_DIR
         self.writer = SummaryWriter(log_dir=str(self.tensorboard_dir))
@@ -207,10 +206,10 @@ class JobTracking(TrainerCallback):
         atexit.register(self._close_on_exit)
 
     @classmethod
-    def from_environment(cls, job: WorkerJob, config: ResolvedConfig, note: Callable[[str], None]) -> JobTracking:
+    def from_environment(cls, job: TrainingJobSpec, note: Callable[[str], None]) -> JobTracking:
         uri = os.environ.get(MLFLOW_URI_ENV, "").strip()
         experiment = os.environ.get(MLFLOW_EXPERIMENT_ENV, "").strip() or DEFAULT_EXPERIMENT
-        return cls(job, config, note, uri, experiment)
+        return cls(job, note, uri, experiment)
 
     # -- MLflow, best effort --------------------------------------------------------------------
 
@@ -228,10 +227,10 @@ class JobTracking(TrainerCallback):
             assert self.mlflow is not None
             self.experiment_id = self.mlflow.experiment_id(self.experiment)
             info = self.mlflow.create_run(self.experiment_id, self.config.name or self.job.job_id,
-                                          lineage_tags(self.job, self.config))
+                                          lineage_tags(self.job))
             self.run_id = str(info["run_id"])
             self.artifact_uri = str(info.get("artifact_uri", ""))
-            params = {k: _param_text(v) for k, v in self.config.to_dict().items() if k != "dataset_path"}
+            params = {k: _param_text(v) for k, v in recorded_config(self.job).items() if k != "dataset_path"}
             self.mlflow.log_batch(self.run_id, params=params)
             self.tracking_url = f"{self.mlflow.base_url}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
             self.note(f"Tracking in MLflow: {self.tracking_url}")

@@ -8,13 +8,13 @@ import torch
 from peft import LoraConfig
 from transformers import AutoTokenizer, BitsAndBytesConfig
 
-from modelforge_training.config import ResolvedConfig
 from modelforge_training.providers import LoadedModel
 from modelforge_training.runtime import Runtime
+from modelforge_training.spec import TrainingConfig, TrainingJobSpec
 
 
-def load_tokenizer(config: ResolvedConfig) -> Any:
-    tokenizer = AutoTokenizer.from_pretrained(config.model_name, local_files_only=config.local_model)
+def load_tokenizer(spec: TrainingJobSpec) -> Any:
+    tokenizer = AutoTokenizer.from_pretrained(spec.config.model_name, local_files_only=spec.local_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -29,7 +29,7 @@ def quantization_config(runtime: Runtime) -> BitsAndBytesConfig:
     )
 
 
-def lora_config(config: ResolvedConfig, task_type: str, exclude_modules: list[str] | None = None) -> LoraConfig:
+def lora_config(config: TrainingConfig, task_type: str, exclude_modules: list[str] | None = None) -> LoraConfig:
     # "all-linear": every linear layer except the output head, whatever the model family calls them
     # (and except exclude_modules: heads trained in full instead).
     return LoraConfig(
@@ -44,7 +44,7 @@ def lora_config(config: ResolvedConfig, task_type: str, exclude_modules: list[st
 
 
 def load(
-    config: ResolvedConfig,
+    spec: TrainingJobSpec,
     runtime: Runtime,
     auto_class: Any,
     task_type: str,
@@ -52,13 +52,14 @@ def load(
     **model_kwargs: Any,
 ) -> LoadedModel:
     """Base model (frozen by peft later) + tokenizer + the LoRA config for the trainer to apply."""
-    kwargs: dict[str, Any] = {"local_files_only": config.local_model, "dtype": runtime.dtype, **model_kwargs}
+    config = spec.config
+    kwargs: dict[str, Any] = {"local_files_only": spec.local_model, "dtype": runtime.dtype, **model_kwargs}
     if config.use_4bit:
         kwargs["quantization_config"] = quantization_config(runtime)
         if runtime.cuda:
             kwargs["device_map"] = {"": torch.cuda.current_device()}
     model = auto_class.from_pretrained(config.model_name, **kwargs)
-    tokenizer = load_tokenizer(config)
+    tokenizer = load_tokenizer(spec)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(

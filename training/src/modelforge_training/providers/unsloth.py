@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from unsloth import FastLanguageModel
 
-from modelforge_training.config import ResolvedConfig
 from modelforge_training.providers import LoadedModel
 from modelforge_training.runtime import Runtime
+from modelforge_training.spec import TrainingJobSpec
 
 # The attention and MLP projections of the Llama-style families unsloth supports.
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def load_causal_lm(config: ResolvedConfig, runtime: Runtime) -> LoadedModel:
+def load_causal_lm(spec: TrainingJobSpec, runtime: Runtime) -> LoadedModel:
+    config = spec.config
     if not runtime.cuda:
         raise RuntimeError("unsloth requires an NVIDIA GPU")
     model, tokenizer = FastLanguageModel.from_pretrained(
@@ -21,7 +22,7 @@ def load_causal_lm(config: ResolvedConfig, runtime: Runtime) -> LoadedModel:
         max_seq_length=config.max_seq_length,
         dtype=runtime.dtype,
         load_in_4bit=config.use_4bit,
-        local_files_only=config.local_model,
+        local_files_only=spec.local_model,
     )
     model = FastLanguageModel.get_peft_model(
         model,

@@ -1,5 +1,7 @@
 """What every strategy shares: the Strategy protocol each strategy module implements (as its STRATEGY),
-the context a trainer is built from, and the training arguments that come from the job's configuration."""
+the context a trainer is built from, and the training arguments that come from the job's configuration:
+`training_arguments` is the one place a setting becomes a TrainingArguments / SFTConfig / DPOConfig /
+RewardConfig / GRPOConfig field (every strategy builds its arguments from it)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,10 @@ from typing import Any, Protocol, runtime_checkable
 from transformers import Trainer
 
 from modelforge_training.callbacks import ProgressCallback
-from modelforge_training.config import ResolvedConfig
-from modelforge_training.distributed import distributed_mode, distributed_training_arguments
+from modelforge_training.distributed import distributed_training_arguments
 from modelforge_training.events import EventSink
-from modelforge_training.protocol import WorkerJob
 from modelforge_training.runtime import Runtime
+from modelforge_training.spec import TrainingConfig, TrainingJobSpec, distributed_mode
 
 # Schedulers that need arguments beyond the step counts.
 SCHEDULER_KWARGS: dict[str, dict[str, Any]] = {"cosine_with_min_lr": {"min_lr_rate": 0.1}}
@@ -24,9 +25,8 @@ SCHEDULER_KWARGS: dict[str, dict[str, Any]] = {"cosine_with_min_lr": {"min_lr_ra
 
 @dataclass
 class StrategyContext:
-    config: ResolvedConfig
+    spec: TrainingJobSpec  # the job as trainer-svc wrote it, unchanged
     runtime: Runtime
-    job: WorkerJob
     train_rows: list[dict[str, Any]]
     eval_rows: list[dict[str, Any]]
     events: EventSink
@@ -37,6 +37,11 @@ class StrategyContext:
     tokenizer: Any = None
     # Objects a strategy keeps from building to evaluation (not recorded).
     kept: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> TrainingConfig:
+        """The resolved settings (the spec's config itself)."""
+        return self.spec.config
 
 
 @runtime_checkable
@@ -82,7 +87,7 @@ class StrategyFunctions:
 def training_arguments(context: StrategyContext) -> dict[str, Any]:
     config, runtime = context.config, context.runtime
     return {
-        "output_dir": context.job.checkpoint_dir,
+        "output_dir": context.spec.checkpoint_dir,
         "per_device_train_batch_size": config.per_device_train_batch_size,
         "per_device_eval_batch_size": config.per_device_train_batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
@@ -102,6 +107,7 @@ def training_arguments(context: StrategyContext) -> dict[str, Any]:
         "eval_strategy": "no",  # evaluated once, after training
         "seed": config.seed,
         "data_seed": config.seed,
+        "weight_decay": config.weight_decay,
         "bf16": runtime.bf16,
         "fp16": runtime.fp16,
         "gradient_checkpointing": runtime.gradient_checkpointing,
@@ -110,7 +116,7 @@ def training_arguments(context: StrategyContext) -> dict[str, Any]:
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
         # Several processes: transformers' (accelerate's) DDP or FSDP2 (worker/distributed.py).
-        **distributed_training_arguments(distributed_mode(config.to_dict()), cuda=runtime.cuda),
+        **distributed_training_arguments(distributed_mode(config), cuda=runtime.cuda),
     }
 
 

@@ -20,7 +20,7 @@ def build_trainer(context: StrategyContext) -> Any:
     template = has_chat_template(loaded.tokenizer)
     train = Dataset.from_list(preference.prepare(context.train_rows, template))
     evaluation = Dataset.from_list(preference.prepare(context.eval_rows, template))
-    beta = BETA if context.config.dpo_beta is None else context.config.dpo_beta
+    beta = context.config.dpo_beta if context.config.HasField("dpo_beta") else BETA
     args = DPOConfig(**training_arguments(context), max_length=context.config.max_seq_length, beta=beta)
     context.details.update(loaded.details, chat_template=template, dpo_beta=beta, reference="adapter off")
     context.tokenizer = loaded.tokenizer

@@ -65,7 +65,7 @@ def training_features(rows: list[Row], tokenizer: Any, length: int) -> Dataset:
 
 def build_trainer(context: StrategyContext) -> Any:
     loaded = huggingface.load(
-        context.config,
+        context.spec,
         context.runtime,
         AutoModelForQuestionAnswering,
         "QUESTION_ANS",

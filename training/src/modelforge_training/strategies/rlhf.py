@@ -43,9 +43,11 @@ def num_generations(context: StrategyContext) -> int:
 
 def _train_reward_model(context: StrategyContext, template: bool) -> tuple[Any, dict[str, float]]:
     config = context.config
-    loaded = huggingface.load(config, context.runtime, AutoModelForSequenceClassification, "SEQ_CLS", num_labels=1)
+    loaded = huggingface.load(
+        context.spec, context.runtime, AutoModelForSequenceClassification, "SEQ_CLS", num_labels=1
+    )
     args = RewardConfig(
-        **{**training_arguments(context), "output_dir": str(Path(context.job.checkpoint_dir) / "reward")},
+        **{**training_arguments(context), "output_dir": str(Path(context.spec.checkpoint_dir) / "reward")},
         max_length=config.max_seq_length,
     )
     trainer = RewardTrainer(
@@ -62,7 +64,7 @@ def _train_reward_model(context: StrategyContext, template: bool) -> tuple[Any, 
     metrics = {"reward_model_eval_loss": float(results["eval_loss"])}
     if "eval_accuracy" in results:
         metrics["reward_model_accuracy"] = float(results["eval_accuracy"])
-    trainer.save_model(str(Path(context.job.checkpoint_dir) / REWARD_DIR))
+    trainer.save_model(str(Path(context.spec.checkpoint_dir) / REWARD_DIR))
     return merged(trainer.model), metrics
 
 
@@ -74,7 +76,7 @@ def merged(model: Any) -> Any:
 def _load_reward_model(context: StrategyContext, folder: Path) -> Any:
     config = context.config
     base = AutoModelForSequenceClassification.from_pretrained(
-        config.model_name, num_labels=1, local_files_only=config.local_model, dtype=context.runtime.dtype
+        config.model_name, num_labels=1, local_files_only=context.spec.local_model, dtype=context.runtime.dtype
     )
     return merged(PeftModel.from_pretrained(base, str(folder)))
 
@@ -85,11 +87,11 @@ def build_trainer(context: StrategyContext) -> Any:
     tokenizer = policy.tokenizer
     template = has_chat_template(tokenizer)
 
-    earlier = Path(context.job.resume_checkpoint).parent / REWARD_DIR if context.job.resume_checkpoint else None
+    earlier = Path(context.spec.resume_checkpoint).parent / REWARD_DIR if context.spec.resume_checkpoint else None
     if earlier is not None and earlier.is_dir():
         context.events.log(f"Reusing the reward model of the resumed job ({earlier})")
         reward_model = _load_reward_model(context, earlier)
-        shutil.copytree(earlier, Path(context.job.checkpoint_dir) / REWARD_DIR, dirs_exist_ok=True)
+        shutil.copytree(earlier, Path(context.spec.checkpoint_dir) / REWARD_DIR, dirs_exist_ok=True)
     else:
         callback.begin_phase(0, 2, "reward model")
         reward_model, reward_metrics = _train_reward_model(context, template)
@@ -165,7 +167,7 @@ def evaluate(trainer: Any, context: StrategyContext) -> dict[str, float]:
 
 def save_artifacts(trainer: Any, context: StrategyContext, output_dir: Path) -> None:
     """The reward model's adapter and head go next to the policy adapter."""
-    shutil.copytree(Path(context.job.checkpoint_dir) / REWARD_DIR, output_dir / REWARD_DIR, dirs_exist_ok=True)
+    shutil.copytree(Path(context.spec.checkpoint_dir) / REWARD_DIR, output_dir / REWARD_DIR, dirs_exist_ok=True)
 
 
 STRATEGY: Strategy = StrategyFunctions(build_trainer, evaluate, save_artifacts)

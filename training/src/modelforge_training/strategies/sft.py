@@ -29,12 +29,12 @@ def load_causal_lm(context: StrategyContext) -> LoadedModel:
     if context.config.provider == "unsloth":
         from modelforge_training.providers import unsloth
 
-        return unsloth.load_causal_lm(context.config, context.runtime)
+        return unsloth.load_causal_lm(context.spec, context.runtime)
     from transformers import AutoModelForCausalLM
 
     from modelforge_training.providers import huggingface
 
-    return huggingface.load(context.config, context.runtime, AutoModelForCausalLM, "CAUSAL_LM")
+    return huggingface.load(context.spec, context.runtime, AutoModelForCausalLM, "CAUSAL_LM")
 
 
 def has_chat_template(tokenizer: Any) -> bool:

@@ -28,13 +28,13 @@ MAX_SUMMARY_TOKENS = 128
 
 
 def is_encoder_decoder(context: StrategyContext) -> bool:
-    config = AutoConfig.from_pretrained(context.config.model_name, local_files_only=context.config.local_model)
+    config = AutoConfig.from_pretrained(context.config.model_name, local_files_only=context.spec.local_model)
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
 def _seq2seq_trainer(context: StrategyContext) -> Any:
     config = context.config
-    loaded = huggingface.load(config, context.runtime, AutoModelForSeq2SeqLM, "SEQ_2_SEQ_LM")
+    loaded = huggingface.load(context.spec, context.runtime, AutoModelForSeq2SeqLM, "SEQ_2_SEQ_LM")
     tokenizer = loaded.tokenizer
     target_length = min(MAX_SUMMARY_TOKENS, config.max_seq_length)
 
