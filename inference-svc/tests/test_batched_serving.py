@@ -134,6 +134,55 @@ async def test_rows_without_padding_decode_without_a_mask_and_match_alone(adapte
     await shared.close()
 
 
+def test_the_batchers_sdpa_mask_is_the_one_transformers_builds(causal_model: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, DynamicCache
+    from transformers.masking_utils import create_causal_mask
+
+    from modelforge_inference.backends.batching import sdpa_mask
+
+    model = AutoModelForCausalLM.from_pretrained(causal_model, attn_implementation="sdpa")
+    config = model.config
+    # Three rows left-padded to 5 tokens (one without padding), as a prefill leaves them.
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=config)
+    embeds = torch.zeros((3, 5, config.hidden_size))
+    theirs = create_causal_mask(config=config, inputs_embeds=embeds, attention_mask=mask, cache=cache,
+                                position_ids=positions)
+    assert theirs is not None and torch.equal(sdpa_mask(mask, 5), theirs)
+    with torch.inference_mode():
+        model(input_ids=torch.ones((3, 5), dtype=torch.long), attention_mask=mask, position_ids=positions,
+              cache=cache, use_cache=True)
+    # A decoding step: one new position per row after the five in the cache.
+    step = torch.cat([mask, torch.ones((3, 1), dtype=torch.long)], dim=1)
+    theirs = create_causal_mask(config=config, inputs_embeds=embeds[:, :1], attention_mask=step,
+                                cache=cache, position_ids=positions[:, -1:] + 1)
+    assert theirs is not None and torch.equal(sdpa_mask(step, 1), theirs)
+
+
+async def test_a_padded_batch_is_given_the_batchers_own_sdpa_mask(adapter_refs: list[ModelRef]) -> None:
+    local = backend()
+    served = await local.served_model(adapter_refs[1])
+    batcher = local.batcher_for(served.host)
+    assert batcher is not None and batcher._sdpa_mask
+    masks: list[tuple[int, ...]] = []
+    model_call = served.host.model.forward
+
+    def recording_call(*args: object, **kwargs: object) -> object:
+        mask = kwargs.get("attention_mask")
+        masks.append(tuple(mask.shape) if mask is not None else ())  # type: ignore[attr-defined]
+        return model_call(*args, **kwargs)
+
+    served.host.model.forward = recording_call
+    params = [dataclasses.replace(GREEDY, prompt=prompt, max_new_tokens=3) for prompt in PROMPTS[:2]]
+    await asyncio.gather(*(local.generate(adapter_refs[1], p) for p in params))
+    del served.host.model.forward
+    # The prefill of both rows and their decoding steps, all padded: 4-D masks.
+    assert masks and all(len(shape) == 4 for shape in masks), masks
+    await local.close()
+
+
 async def test_a_request_queued_before_the_scheduler_woke_ends_when_it_closes(refs: dict[str, ModelRef]) -> None:
     from modelforge_inference.backends.batching import Abandoned, BatchRequest, ContinuousBatcher
     from modelforge_inference.stops import RequestOutput
@@ -142,7 +191,7 @@ async def test_a_request_queued_before_the_scheduler_woke_ends_when_it_closes(re
     served = await local.served_model(refs["lora"])
     batcher = ContinuousBatcher(served.host)
     outcomes: list[object] = []
-    request = BatchRequest(served, [1, 2, 3], GREEDY, RequestOutput(lambda ids: ""), set(), outcomes.append)
+    request = BatchRequest(served, [1, 2, 3], GREEDY, RequestOutput(lambda ids: ""), frozenset(), outcomes.append)
     batcher.submit(request, wake=False)
     assert batcher.active == 1
     batcher.close()  # before the wake: no thread ever took it

@@ -7,7 +7,13 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from modelforge_inference.streaming import IncrementalDecoder, PieceChannel, TokenStreamer
+from modelforge_inference.streaming import (
+    IncrementalDecoder,
+    PieceChannel,
+    TokenStreamer,
+    call_on_loop,
+    one_wake_per_loop,
+)
 
 TEXT = "Héllo wörld, 日本語 and ünïcödé! The quick brown fox."
 
@@ -117,3 +123,45 @@ def test_piece_channel_wakes_the_loop_once_until_the_reader_has_caught_up() -> N
     for piece in ("a", "b", "c"):
         channel.put(piece)
     assert len(loop.wakes) == 1
+
+
+async def test_a_steps_pieces_for_many_readers_reach_the_loop_in_one_wake_up() -> None:
+    loop = asyncio.get_running_loop()
+    channels = [PieceChannel(loop) for _ in range(3)]
+    wakes: list[object] = []
+    real = loop.call_soon_threadsafe
+
+    def counting(callback: object, *args: object) -> object:
+        wakes.append(callback)
+        return real(callback, *args)  # type: ignore[arg-type]
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    try:
+        order: list[str] = []
+
+        def step() -> None:  # a decoding step on the scheduler thread: one piece per row, then an end
+            with one_wake_per_loop():
+                for index, channel in enumerate(channels):
+                    channel.put(f"piece {index}")
+                with one_wake_per_loop():  # nested: still held for the outer block
+                    call_on_loop(loop, order.append, "ended")
+                assert wakes == []
+
+        # A plain thread, joined at once: asyncio.to_thread would wake the loop itself when done.
+        scheduler = threading.Thread(target=step)
+        scheduler.start()
+        scheduler.join()
+        assert len(wakes) == 1
+        assert [await channel.take() for channel in channels] == ["piece 0", "piece 1", "piece 2"]
+        await asyncio.sleep(0)  # the loop runs the held calls in the iteration after the wake-up
+        assert order == ["ended"]
+        # Outside a block every call goes to the loop at once.
+        scheduler = threading.Thread(target=call_on_loop, args=(loop, order.append, "alone"))
+        scheduler.start()
+        scheduler.join()
+        assert len(wakes) == 2
+        await asyncio.sleep(0)
+        assert order == ["ended", "alone"]
+    finally:
+        del loop.call_soon_threadsafe
+

@@ -10,13 +10,52 @@ from the generation thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 Decode = Callable[[Sequence[int]], str]
+
+_held = threading.local()
+
+
+def call_on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any) -> None:
+    """`loop.call_soon_threadsafe(callback, *args)`, or, inside `one_wake_per_loop()` on this
+    thread, kept until the block ends."""
+    held: dict[asyncio.AbstractEventLoop, list[tuple[Callable[..., object], tuple[Any, ...]]]] | None = getattr(
+        _held, "calls", None
+    )
+    if held is None:
+        loop.call_soon_threadsafe(callback, *args)
+    else:
+        held.setdefault(loop, []).append((callback, args))
+
+
+@contextlib.contextmanager
+def one_wake_per_loop() -> Iterator[None]:
+    """The `call_on_loop` calls made in the block reach each loop as one call, in their order, when
+    the block ends. A batched decoding step hands every row its piece: one wake-up per row was a
+    self-pipe write each and let the loop take the GIL between rows, so the last row of eight waited
+    for seven thread switches (bench/ANALYSIS.md, Serving)."""
+    if getattr(_held, "calls", None) is not None:  # nested: the outer block sends them
+        yield
+        return
+    held: dict[asyncio.AbstractEventLoop, list[tuple[Callable[..., object], tuple[Any, ...]]]] = {}
+    _held.calls = held
+    try:
+        yield
+    finally:
+        _held.calls = None
+        for loop, calls in held.items():
+            loop.call_soon_threadsafe(_run_all, calls)
+
+
+def _run_all(calls: list[tuple[Callable[..., object], tuple[Any, ...]]]) -> None:
+    for callback, args in calls:
+        callback(*args)
 
 
 class IncrementalDecoder:
@@ -121,7 +160,7 @@ class PieceChannel:
             if self._wake_pending:
                 return
             self._wake_pending = True
-        self._loop.call_soon_threadsafe(self._ready.set)
+        call_on_loop(self._loop, self._ready.set)
 
     def close(self) -> None:
         """Called on the loop; what was put before is still taken first."""

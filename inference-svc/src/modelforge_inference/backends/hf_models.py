@@ -8,6 +8,7 @@ callers run it in a worker thread.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 import logging
@@ -66,6 +67,11 @@ class BaseHost:
     # Mixed-adapter batches in batched matmuls (lora_batch.py), when every adapter qualifies.
     batched_lora: Any = None
 
+    @functools.cached_property
+    def max_positions(self) -> int | None:
+        """The model's context length (None: not stated); looked up once, not per request."""
+        return context_limit(self.model)
+
     @property
     def has_peft(self) -> bool:
         return bool(self.adapters)
@@ -118,6 +124,12 @@ class ServedModel:
     @property
     def adapter_name(self) -> str:
         return self.adapter or BASE_ADAPTER
+
+    @functools.cached_property
+    def eos_ids(self) -> frozenset[int]:
+        """Token ids that end a generation (looked up once: through peft's attribute forwarding
+        it cost every request several microseconds on the event loop)."""
+        return frozenset(eos_token_ids(self))
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -416,7 +428,7 @@ def encode_request(served: ServedModel, task: str, params: GenerationParams) -> 
     model_input = build_input(task, params, tokenizer, served.is_encoder_decoder)
     with served.tokenizer_lock:
         ids = tokenizer(model_input.text, add_special_tokens=model_input.add_special_tokens)["input_ids"]
-    limit = None if served.is_encoder_decoder else context_limit(served.host.model)
+    limit = None if served.is_encoder_decoder else served.host.max_positions
     if limit is not None and len(ids) + params.max_new_tokens > limit:
         field_name = ("messages" if params.messages else "prompt") if len(ids) >= limit else "max_new_tokens"
         message = (

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from modelforge_common.errors import Unavailable
 from modelforge_inference.domain import EXTRACTIVE_QA, GenerationParams, GenerationResult, ModelRef, StreamChunk
 from modelforge_inference.serving_cache import ServingCache
-from modelforge_inference.streaming import PieceChannel
+from modelforge_inference.streaming import PieceChannel, call_on_loop
 
 if TYPE_CHECKING:
     from modelforge_inference.backends.batching import ContinuousBatcher
@@ -92,7 +92,7 @@ class _Run:
 
     def done(self, outcome: TextGeneration | BaseException) -> None:
         """Called from the generating thread."""
-        self.loop.call_soon_threadsafe(self._settle, outcome)
+        call_on_loop(self.loop, self._settle, outcome)
 
     def _settle(self, outcome: TextGeneration | BaseException) -> None:
         if not self.result.done():
@@ -210,7 +210,7 @@ class LocalBackend:
             input_ids=input_ids,
             params=params,
             output=_stops().RequestOutput(decode, params.stop, run.emit_to, run.due),
-            eos_ids=hf.eos_token_ids(served),
+            eos_ids=served.eos_ids,
             done=run.done,
             cancel=run.cancel,
             generator=generator,
