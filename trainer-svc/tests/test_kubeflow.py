@@ -384,3 +384,14 @@ def test_a_worker_without_nats_trains_on() -> None:
     writer = NatsEventSink("nats://127.0.0.1:1", "modelforge.worker.x", connect_timeout_s=1.0)
     writer.log("dropped")  # no connection: dropped, no error
     writer.close()
+
+
+def test_the_runtime_finds_the_nats_sink_by_its_entry_point() -> None:
+    # A pod's job file names "nats"; the runtime loads it through the group trainer-svc registers.
+    from importlib.metadata import entry_points
+
+    from modelforge_trainer.nats_events import NatsEventSink
+    from modelforge_training.events import EVENT_SINK_GROUP
+
+    (point,) = entry_points(group=EVENT_SINK_GROUP).select(name="nats")
+    assert point.load() == NatsEventSink.from_environment

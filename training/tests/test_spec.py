@@ -97,3 +97,10 @@ def test_recorded_config_round_trips() -> None:
     back = TrainingJobSpec()
     apply_recorded(back, {**recorded, "device": "cpu", "bf16": True})
     assert back.config.lora_r == 16 and back.config.bf16 and back.dataset_path == "/data/chat.jsonl"
+
+
+def test_an_unknown_event_sink_is_refused_by_name() -> None:
+    from modelforge_training.events import registered_sink
+
+    with pytest.raises(ValueError, match="unknown event sink 'carrier-pigeon'"):
+        registered_sink("carrier-pigeon")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from modelforge.v1.common_pb2 import TrainingConfig
-from modelforge_training.settings import SETTINGS
+from modelforge_training.settings import SETTINGS, has_field
 from modelforge_training.spec import DDP, TrainingJobSpec
 
 DEFAULT_PROVIDER = "huggingface"
@@ -50,7 +50,7 @@ _EMPTY_WHEN_UNSET = ("name", "compute_specs", "resume_from_job", "eval_dataset",
 
 def asked(request: TrainingConfig, name: str) -> Any:
     """The value the request sets for an optional field, None where it leaves it unset."""
-    return getattr(request, name) if request.HasField(name) else None
+    return getattr(request, name) if has_field(request, name) else None
 
 
 def resolve(
@@ -70,10 +70,10 @@ def resolve(
     config.provider = request.provider or DEFAULT_PROVIDER
     config.strategy = request.strategy or DEFAULT_STRATEGY
     for name in HYPERPARAMETER_NAMES:
-        if not config.HasField(name):
+        if not has_field(config, name):
             setattr(config, name, getattr(defaults, name))
     for name, setting in SETTINGS.items():
-        if not config.HasField(name) and setting.default is not None:
+        if not has_field(config, name) and setting.default is not None:
             setattr(config, name, setting.default)
     if not config.HasField("use_4bit"):
         config.use_4bit = config.strategy == "qlora"

@@ -10,6 +10,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from modelforge.v1 import common_pb2, events_pb2, registry_pb2
 from modelforge_trainer.jobs import EventKind, Job, JobEvent, JobStatus
 from modelforge_trainer.ports import JobRecord, ModelRecord
+from modelforge_training.settings import clear_field, has_field
 from modelforge_training.spec import TrainingJobSpec
 
 STATUS_TO_PB = {
@@ -38,7 +39,7 @@ def resolved_to_pb(spec: TrainingJobSpec, force: bool = False) -> common_pb2.Tra
     message.force = force
     for name in _OMITTED_WHEN_EMPTY:
         if not getattr(message, name):
-            message.ClearField(name)
+            clear_field(message, name)
     return message
 
 
@@ -158,7 +159,7 @@ def record_to_pb(record: JobRecord) -> registry_pb2.Job:
 
 def record_from_pb(message: registry_pb2.Job) -> JobRecord:
     times = {
-        name: getattr(message, name).ToDatetime(tzinfo=UTC) if message.HasField(name) else None
+        name: getattr(message, name).ToDatetime(tzinfo=UTC) if has_field(message, name) else None
         for name in _RECORD_TIMES
     }
     return JobRecord(

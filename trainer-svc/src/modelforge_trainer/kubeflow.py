@@ -329,6 +329,7 @@ def nats_subscriber(connection: Any) -> Subscribe:
             on_message(message.data)
 
         subscription = await connection.subscribe(subject, cb=handle)
-        return subscription.unsubscribe
+        unsubscribe: Callable[[], Awaitable[None]] = subscription.unsubscribe  # nats-py is untyped
+        return unsubscribe
 
     return subscribe

@@ -16,13 +16,17 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self.stop_wait_s = stop_wait_s
 
     async def StartTraining(  # noqa: N802 - gRPC method name
-        self, request: trainer_pb2.StartTrainingRequest, context: grpc.aio.ServicerContext
+        self,
+        request: trainer_pb2.StartTrainingRequest,
+        context: grpc.aio.ServicerContext[trainer_pb2.StartTrainingRequest, trainer_pb2.StartTrainingResponse],
     ) -> trainer_pb2.StartTrainingResponse:
         job = await self.service.start(request.config)
         return trainer_pb2.StartTrainingResponse(job=job_to_pb(job))
 
     async def GetTrainingStatus(  # noqa: N802 - gRPC method name
-        self, request: trainer_pb2.GetTrainingStatusRequest, context: grpc.aio.ServicerContext
+        self,
+        request: trainer_pb2.GetTrainingStatusRequest,
+        context: grpc.aio.ServicerContext[trainer_pb2.GetTrainingStatusRequest, trainer_pb2.GetTrainingStatusResponse],
     ) -> trainer_pb2.GetTrainingStatusResponse:
         job = await self.service.lookup(request.job_id)
         if job is None:
@@ -30,7 +34,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         return trainer_pb2.GetTrainingStatusResponse(has_job=True, job=job_to_pb(job))
 
     async def StopTraining(  # noqa: N802 - gRPC method name
-        self, request: trainer_pb2.StopTrainingRequest, context: grpc.aio.ServicerContext
+        self,
+        request: trainer_pb2.StopTrainingRequest,
+        context: grpc.aio.ServicerContext[trainer_pb2.StopTrainingRequest, trainer_pb2.StopTrainingResponse],
     ) -> trainer_pb2.StopTrainingResponse:
         # Wait for the worker to finish stopping, but answer before the caller's deadline.
         remaining = context.time_remaining()
@@ -39,20 +45,28 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         return trainer_pb2.StopTrainingResponse(job=job_to_pb(job))
 
     async def ResetTrainingStatus(  # noqa: N802 - gRPC method name
-        self, request: trainer_pb2.ResetTrainingStatusRequest, context: grpc.aio.ServicerContext
+        self,
+        request: trainer_pb2.ResetTrainingStatusRequest,
+        context: grpc.aio.ServicerContext[
+            trainer_pb2.ResetTrainingStatusRequest, trainer_pb2.ResetTrainingStatusResponse
+        ],
     ) -> trainer_pb2.ResetTrainingStatusResponse:
         self.service.reset()
         return trainer_pb2.ResetTrainingStatusResponse()
 
     async def ListTrainingJobs(  # noqa: N802 - gRPC method name
-        self, request: trainer_pb2.ListTrainingJobsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: trainer_pb2.ListTrainingJobsRequest,
+        context: grpc.aio.ServicerContext[trainer_pb2.ListTrainingJobsRequest, trainer_pb2.ListTrainingJobsResponse],
     ) -> trainer_pb2.ListTrainingJobsResponse:
         statuses = [STATUS_FROM_PB[value] for value in request.statuses if value in STATUS_FROM_PB]
         jobs, total = await self.service.list_of_record(statuses, request.limit, request.offset)
         return trainer_pb2.ListTrainingJobsResponse(jobs=[job_to_pb(job) for job in jobs], total=total)
 
     async def SubmitTrainingJob(  # noqa: N802 - gRPC method name
-        self, request: trainer_pb2.SubmitTrainingJobRequest, context: grpc.aio.ServicerContext
+        self,
+        request: trainer_pb2.SubmitTrainingJobRequest,
+        context: grpc.aio.ServicerContext[trainer_pb2.SubmitTrainingJobRequest, trainer_pb2.SubmitTrainingJobResponse],
     ) -> trainer_pb2.SubmitTrainingJobResponse:
         job, created = await self.service.submit(
             request.config, idempotency_key=request.idempotency_key, owner=request.owner
@@ -60,7 +74,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         return trainer_pb2.SubmitTrainingJobResponse(job=job_to_pb(job), created=created)
 
     async def InspectDataset(  # noqa: N802 - gRPC method name
-        self, request: trainer_pb2.InspectDatasetRequest, context: grpc.aio.ServicerContext
+        self,
+        request: trainer_pb2.InspectDatasetRequest,
+        context: grpc.aio.ServicerContext[trainer_pb2.InspectDatasetRequest, trainer_pb2.InspectDatasetResponse],
     ) -> trainer_pb2.InspectDatasetResponse:
         insight = await inspect_dataset(
             self.service.datasets, self.service.paths.data_dir, request.dataset, request.model_name,

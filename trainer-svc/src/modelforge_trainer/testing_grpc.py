@@ -17,7 +17,9 @@ class FakeRegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.registered: list[registry_pb2.Model] = []
 
     async def GetDataset(  # noqa: N802 - gRPC method name
-        self, request: registry_pb2.GetDatasetRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.GetDatasetRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.GetDatasetRequest, registry_pb2.GetDatasetResponse],
     ) -> registry_pb2.GetDatasetResponse:
         path = self.files.get(request.name)
         if path is None:
@@ -28,7 +30,9 @@ class FakeRegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
 
     async def RegisterModel(  # noqa: N802 - gRPC method name
-        self, request: registry_pb2.RegisterModelRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.RegisterModelRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.RegisterModelRequest, registry_pb2.RegisterModelResponse],
     ) -> registry_pb2.RegisterModelResponse:
         model = registry_pb2.Model()
         model.CopyFrom(request.model)

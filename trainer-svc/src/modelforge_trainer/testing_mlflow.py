@@ -71,7 +71,8 @@ class MlflowReader:
     def get(self, endpoint: str, **query: Any) -> dict[str, Any]:
         target = f"{self.url}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"
         with urllib.request.urlopen(target, timeout=10) as response:
-            return json.loads(response.read())
+            answer: dict[str, Any] = json.loads(response.read())  # MLflow's JSON
+        return answer
 
     def post(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         request = urllib.request.Request(
@@ -79,11 +80,13 @@ class MlflowReader:
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+            answer: dict[str, Any] = json.loads(response.read())  # MLflow's JSON
+        return answer
 
     def runs(self, experiment: str = "modelforge") -> list[dict[str, Any]]:
         experiment_id = self.get("experiments/get-by-name", experiment_name=experiment)["experiment"]["experiment_id"]
-        return self.post("runs/search", {"experiment_ids": [experiment_id]}).get("runs", [])
+        runs: list[dict[str, Any]] = self.post("runs/search", {"experiment_ids": [experiment_id]}).get("runs", [])
+        return runs
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         metrics = self.get("metrics/get-history", run_id=run_id, metric_key=key).get("metrics", [])

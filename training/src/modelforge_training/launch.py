@@ -122,7 +122,8 @@ class RankLauncher:
 
         try:
             config, command, command_args = config_from_args(
-                parse_args(torchrun_arguments(self.job_file, self.job, self.events_fd))
+                # torch.distributed.run.parse_args carries no annotations.
+                parse_args(torchrun_arguments(self.job_file, self.job, self.events_fd))  # type: ignore[no-untyped-call]
             )
             config.shutdown_timeout = RANK_SHUTDOWN_S
             elastic_launch(config, command)(*command_args)

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from modelforge.v1 import common_pb2, options_pb2
 
@@ -20,6 +21,15 @@ _NUMBER_KINDS = (
     FieldDescriptor.CPPTYPE_UINT32,
     FieldDescriptor.CPPTYPE_UINT64,
 )
+
+
+def has_field(message: Message, name: str) -> bool:
+    """HasField for a name known only at run time (generated stubs accept only literal names)."""
+    return message.HasField(name)
+
+
+def clear_field(message: Message, name: str) -> None:
+    message.ClearField(name)
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,7 @@ def bound_problems(config: common_pb2.TrainingConfig) -> list[tuple[str, str]]:
     """(field, message) for every number setting that is set and out of its rule's bounds."""
     problems = []
     for setting in SETTINGS.values():
-        if not config.HasField(setting.name):
+        if not has_field(config, setting.name):
             continue
         value = getattr(config, setting.name)
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -64,7 +64,8 @@ class MlflowRest:
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return response.read()
+                data: bytes = response.read()
+            return data
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:500].decode("utf-8", "replace")
             raise MlflowError(f"{method} {path}: HTTP {exc.code} {detail}") from None
@@ -77,7 +78,8 @@ class MlflowRest:
             raw = self._request("GET", f"api/2.0/mlflow/{endpoint}?{query}", None, "application/json")
         else:
             raw = self._request(method, f"api/2.0/mlflow/{endpoint}", json.dumps(payload).encode(), "application/json")
-        return json.loads(raw or b"{}")
+        answer: dict[str, Any] = json.loads(raw or b"{}")  # MLflow's JSON
+        return answer
 
     def _experiment_by_name(self, name: str) -> str:
         reply = self.call("GET", "experiments/get-by-name", {"experiment_name": name})
@@ -103,7 +105,8 @@ class MlflowRest:
             "start_time": _now_ms(),
             "tags": [{"key": k, "value": v} for k, v in tags.items()],
         }
-        return self.call("POST", "runs/create", payload)["run"]["info"]
+        info: dict[str, Any] = self.call("POST", "runs/create", payload)["run"]["info"]
+        return info
 
     def log_batch(
         self,

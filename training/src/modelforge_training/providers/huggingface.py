@@ -21,7 +21,7 @@ def load_tokenizer(spec: TrainingJobSpec) -> Any:
 
 
 def quantization_config(runtime: Runtime) -> BitsAndBytesConfig:
-    return BitsAndBytesConfig(
+    return BitsAndBytesConfig(  # type: ignore[no-untyped-call]  # transformers leaves its __init__ unannotated
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from datasets import Dataset
-from trl import DPOConfig, DPOTrainer
+from trl.trainer.dpo_config import DPOConfig
+from trl.trainer.dpo_trainer import DPOTrainer
 
 from modelforge_training.strategies.common import Strategy, StrategyContext, StrategyFunctions, training_arguments
 from modelforge_training.strategies.sft import has_chat_template, load_causal_lm

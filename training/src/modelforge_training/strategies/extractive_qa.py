@@ -75,6 +75,7 @@ def build_trainer(context: StrategyContext) -> Any:
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("extractive question answering needs a fast tokenizer (character offsets)")
     length = max_length(context, tokenizer, loaded.model)
+    assert loaded.peft_config is not None  # the huggingface provider always returns the LoRA config
     model = get_peft_model(loaded.model, loaded.peft_config)  # adds qa_outputs to modules_to_save
     if context.runtime.gradient_checkpointing:
         model.enable_input_require_grads()

@@ -20,7 +20,10 @@ import torch
 from datasets import Dataset
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
-from trl import GRPOConfig, GRPOTrainer, RewardConfig, RewardTrainer
+from trl.trainer.grpo_config import GRPOConfig
+from trl.trainer.grpo_trainer import GRPOTrainer
+from trl.trainer.reward_config import RewardConfig
+from trl.trainer.reward_trainer import RewardTrainer
 
 from modelforge_training.providers import huggingface
 from modelforge_training.strategies.common import Strategy, StrategyContext, StrategyFunctions, training_arguments

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from datasets import Dataset
-from trl import SFTConfig, SFTTrainer
+from trl.trainer.sft_config import SFTConfig
+from trl.trainer.sft_trainer import SFTTrainer
 
 from modelforge_training.providers import LoadedModel
 from modelforge_training.strategies.common import (

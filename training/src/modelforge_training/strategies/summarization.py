@@ -46,6 +46,7 @@ def _seq2seq_trainer(context: StrategyContext) -> Any:
             labels = [*labels[: target_length - 1], tokenizer.eos_token_id]
         return {"input_ids": source["input_ids"], "attention_mask": source["attention_mask"], "labels": labels}
 
+    assert loaded.peft_config is not None  # the huggingface provider always returns the LoRA config
     model = get_peft_model(loaded.model, loaded.peft_config)
     if context.runtime.gradient_checkpointing:
         model.enable_input_require_grads()
