@@ -183,3 +183,26 @@ async def test_a_stream_closed_early_stops_its_generation_and_frees_the_model(re
     assert batcher is not None and batcher.active == 0
     assert served.active == 0
     assert (await local.generate(refs["full"], GREEDY)).tokens_generated >= 1
+
+
+@pytest.mark.parametrize("add_special_tokens", [True, False])
+def test_token_ids_are_what_the_tokenizer_call_gives(causal_model: Path, add_special_tokens: bool) -> None:
+    from transformers import AutoTokenizer
+
+    from modelforge_inference.backends.hf_models import token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(causal_model)
+    special = f"{tokenizer.eos_token} between {tokenizer.eos_token}"
+    for text in ("Héllo wörld, 日本語 and ünïcödé!", special, "", "  spaces  and\nlines\t"):
+        expected = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+        assert token_ids(tokenizer, text, add_special_tokens) == expected, text
+    # A backend left truncating (or splitting special tokens) takes the tokenizer's own call, which
+    # resets it: the ids are never cut.
+    text = "a long prompt " * 20
+    whole = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+    tokenizer.backend_tokenizer.enable_truncation(max_length=4)
+    assert token_ids(tokenizer, text, add_special_tokens) == whole and len(whole) > 4
+    tokenizer.split_special_tokens = True
+    split = tokenizer(special, add_special_tokens=add_special_tokens)["input_ids"]
+    assert token_ids(tokenizer, special, add_special_tokens) == split
+    assert tokenizer.eos_token_id not in split

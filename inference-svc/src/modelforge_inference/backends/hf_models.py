@@ -421,13 +421,29 @@ def context_limit(model: Any) -> int | None:
     return None
 
 
+def token_ids(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
+    """`tokenizer(text)["input_ids"]`. A fast tokenizer's call comes down to its Rust backend's
+    encode once it has set no padding, no truncation and its own special-token splitting on it;
+    with those already so, the backend is called directly: the Python around it was half of the
+    20 to 40 microseconds that every request spends tokenizing on the event loop."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if (
+        backend is not None
+        and backend.truncation is None
+        and backend.padding is None
+        and backend.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False))
+    ):
+        return list(backend.encode(text, add_special_tokens=add_special_tokens).ids)
+    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+
 def encode_request(served: ServedModel, task: str, params: GenerationParams) -> list[int]:
     """The prompt's token ids (chat template applied); refuses a prompt that with max_new_tokens
     does not fit the model's context."""
     tokenizer = served.tokenizer
     model_input = build_input(task, params, tokenizer, served.is_encoder_decoder)
     with served.tokenizer_lock:
-        ids = tokenizer(model_input.text, add_special_tokens=model_input.add_special_tokens)["input_ids"]
+        ids = token_ids(tokenizer, model_input.text, model_input.add_special_tokens)
     limit = None if served.is_encoder_decoder else served.host.max_positions
     if limit is not None and len(ids) + params.max_new_tokens > limit:
         field_name = ("messages" if params.messages else "prompt") if len(ids) >= limit else "max_new_tokens"
