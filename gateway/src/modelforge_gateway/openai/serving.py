@@ -25,7 +25,8 @@ from modelforge_gateway.deps import (
 from modelforge_gateway.openai import objects
 from modelforge_gateway.openai.schemas import ChatCompletionBody, CompletionBody, GenerationBody
 from modelforge_gateway.openai_errors import OpenAIError, not_found, openai_error_body
-from modelforge_gateway.upstream.models import model_ref
+from modelforge_gateway.readcache import ModelLookups
+from modelforge_gateway.upstream.models import ServedModel, serving_model_or_none
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ async def delete_model(
             raise OpenAIError(400, f"{model_id} is a base model; only fine-tuned models can be deleted", "model")
         raise not_found("model", model_id, "model")
     await registry.DeleteModel(registry_pb2.DeleteModelRequest(id=model.model_id), **rpc.write)
-    lookups.invalidate()  # the playground's cached lookups (readcache.ModelLookups)
+    lookups.invalidate()  # the cached lookups of the playground and the completions (readcache.ModelLookups)
     try:
         await inference.UnloadModel(inference_pb2.UnloadModelRequest(model_id=model.model_id), **rpc.read)
     except grpc.aio.AioRpcError as exc:
@@ -116,16 +117,20 @@ async def delete_model(
 # --- chat and text completions ----------------------------------------------------------------------
 
 
-async def _serving_model(registry: RegistryStub, rpc: CallOptions, model_id: str) -> registry_pb2.Model:
-    model = await _registered(registry, rpc, model_id)
+async def _serving_model(
+    registry: RegistryStub, rpc: CallOptions, lookups: ModelLookups[ServedModel], model_id: str
+) -> ServedModel:
+    """The model a completion names, through the playground's per-replica lookup cache
+    (readcache.ModelLookups): concurrent requests for one model share one registry GetModel."""
+    model = None if model_id.isdigit() else await serving_model_or_none(registry, rpc, lookups, model_id)
     if model is None:
         if model_id in _base_objects(await _all_models(registry, rpc)):
             raise OpenAIError(
                 400, f"{model_id} is a base model; ModelForge serves its fine-tuned models", "model", "model_not_found"
             )
         raise OpenAIError(404, f"The model '{model_id}' does not exist.", "model", "model_not_found")
-    if model.task != "text-generation":
-        raise OpenAIError(400, f"Model {model_id} was trained for {model.task}, not text generation", "model")
+    if model.ref.task != "text-generation":
+        raise OpenAIError(400, f"Model {model_id} was trained for {model.ref.task}, not text generation", "model")
     return model
 
 
@@ -199,10 +204,12 @@ async def _stream(
 
 
 @router.post("/chat/completions")
-async def chat_completions(body: ChatCompletionBody, registry: RegistryStub, inference: InferenceStub, rpc: Rpc) -> Any:
+async def chat_completions(
+    body: ChatCompletionBody, registry: RegistryStub, inference: InferenceStub, rpc: Rpc, lookups: ModelLookupsDep
+) -> Any:
     body.check()
     turns = body.turns()
-    model = await _serving_model(registry, rpc, body.model)
+    model = await _serving_model(registry, rpc, lookups, body.model)
     params = _params(body, body.token_limit())
     params.messages.extend(inference_pb2.ChatMessage(role=role, content=text) for role, text in turns)
     ident, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
@@ -229,9 +236,9 @@ async def chat_completions(body: ChatCompletionBody, registry: RegistryStub, inf
         opening_choice = {"index": 0, "delta": opening_delta, "finish_reason": None, "logprobs": None}
         opening = {**chunk_head, "choices": [opening_choice]}
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        call_request = inference_pb2.GenerateStreamRequest(model=model_ref(model), params=params)
+        call_request = inference_pb2.GenerateStreamRequest(model=model.ref, params=params)
         return await _stream(inference, rpc, call_request, chunk, opening, include_usage, usage_chunk)
-    generate = inference_pb2.GenerateRequest(model=model_ref(model), params=params)
+    generate = inference_pb2.GenerateRequest(model=model.ref, params=params)
     reply = await inference.Generate(generate, **rpc.generate)
     message: dict[str, Any] = {
         "role": "assistant",
@@ -248,12 +255,14 @@ async def chat_completions(body: ChatCompletionBody, registry: RegistryStub, inf
 
 
 @router.post("/completions")
-async def completions(body: CompletionBody, registry: RegistryStub, inference: InferenceStub, rpc: Rpc) -> Any:
+async def completions(
+    body: CompletionBody, registry: RegistryStub, inference: InferenceStub, rpc: Rpc, lookups: ModelLookupsDep
+) -> Any:
     body.check()
     prompt = body.prompt_text()
     if not prompt.strip():
         raise OpenAIError(400, "prompt: must not be empty", "prompt")
-    model = await _serving_model(registry, rpc, body.model)
+    model = await _serving_model(registry, rpc, lookups, body.model)
     params = _params(body, body.max_tokens or COMPLETION_MAX_TOKENS)
     params.prompt = prompt
     ident, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
@@ -268,9 +277,9 @@ async def completions(body: CompletionBody, registry: RegistryStub, inference: I
             return {**head, "object": "text_completion", "choices": [], "usage": usage}
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        call_request = inference_pb2.GenerateStreamRequest(model=model_ref(model), params=params)
+        call_request = inference_pb2.GenerateStreamRequest(model=model.ref, params=params)
         return await _stream(inference, rpc, call_request, chunk, None, include_usage, usage_chunk)
-    generate = inference_pb2.GenerateRequest(model=model_ref(model), params=params)
+    generate = inference_pb2.GenerateRequest(model=model.ref, params=params)
     reply = await inference.Generate(generate, **rpc.generate)
     finish = _finish_reason(reply.finish_reason)
     choice = {"index": 0, "text": reply.generated_text, "finish_reason": finish, "logprobs": None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import grpc
@@ -46,6 +47,16 @@ class ServedModel:
     ref: inference_pb2.ModelRef
 
 
+def _lookup(
+    registry: RegistryClient, rpc: CallOptions, lookups: ModelLookups[ServedModel], model_id: str
+) -> Awaitable[ServedModel]:
+    async def ask_registry() -> ServedModel:
+        reply = await registry.GetModel(registry_pb2.GetModelRequest(id=model_id), **rpc.read)
+        return ServedModel(model_id=reply.model.model_id, ref=model_ref(reply.model))
+
+    return lookups.get(model_id, ask_registry)
+
+
 async def serving_model(
     registry: RegistryClient,
     rpc: CallOptions,
@@ -53,10 +64,21 @@ async def serving_model(
     model_id: str,
 ) -> ServedModel:
     """fetch_model through the per-replica lookup cache (readcache.ModelLookups)."""
-
-    async def ask_registry() -> ServedModel:
-        reply = await registry.GetModel(registry_pb2.GetModelRequest(id=model_id), **rpc.read)
-        return ServedModel(model_id=reply.model.model_id, ref=model_ref(reply.model))
-
     with rpc_messages({grpc.StatusCode.NOT_FOUND: not_found(model_id)}):
-        return await lookups.get(model_id, ask_registry)
+        return await _lookup(registry, rpc, lookups, model_id)
+
+
+async def serving_model_or_none(
+    registry: RegistryClient,
+    rpc: CallOptions,
+    lookups: ModelLookups[ServedModel],
+    model_id: str,
+) -> ServedModel | None:
+    """serving_model for callers with their own error shape (/v1): None when no such model is
+    registered (a miss is not kept, so a model registered since is found next time)."""
+    try:
+        return await _lookup(registry, rpc, lookups, model_id)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() is grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
