@@ -377,6 +377,9 @@ async def test_a_boolean_is_no_number(client: httpx.AsyncClient, path: str, body
 async def test_a_conversation_of_blank_turns_is_refused_even_beside_a_prompt(client: httpx.AsyncClient) -> None:
     # messages win over prompt, so the OpenAPI document and the check agree that they hold some text.
     body = {"model_id": 1, "prompt": "hi", "messages": [{"role": "user", "content": "  "}]}
-    response = await client.post("/api/playground/generate", json=body)
-    assert response.status_code == 400, response.text
-    assert "every message is empty" in response.text
+    for path in ("/api/playground/generate", "/api/playground/stream", "/api/playground/new"):
+        response = await client.post(path, json=body)
+        assert response.status_code == 400, response.text
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["body", "messages"], path
+        assert "every message is empty" in error["msg"]

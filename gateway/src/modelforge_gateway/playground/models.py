@@ -67,12 +67,21 @@ class GenerateRequest(Body):
     stop: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=16)
     seed: int | None = Field(None, ge=-JSON_SAFE_INT, le=JSON_SAFE_INT)
 
+    @field_validator("messages")
+    @classmethod
+    def _some_turn_has_text(cls, messages: list[ChatMessageBody]) -> list[ChatMessageBody]:
+        # Checked here, not in _needs_input, so the 400 names `messages`, the field that is wrong.
+        if messages and not any(m.content.strip() for m in messages):
+            raise PydanticCustomError("value_error", "every message is empty or blank")
+        return messages
+
     @field_validator("prompt")
     @classmethod
     def _needs_input(cls, prompt: str, info: ValidationInfo) -> str:
-        messages = info.data.get("messages") or []
-        if messages and not any(m.content.strip() for m in messages):
-            raise PydanticCustomError("value_error", "every message is empty")
+        if "messages" not in info.data:
+            # The conversation was refused with its own error; a second one about prompt would mislead.
+            return prompt
+        messages = info.data["messages"]
         if prompt.strip() or str(info.data.get("question", "")).strip() or messages:
             return prompt
         raise PydanticCustomError("value_error", "prompt must not be empty (or send messages)")
