@@ -8,17 +8,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import field_mask_pb2
 
 from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.errors import FailedPrecondition, NotFound
 from modelforge_common.logging import request_id_var
 from modelforge_common.tracing import deadline_var
 from modelforge_trainer.config import Hyperparameters
+from modelforge_trainer.convert import record_changes
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.jobs import EventKind, JobRegistry, JobStatus
 from modelforge_trainer.ports import JobRecord, ModelRecord
@@ -57,8 +59,13 @@ class MemoryJobStore:
         record = await self.get_job(job_id)
         if expected_statuses and record.status not in expected_statuses:
             raise FailedPrecondition(f"job {job_id} is {record.status}")
-        self.records[job_id] = replace(record, **changes)
-        return self.records[job_id]
+        # As registry-svc applies an UpdateJob: the named fields from a partial record (field mask).
+        updated = JobRecord()
+        updated.CopyFrom(record)
+        mask = field_mask_pb2.FieldMask(paths=sorted(changes))
+        mask.MergeMessage(record_changes(job_id, changes), updated, replace_message_field=True)
+        self.records[job_id] = updated
+        return updated
 
 
 @dataclass

@@ -20,7 +20,7 @@ from modelforge_common.errors import (
     Unavailable,
 )
 from modelforge_common.grpc_client import make_channel, violations_of
-from modelforge_trainer.convert import model_to_pb, record_from_pb, record_to_pb
+from modelforge_trainer.convert import model_to_pb, record_changes
 from modelforge_trainer.ports import DatasetInfo, JobRecord, MemoryEstimate, MemoryQuery, ModelRecord
 
 log = logging.getLogger(__name__)
@@ -73,18 +73,18 @@ class RegistryClient:
     async def create_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
         try:
             reply = await self._stub.CreateJob(
-                registry_pb2.CreateJobRequest(job=record_to_pb(record)), timeout=self._timeout_s
+                registry_pb2.CreateJobRequest(job=record), timeout=self._timeout_s
             )
         except grpc.aio.AioRpcError as exc:
             raise _domain_error("registry-svc", exc) from None
-        return record_from_pb(reply.job), reply.created
+        return reply.job, reply.created
 
     async def get_job(self, job_id: str) -> JobRecord:
         try:
             reply = await self._stub.GetJob(registry_pb2.GetJobRequest(job_id=job_id), timeout=self._timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise _domain_error("registry-svc", exc) from None
-        return record_from_pb(reply.job)
+        return reply.job
 
     async def list_jobs(self, statuses: Collection[str], limit: int, offset: int) -> tuple[list[JobRecord], int]:
         request = registry_pb2.ListJobsRequest(statuses=list(statuses), limit=limit, offset=offset)
@@ -92,14 +92,14 @@ class RegistryClient:
             reply = await self._stub.ListJobs(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise _domain_error("registry-svc", exc) from None
-        return [record_from_pb(job) for job in reply.jobs], reply.total
+        return list(reply.jobs), reply.total
 
     async def update_job(
         self, job_id: str, changes: dict[str, Any], expected_statuses: Collection[str] = ()
     ) -> JobRecord:
         request = registry_pb2.UpdateJobRequest(
             job_id=job_id,
-            job=record_to_pb(JobRecord(job_id=job_id, **changes)),
+            job=record_changes(job_id, changes),
             update_mask=field_mask_pb2.FieldMask(paths=sorted(changes)),
             expected_statuses=list(expected_statuses),
         )
@@ -107,7 +107,7 @@ class RegistryClient:
             reply = await self._stub.UpdateJob(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise _domain_error("registry-svc", exc) from None
-        return record_from_pb(reply.job)
+        return reply.job
 
     async def close(self) -> None:
         await self._channel.close()

@@ -135,45 +135,27 @@ def model_to_pb(record: ModelRecord) -> registry_pb2.Model:
 _RECORD_TIMES = ("queued_at", "started_at", "finished_at")
 
 
-def record_to_pb(record: JobRecord) -> registry_pb2.Job:
-    message = registry_pb2.Job(
-        job_id=record.job_id,
-        status=record.status,
-        idempotency_key=record.idempotency_key,
-        request=to_struct(record.request),
-        attempts=record.attempts,
-        error=record.error,
-        model_id=record.model_id,
-        owner=record.owner,
-        replica=record.replica,
-        checkpoint=record.checkpoint,
-        progress=record.progress,
-        last_seq=record.last_seq,
-    )
-    for name in _RECORD_TIMES:
-        stamp = timestamp(getattr(record, name))
-        if stamp is not None:
-            getattr(message, name).CopyFrom(stamp)
-    return message
+def record_time(record: JobRecord, name: str) -> datetime | None:
+    """queued_at, started_at or finished_at of a job of record (None while unset)."""
+    stamp: timestamp_pb2.Timestamp = getattr(record, name)
+    return stamp.ToDatetime(tzinfo=UTC) if has_field(record, name) else None
 
 
-def record_from_pb(message: registry_pb2.Job) -> JobRecord:
-    times = {
-        name: getattr(message, name).ToDatetime(tzinfo=UTC) if has_field(message, name) else None
-        for name in _RECORD_TIMES
-    }
-    return JobRecord(
-        job_id=message.job_id,
-        status=message.status,
-        idempotency_key=message.idempotency_key,
-        request=json_format.MessageToDict(message.request),
-        attempts=message.attempts,
-        error=message.error,
-        model_id=message.model_id,
-        owner=message.owner,
-        replica=message.replica,
-        checkpoint=message.checkpoint,
-        progress=message.progress,
-        last_seq=message.last_seq,
-        **times,
-    )
+def record_request(record: JobRecord) -> dict[str, Any]:
+    """The start request a job of record keeps, as JSON."""
+    return json_format.MessageToDict(record.request)
+
+
+def record_changes(job_id: str, changes: dict[str, Any]) -> JobRecord:
+    """A partial job of record for an update: its named fields set (datetimes, a request dict)."""
+    record = JobRecord(job_id=job_id)
+    for name, value in changes.items():
+        if name in _RECORD_TIMES:
+            stamp = timestamp(value)
+            if stamp is not None:
+                getattr(record, name).CopyFrom(stamp)
+        elif name == "request":
+            record.request.CopyFrom(to_struct(value))
+        else:
+            setattr(record, name, value)
+    return record

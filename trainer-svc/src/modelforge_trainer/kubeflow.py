@@ -5,8 +5,8 @@ The TrainJob references the ClusterTrainingRuntime `modelforge-torch` that deplo
 ships (the trainer image, torch policy, the shared artifacts volume at the trainer's data dir), and sets
 the nodes, processes per node and GPUs per node. Its pods run torchrun with the same worker module as a
 local job, on the job.json this trainer writes to the shared volume; rank 0 writes the adapter and the
-result file there, and publishes the worker protocol's lines (worker/protocol.py) to the NATS subject
-modelforge.worker.<job_id> (worker/nats_events.py) instead of a pipe. This trainer follows those lines
+result file there, and publishes the worker protocol's lines (modelforge_training/protocol.py) to the NATS subject
+modelforge.worker.<job_id> (nats_events.py) instead of a pipe. This trainer follows those lines
 exactly as it reads a local worker's pipe (job events, sequence numbers, lineage) and follows the
 TrainJob's conditions: Suspended (Kueue holds it) -> the job is queued; Complete -> the model is
 registered; Failed -> error with Kubeflow's reason. Stopping deletes the TrainJob: its pods get SIGTERM,

@@ -147,7 +147,7 @@ def build_lineage(
             # beside the dataset file, when it has them.
             **dataset_origin(spec.dataset_path),
         },
-        # Where this run's series can be seen (worker/tracking.py) is no setting: a rerun has others.
+        # Where this run's series can be seen (modelforge_training/tracking.py) is no setting: a rerun has others.
         "config": {name: value for name, value in used.items() if name not in RUN_LOCATIONS},
         "task": config.task,
         "strategy": config.strategy,

@@ -2,7 +2,7 @@
 
 Each worker's file jobs/<job_id>/worker.json records the worker's pid and start time and the
 trainer's; the start times tell a live worker from an unrelated process that reuses its pid. Workers
-also carry the data dir and their trainer in their environment (worker/lifeline.py), so one whose pid
+also carry the data dir and their trainer in their environment (modelforge_training/lifeline.py), so one whose pid
 file was never written is found by a scan of the process table. A worker counts as left behind only
 when the trainer that started it is gone: replicas sharing a data dir leave each other's workers alone.
 """

@@ -4,9 +4,10 @@ tests with fakes)."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+from modelforge.v1 import registry_pb2
 
 
 @dataclass(frozen=True)
@@ -86,25 +87,9 @@ class ModelRegistrar(Protocol):
         ...
 
 
-@dataclass
-class JobRecord:
-    """A job of record as registry-svc stores it (registry.proto's Job), shared by every replica."""
-
-    job_id: str
-    status: str = "queued"  # queued | running | registering | completed | error | stopped
-    idempotency_key: str = ""
-    request: dict[str, Any] = field(default_factory=dict)
-    attempts: int = 0
-    error: str = ""
-    model_id: str = ""
-    queued_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    owner: str = ""
-    replica: str = ""
-    checkpoint: str = ""
-    progress: float = 0.0
-    last_seq: int = 0
+# A job of record as registry-svc stores it, shared by every replica: registry.proto's Job itself
+# (one schema for the record; convert.py reads its times and request, and builds partial updates).
+JobRecord = registry_pb2.Job
 
 
 class JobStore(Protocol):

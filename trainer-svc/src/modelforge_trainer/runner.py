@@ -127,7 +127,7 @@ WORKER_ENV_NAMES = frozenset({
     "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM", "SSL_CERT_FILE", "SSL_CERT_DIR",
     "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
     "http_proxy", "https_proxy", "no_proxy",
-    # Experiment tracking (worker/tracking.py).
+    # Experiment tracking (modelforge_training/tracking.py).
     "MODELFORGE_MLFLOW_URI", "MODELFORGE_MLFLOW_EXPERIMENT",
 })
 WORKER_ENV_PREFIXES = (
@@ -303,7 +303,7 @@ class JobRunner:
 
     def _worker_env(self, spec: TrainingJobSpec) -> dict[str, str]:
         env = worker_environment(self.env, needs_hub=not spec.local_model)
-        # How the worker knows its trainer (worker/lifeline.py) and a later trainer knows the worker.
+        # How the worker knows its trainer (modelforge_training/lifeline.py) and a later trainer knows the worker.
         env[PARENT_ENV] = parent_marker(os.getpid(), self._start_time)
         env[DATA_DIR_ENV] = str(self.paths.data_dir)
         env[STOP_GRACE_ENV] = str(self.stop_grace_s + 5)

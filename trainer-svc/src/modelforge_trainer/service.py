@@ -19,6 +19,7 @@ from modelforge_common.errors import FailedPrecondition, FieldViolation, Invalid
 from modelforge_common.logging import request_id_var
 from modelforge_trainer.background import start_detached
 from modelforge_trainer.config import Hyperparameters
+from modelforge_trainer.convert import record_changes, record_request, record_time
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.jobs import Job, JobRegistry, JobStatus, new_job_id
 from modelforge_trainer.ports import DatasetLookup, Delivery, JobQueue, JobRecord, JobStore, MemoryEstimator
@@ -66,7 +67,7 @@ def _now() -> datetime:
 
 def job_of_record(record: JobRecord) -> Job:
     """A job as another replica (or an earlier life of this one) left it in the registry."""
-    saved = record.request
+    saved = record_request(record)
     request = TrainingConfig(force=bool(saved.get("force", False)))
     spec = TrainingJobSpec()
     apply_recorded(spec, saved.get("config", {}))
@@ -78,9 +79,9 @@ def job_of_record(record: JobRecord) -> Job:
         progress=record.progress,
         error=record.error,
         model_id=record.model_id,
-        created_at=record.queued_at or _now(),
-        started_at=record.started_at,
-        finished_at=record.finished_at,
+        created_at=record_time(record, "queued_at") or _now(),
+        started_at=record_time(record, "started_at"),
+        finished_at=record_time(record, "finished_at"),
         last_seq=record.last_seq,
         owner=record.owner,
         idempotency_key=record.idempotency_key,
@@ -99,21 +100,20 @@ def job_of_record(record: JobRecord) -> Job:
 
 def record_of(job: Job, resume_checkpoint: str) -> JobRecord:
     request = json_format.MessageToDict(job.request, preserving_proto_field_name=True)
-    return JobRecord(
-        job_id=job.job_id,
-        status=job.status.value,
-        idempotency_key=job.idempotency_key,
-        request={
+    return record_changes(job.job_id, {
+        "status": job.status.value,
+        "idempotency_key": job.idempotency_key,
+        "request": {
             **request,
             "config": recorded_config(job.spec),
             "resume_checkpoint": resume_checkpoint,
             # The submitting call's request id: the replica that runs the job sends it on.
             "request_id": request_id_var.get(),
         },
-        owner=job.owner,
-        queued_at=job.created_at,
-        last_seq=job.last_seq,
-    )
+        "owner": job.owner,
+        "queued_at": job.created_at,
+        "last_seq": job.last_seq,
+    })
 
 
 class TrainerService:
@@ -340,13 +340,13 @@ class TrainerService:
         job.status = JobStatus.QUEUED  # mark_running below counts the attempt and publishes the change
         self.jobs.add(job)
         checkpoint = latest_checkpoint(self.paths.checkpoint_dir(job.job_id))
-        resume = str(checkpoint) if checkpoint is not None else str(record.request.get("resume_checkpoint", ""))
+        resume = str(checkpoint) if checkpoint is not None else str(record_request(record).get("resume_checkpoint", ""))
         message = "Training started"
         if record.attempts:
             message = f"Training restarted on {durable.replica} (attempt {record.attempts + 1})"
             if checkpoint is not None:
                 message += f", resuming from {checkpoint.name}"
-        self.runner.launch(job, resume, message, request_id=str(record.request.get("request_id", "")))
+        self.runner.launch(job, resume, message, request_id=str(record_request(record).get("request_id", "")))
         return job
 
     async def _take_over_registration(self, job: Job) -> Job | None:
@@ -428,7 +428,7 @@ class TrainerService:
         if not records:
             return None
         record = records[0]
-        if self._reset_at is not None and (record.queued_at or self._reset_at) <= self._reset_at:
+        if self._reset_at is not None and (record_time(record, "queued_at") or self._reset_at) <= self._reset_at:
             return None
         return self._known(record)
 

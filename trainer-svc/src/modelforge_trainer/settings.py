@@ -7,7 +7,7 @@ import socket
 from typing import Literal
 
 from modelforge_common.settings import ServiceSettings
-from modelforge_trainer.config import Hyperparameters
+from modelforge_trainer.config import HYPERPARAMETER_NAMES, Hyperparameters
 
 
 class TrainerSettings(ServiceSettings):
@@ -77,22 +77,6 @@ class TrainerSettings(ServiceSettings):
         return self.replica_name or f"{socket.gethostname()}-{os.getpid()}"
 
     def hyperparameters(self) -> Hyperparameters:
-        return Hyperparameters(
-            num_train_epochs=self.default_num_train_epochs,
-            per_device_train_batch_size=self.default_per_device_train_batch_size,
-            gradient_accumulation_steps=self.default_gradient_accumulation_steps,
-            learning_rate=self.default_learning_rate,
-            max_seq_length=self.default_max_seq_length,
-            lora_r=self.default_lora_r,
-            lora_alpha=self.default_lora_alpha,
-            lora_dropout=self.default_lora_dropout,
-            warmup_ratio=self.default_warmup_ratio,
-            lr_scheduler_type=self.default_lr_scheduler_type,
-            optim=self.default_optim,
-            max_steps=-1,
-            save_steps=self.default_save_steps,
-            logging_steps=self.default_logging_steps,
-            eval_split=self.default_eval_split,
-            seed=self.default_seed,
-            bf16=self.default_bf16,
-        )
+        """Every Hyperparameters field that has a default_<name> setting takes it (max_steps has none)."""
+        names = [name for name in HYPERPARAMETER_NAMES if hasattr(self, f"default_{name}")]
+        return Hyperparameters(**{name: getattr(self, f"default_{name}") for name in names})

@@ -276,7 +276,7 @@ def _format_bytes(value: int) -> str:
 
 
 def training_precision(config: TrainingConfig, device: DeviceInfo) -> str:
-    """What the worker will train in (worker/runtime.py decides the same way)."""
+    """What the worker will train in (modelforge_training/runtime.py decides the same way)."""
     if not device.cuda or not config.bf16:
         return "fp32"
     return "bf16" if device.bf16 else "fp16"

@@ -1,7 +1,7 @@
 """What a worker process needs to know when it is one rank of a distributed job (torchrun's
 environment), and the settings the libraries' own DDP/FSDP support is driven with.
 
-torchrun (the launcher, worker/launch.py) sets RANK, LOCAL_RANK and WORLD_SIZE in each rank's
+torchrun (the launcher, launch.py) sets RANK, LOCAL_RANK and WORLD_SIZE in each rank's
 environment; a worker without them is a single-process job. Only rank 0 talks to the service: it
 opens the launcher's events pipe through /proc (torchrun's children do not inherit file descriptors),
 writes the result file, the adapter and the tokenizer. Every rank takes part in training, evaluation

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 PR_SET_PDEATHSIG = 1
-# Set by worker/launch.py for the ranks it starts: the launcher's pid (worker/distributed.py).
+# Set by launch.py for the ranks it starts: the launcher's pid (distributed.py).
 LAUNCHER_ENV = "MODELFORGE_WORKER_LAUNCHER"
 # "<pid>:<start time>" of the trainer-svc process that started the worker.
 PARENT_ENV = "MODELFORGE_WORKER_PARENT"
@@ -109,7 +109,7 @@ class Lifeline:
         parent_pid = marker[0] if marker is not None else os.getppid()
         launcher = os.environ.get(LAUNCHER_ENV, "")
         if launcher.isdigit() and "LOCAL_RANK" in os.environ:
-            # A rank of a distributed job: its parent is the launcher (worker/launch.py), which in
+            # A rank of a distributed job: its parent is the launcher (launch.py), which in
             # turn watches the trainer.
             parent_pid = int(launcher)
         try:

@@ -73,7 +73,7 @@ def run_job(job: TrainingJobSpec, events: EventSink, stop: StopFlag) -> WorkerRe
     strategy = load_strategy(config.task, config.strategy)
     events.log(f"Loading {config.model_name}")
     trainer = strategy.build_trainer(context)
-    # TensorBoard beside the job's log, MLflow when MODELFORGE_MLFLOW_URI is set (worker/tracking.py).
+    # TensorBoard beside the job's log, MLflow when MODELFORGE_MLFLOW_URI is set (tracking.py).
     # Rank 0 alone tracks a distributed job (one run, one set of event files).
     tracking: JobTracking | OtherRankTracking = OtherRankTracking()
     if rank.is_main:

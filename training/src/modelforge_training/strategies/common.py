@@ -115,7 +115,7 @@ def training_arguments(context: StrategyContext) -> dict[str, Any]:
         "report_to": "none",
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
-        # Several processes: transformers' (accelerate's) DDP or FSDP2 (worker/distributed.py).
+        # Several processes: transformers' (accelerate's) DDP or FSDP2 (distributed.py).
         **distributed_training_arguments(distributed_mode(config), cuda=runtime.cuda),
     }
 
