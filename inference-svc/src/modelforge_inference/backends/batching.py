@@ -7,7 +7,9 @@ it would alone. Requests that arrive while a batch runs are prefilled together (
 the newcomers), their caches padded to a common length and concatenated to the running batch;
 finished or abandoned rows are cut out between steps, and leading columns that only padding
 still used are trimmed. Each row samples with its own settings (greedy or temperature / top-k /
-top-p / repetition penalty, its own seeded generator) and its own stop strings.
+top-p / repetition penalty, its own seeded generator) and its own stop strings. With sdpa attention
+the batcher builds the 4-D mask itself (sdpa_mask), and a step's pieces reach the event loop in one
+wake-up (streaming.one_wake_per_loop).
 """
 
 from __future__ import annotations
