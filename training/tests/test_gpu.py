@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_devkit.sample_data import (
     preference_rows,
     qa_rows,
@@ -19,8 +18,7 @@ from modelforge_devkit.sample_data import (
     write_jsonl,
 )
 from modelforge_devkit.tiny_models import build_tiny_model
-from modelforge_trainer.config import Hyperparameters, resolve
-from modelforge_training.testing import run_worker_process, worker_job
+from modelforge_training.testing import job_spec, run_worker_process, worker_job
 
 pytestmark = [
     pytest.mark.gpu,
@@ -60,18 +58,10 @@ def test_worker_trains_on_the_gpu(
         pytest.skip("unsloth is not installed")
     model = build_tiny_model(tmp_path / f"tiny-{kind}", kind)
     dataset = dataset_for(task, strategy, tmp_path)
-    request = TrainingConfig(
-        task=task,
-        model_name=str(model),
-        provider=provider,
-        strategy=strategy,
-        dataset=dataset.name,
-        max_steps=6,
-        per_device_train_batch_size=2,
-        max_seq_length=64,
-        optim=optim,
+    config = job_spec(
+        task, strategy, model, dataset, provider=provider, max_steps=6, per_device_train_batch_size=2,
+        max_seq_length=64, optim=optim,
     )
-    config = resolve(request, Hyperparameters(), model_name=str(model), local_model=True, dataset_path=str(dataset))
     run = run_worker_process(worker_job(tmp_path / "job", config), tmp_path / "job")
     assert run.returncode == 0, run.output[-4000:]
     assert run.result is not None and run.result.outcome == "completed"

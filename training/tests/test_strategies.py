@@ -9,14 +9,12 @@ from typing import Any
 
 import pytest
 
-from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_devkit.sample_data import preference_rows, qa_rows, summarization_rows, write_jsonl
 from modelforge_devkit.tiny_models import build_tiny_model
-from modelforge_trainer.config import Hyperparameters, resolve
 from modelforge_training.events import StopFlag
 from modelforge_training.protocol import MetricMessage, Progress
 from modelforge_training.spec import TrainingJobSpec
-from modelforge_training.testing import WorkerRun, run_worker_inline, worker_job
+from modelforge_training.testing import WorkerRun, job_spec, run_worker_inline, worker_job
 
 pytestmark = pytest.mark.slow
 
@@ -39,10 +37,7 @@ def job_config(task: str, strategy: str, model: Path, dataset: Path, **fields: A
         "max_steps": 4,
         **fields,
     }
-    request = TrainingConfig(task=task, strategy=strategy, model_name=str(model), dataset=dataset.name, **settings)
-    config = resolve(request, Hyperparameters(), model_name=str(model), local_model=True, dataset_path=str(dataset))
-    config.config.bf16 = False
-    return config
+    return job_spec(task, strategy, model, dataset, **{"bf16": False, **settings})
 
 
 def train(config: TrainingJobSpec, job_dir: Path, **options: Any) -> WorkerRun:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from modelforge_training.events import PipeEventSink, StopFlag
 from modelforge_training.protocol import WorkerMessage, WorkerResult, decode
-from modelforge_training.spec import TrainingJobSpec, write_spec
+from modelforge_training.spec import TrainingConfig, TrainingJobSpec, write_spec
 
 
 @dataclass
@@ -22,6 +22,40 @@ class WorkerRun:
     messages: list[WorkerMessage]
     result: WorkerResult | None
     output: str
+
+
+# A complete configuration, as trainer-svc resolves one with its default settings: the runtime's tests
+# build their specs from it without the service.
+RESOLVED_SETTINGS: dict[str, object] = {
+    "provider": "huggingface",
+    "num_train_epochs": 3.0,
+    "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 4,
+    "learning_rate": 2e-4,
+    "max_seq_length": 2048,
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "bf16": True,
+    "warmup_ratio": 0.03,
+    "lr_scheduler_type": "cosine",
+    "optim": "adamw_torch",
+    "max_steps": -1,
+    "save_steps": 200,
+    "logging_steps": 1,
+    "eval_split": 0.1,
+    "seed": 42,
+    "weight_decay": 0.0,
+    "processes_per_node": 1,
+    "num_nodes": 1,
+}
+
+
+def job_spec(task: str, strategy: str, model: Path, dataset: Path, **settings: object) -> TrainingJobSpec:
+    """A resolved spec training `model` (a local folder) on `dataset`; `settings` override the defaults."""
+    values = {**RESOLVED_SETTINGS, "use_4bit": strategy == "qlora", **settings}
+    config = TrainingConfig(task=task, strategy=strategy, model_name=str(model), dataset=dataset.name, **values)  # type: ignore[arg-type]
+    return TrainingJobSpec(config=config, dataset_path=str(dataset), local_model=True)
 
 
 def worker_job(
