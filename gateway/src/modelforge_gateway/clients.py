@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -16,6 +16,8 @@ from modelforge_common.grpc_client import make_channel
 from modelforge_gateway.settings import GatewaySettings
 
 SERVICES = ("trainer", "registry", "hardware", "inference")
+
+StatusListener: TypeAlias = Callable[[trainer_pb2.GetTrainingStatusResponse], None]
 
 # The stubs as this gateway holds them: on a grpc.aio channel. mypy-protobuf types those as the
 # XAsyncStub classes (awaitable unary calls, streaming calls with read()), which exist only in the
@@ -32,23 +34,91 @@ else:
     InferenceClient = inference_pb2_grpc.InferenceServiceStub
 
 
-def watching_status(
-    trainer: TrainerClient, on_status: Callable[[trainer_pb2.GetTrainingStatusResponse], None]
-) -> TrainerClient:
+StatusRequest: TypeAlias = trainer_pb2.GetTrainingStatusRequest
+StatusReply: TypeAlias = trainer_pb2.GetTrainingStatusResponse
+CallMetadata: TypeAlias = grpc.aio.Metadata | Sequence[tuple[str, str | bytes]]
+
+
+class _WatchedStatusCall(grpc.aio.UnaryUnaryCall[StatusRequest, StatusReply]):
+    """One GetTrainingStatus call: the channel's own, whose reply is handed to `on_status` as it is
+    awaited. Everything else is the call's."""
+
+    def __init__(self, call: grpc.aio.UnaryUnaryCall[StatusRequest, StatusReply], on_status: StatusListener) -> None:
+        self._call = call
+        self._on_status = on_status
+
+    def __await__(self) -> Generator[None, None, StatusReply]:
+        reply = yield from self._call.__await__()
+        self._on_status(reply)
+        return reply
+
+    def cancelled(self) -> bool:
+        return self._call.cancelled()
+
+    def done(self) -> bool:
+        return self._call.done()
+
+    def time_remaining(self) -> float | None:
+        return self._call.time_remaining()
+
+    def cancel(self) -> bool:
+        return self._call.cancel()
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        self._call.add_done_callback(callback)
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return await self._call.initial_metadata()
+
+    async def trailing_metadata(self) -> grpc.aio.Metadata:
+        return await self._call.trailing_metadata()
+
+    async def code(self) -> grpc.StatusCode:
+        return await self._call.code()
+
+    async def details(self) -> str:
+        return await self._call.details()
+
+    async def wait_for_connection(self) -> None:
+        await self._call.wait_for_connection()
+
+
+class StatusWatchingMethod(grpc.aio.UnaryUnaryMultiCallable[StatusRequest, StatusReply]):
+    """The stub's GetTrainingStatus with every reply also handed to `on_status`; a multi-callable
+    itself, so it takes the stub method's place with its type, and callers use it as before."""
+
+    def __init__(
+        self, method: grpc.aio.UnaryUnaryMultiCallable[StatusRequest, StatusReply], on_status: StatusListener
+    ) -> None:
+        self._method = method
+        self._on_status = on_status
+
+    def __call__(
+        self,
+        request: StatusRequest,
+        *,
+        timeout: float | None = None,
+        metadata: CallMetadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> grpc.aio.UnaryUnaryCall[StatusRequest, StatusReply]:
+        call = self._method(
+            request,
+            timeout=timeout,
+            metadata=metadata,
+            credentials=credentials,
+            wait_for_ready=wait_for_ready,
+            compression=compression,
+        )
+        return _WatchedStatusCall(call, self._on_status)
+
+
+def watching_status(trainer: TrainerClient, on_status: StatusListener) -> TrainerClient:
     """The trainer stub, with every GetTrainingStatus reply also handed to `on_status` (whatever
     route asked: /api/jobs/{id}, the wizard, the OpenAI jobs). The read caches learn from it that a
     job ended the moment any route could tell a client so (readcache.TrainingStatusView.note_job)."""
-    ask = trainer.GetTrainingStatus
-
-    async def get_training_status(
-        request: trainer_pb2.GetTrainingStatusRequest, **kwargs: Any
-    ) -> trainer_pb2.GetTrainingStatusResponse:
-        reply = await ask(request, **kwargs)
-        on_status(reply)
-        return reply
-
-    # A coroutine function in place of the multi-callable: every caller awaits it the same way.
-    trainer.GetTrainingStatus = get_training_status  # type: ignore[assignment]
+    trainer.GetTrainingStatus = StatusWatchingMethod(trainer.GetTrainingStatus, on_status)
     return trainer
 
 
@@ -64,7 +134,7 @@ class Clients:
     def open(
         cls,
         settings: GatewaySettings,
-        on_trainer_status: Callable[[trainer_pb2.GetTrainingStatusResponse], None] | None = None,
+        on_trainer_status: StatusListener | None = None,
     ) -> Clients:
         addresses = {
             "trainer": settings.trainer_addr,
