@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from modelforge_cli.main import app as cli_app
 from modelforge_devkit.sample_data import text_generation_rows
 from modelforge_devkit.stack import Stack
-from modelforge_trainer.testing_mlflow import MlflowReader, mlflow_server
+from modelforge_training.testing_mlflow import MlflowReader, mlflow_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -1,28 +1,21 @@
-"""Experiment tracking (worker/tracking.py): a worker process trains the tiny model with
+"""Experiment tracking (tracking.py): a worker process trains the tiny model with
 MODELFORGE_MLFLOW_URI pointing at a real MLflow server; the run's params, series, eval metrics,
 lineage tags and adapter arrive there, and the TensorBoard files beside the job's log read back
 with tensorboard's own reader. A tracking server that fails does not fail the job."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from modelforge.v1.common_pb2 import TrainingConfig
-from modelforge_trainer.config import Hyperparameters
-from modelforge_trainer.device import DeviceInfo
-from modelforge_trainer.testing import FakeDatasets
-from modelforge_trainer.testing_mlflow import MlflowReader, mlflow_server
-from modelforge_trainer.validation import validate_request
-from modelforge_training.spec import TrainingJobSpec
-from modelforge_training.testing import run_worker_process, worker_job
+from modelforge_training.spec import TrainingConfig, TrainingJobSpec
+from modelforge_training.testing import job_spec, run_worker_process, worker_job
+from modelforge_training.testing_mlflow import MlflowReader, mlflow_server
 from modelforge_training.tracking import JobTracking
 
-CPU = DeviceInfo(cuda=False, bf16=False, unsloth_installed=False)
 STEPS = 3
 
 
@@ -39,13 +32,10 @@ def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 def test_a_job_is_tracked_in_mlflow_and_tensorboard(
     tiny_causal_model: Path, chat_dataset: Path, tmp_path: Path
 ) -> None:
-    config = asyncio.run(validate_request(
-        TrainingConfig(
-            task="text-generation", model_name=str(tiny_causal_model), dataset="chat.jsonl", name="tracked",
-            max_steps=STEPS, logging_steps=1, per_device_train_batch_size=2, max_seq_length=64,
-        ),
-        Hyperparameters(), data_dir=tmp_path, device=CPU, datasets=FakeDatasets({"chat.jsonl": chat_dataset}),
-    ))
+    config = job_spec(
+        "text-generation", "sft", tiny_causal_model, chat_dataset, name="tracked", max_steps=STEPS, logging_steps=1,
+        per_device_train_batch_size=2, max_seq_length=64, bf16=False,
+    )
     job_dir = tmp_path / "job"
     with mlflow_server(tmp_path / "mlflow") as url:
         run = run_worker_process(worker_job(job_dir, config), job_dir, env={"MODELFORGE_MLFLOW_URI": url})
