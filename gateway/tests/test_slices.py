@@ -1,6 +1,7 @@
 """The gateway's vertical slices: a slice (one folder per resource) imports its own modules and the
 shared kit (common/, upstream/ and the top-level modules: errors, auth, deps, readcache, ...), never
-another slice; the shared kit imports no slice. Read from the source with ast, nothing imported."""
+another slice; the shared kit imports no slice. Routes build no protobuf messages (the slice's
+convert.py or upstream/ does). Read from the source with ast, nothing imported."""
 
 from __future__ import annotations
 
@@ -88,3 +89,45 @@ def test_the_check_sees_a_cross_slice_import(tmp_path: Path) -> None:
     )
     modules = imported_modules(source, "modelforge_gateway.jobs")
     assert {slice_of(m, slices()) for m in modules} - {None} == {"training", "models", "hub", "playground", "jobs"}
+
+
+def route_modules() -> list[Path]:
+    """The modules of the slices that declare routes (an APIRouter)."""
+    known = slices()
+    return [
+        path
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.relative_to(PACKAGE).parts[0] in known and "APIRouter(" in path.read_text()
+    ]
+
+
+def protobuf_builds(path: Path) -> list[str]:
+    """Every `<x>_pb2.<Message>(...)` call in the file, as `line: x_pb2.Message`."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        f"{node.lineno}: {node.func.value.id}.{node.func.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id.endswith("_pb2")
+        and node.func.attr[:1].isupper()
+    ]
+
+
+def test_routes_build_no_protobufs() -> None:
+    modules = route_modules()
+    assert {p.relative_to(PACKAGE).as_posix() for p in modules} >= {"models/routes.py", "openai/serving.py"}
+    found = {p.relative_to(PACKAGE).as_posix(): protobuf_builds(p) for p in modules}
+    assert {name: builds for name, builds in found.items() if builds} == {}
+
+
+def test_the_check_sees_a_protobuf_build(tmp_path: Path) -> None:
+    source = tmp_path / "probe.py"
+    source.write_text(
+        "from modelforge.v1 import hardware_pb2\n"
+        "async def f(hardware, rpc):\n"
+        "    return await hardware.GetHardware(hardware_pb2.GetHardwareRequest(), **rpc.read)\n"
+        "status = hardware_pb2.GPU_KIND_NONE if hardware_pb2 else None\n"
+    )
+    assert protobuf_builds(source) == ["3: hardware_pb2.GetHardwareRequest"]

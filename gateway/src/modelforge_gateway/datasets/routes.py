@@ -9,7 +9,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Path, Query, UploadFile
 
-from modelforge.v1 import registry_pb2
 from modelforge_gateway.common.uploads import upload_filename
 from modelforge_gateway.datasets.convert import (
     dataset_summary,
@@ -31,6 +30,7 @@ from modelforge_gateway.datasets.models import (
 )
 from modelforge_gateway.deps import RegistryStub, Rpc, SettingsDep, TrainerStub
 from modelforge_gateway.errors import ApiError, invalid
+from modelforge_gateway.upstream.datasets import delete_stored_dataset, list_stored_datasets
 
 router = APIRouter(tags=["datasets"])
 
@@ -92,15 +92,14 @@ DatasetNamePath = Path(
 async def delete_dataset(registry: RegistryStub, rpc: Rpc, name: str = DatasetNamePath) -> DeleteDatasetResponse:
     """Deletes an uploaded dataset (its row and file). 404 for an unknown name; 409 while a queued or
     running job uses it."""
-    reply = await registry.DeleteDataset(registry_pb2.DeleteDatasetRequest(name=name), **rpc.write)
+    reply = await delete_stored_dataset(registry, rpc, name)
     filename = reply.dataset.filename or name
     return DeleteDatasetResponse(message=f"Dataset {filename} deleted successfully", filename=filename)
 
 
 @router.get("/api/datasets", response_model=DatasetsResponse)
 async def list_datasets(registry: RegistryStub, rpc: Rpc) -> DatasetsResponse:
-    reply = await registry.ListDatasets(registry_pb2.ListDatasetsRequest(), **rpc.read)
-    return DatasetsResponse(datasets=[dataset_summary(d) for d in reply.datasets])
+    return DatasetsResponse(datasets=[dataset_summary(d) for d in await list_stored_datasets(registry, rpc)])
 
 
 @router.get("/api/datasets/{name}/insight", response_model=DatasetInsightResponse)

@@ -27,7 +27,6 @@ from fastapi import APIRouter, Header, Path, Query, WebSocket, WebSocketDisconne
 from fastapi.responses import StreamingResponse
 from starlette.status import WS_1001_GOING_AWAY, WS_1008_POLICY_VIOLATION, WS_1013_TRY_AGAIN_LATER
 
-from modelforge.v1 import trainer_pb2
 from modelforge_gateway.common.job_records import status_event_fields
 from modelforge_gateway.deps import EventFeedDep, EventHubDep, Rpc, SettingsDep, TrainerStub
 from modelforge_gateway.errors import ApiError
@@ -35,7 +34,7 @@ from modelforge_gateway.eventhub import Subscriber, event_text
 from modelforge_gateway.events.convert import LAST_EVENT_ID, last_event_seq, sse_text
 from modelforge_gateway.events.models import JobEvent, JobEventsResponse
 from modelforge_gateway.replay import JOB_ID, HistoryUnavailable, read_history, replay_then_follow
-from modelforge_gateway.upstream.jobs import checked_job_id, fetch_job
+from modelforge_gateway.upstream.jobs import checked_job_id, fetch_job, trainer_status
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ async def training_events(
     subscriber = hub.subscribe(job_id or None)
     try:
         try:
-            reply = await trainer.GetTrainingStatus(trainer_pb2.GetTrainingStatusRequest(job_id=job_id), **rpc.read)
+            reply = await trainer_status(trainer, rpc, job_id)
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.NOT_FOUND:
                 await websocket.close(WS_1008_POLICY_VIOLATION, f"Training job {job_id} not found")

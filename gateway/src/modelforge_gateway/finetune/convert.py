@@ -1,8 +1,11 @@
-"""v1 wizard: trainer and hardware answers -> the wizard's bodies; the memory estimate request."""
+"""v1 wizard: trainer and hardware answers -> the wizard's bodies; the requests it sends (session,
+model description, status reset, memory estimate)."""
 
 from __future__ import annotations
 
-from modelforge.v1 import common_pb2, hardware_pb2
+from typing import Any
+
+from modelforge.v1 import common_pb2, hardware_pb2, registry_pb2, trainer_pb2
 from modelforge_common.status import status_word
 from modelforge_gateway.common.protoconv import gib, plain_numbers
 from modelforge_gateway.finetune.models import (
@@ -19,6 +22,29 @@ from modelforge_gateway.finetune.models import (
     TrainingSettingsResponse,
     WizardStatusResponse,
 )
+
+
+def session_request(session_id: str) -> registry_pb2.GetSessionRequest:
+    return registry_pb2.GetSessionRequest(session_id=session_id)
+
+
+def empty_session(session_id: str) -> registry_pb2.Session:
+    """What an unknown session reads as: nothing chosen yet."""
+    return registry_pb2.Session(session_id=session_id)
+
+
+def update_session_request(session_id: str, fields: dict[str, Any]) -> registry_pb2.UpdateSessionRequest:
+    """fields: the session's fields to set (task, selected_model, is_custom_model)."""
+    return registry_pb2.UpdateSessionRequest(session_id=session_id, **fields)
+
+
+def describe_request(repo_name: str) -> hardware_pb2.DescribeModelRequest:
+    return hardware_pb2.DescribeModelRequest(model_name=repo_name)
+
+
+def reset_status_request() -> trainer_pb2.ResetTrainingStatusRequest:
+    return trainer_pb2.ResetTrainingStatusRequest()
+
 
 # v1 wizard status words (responses.md TrainingStatus) for the job status words.
 V1_STATUS = {

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 from fastapi import APIRouter
 
-from modelforge.v1 import hardware_pb2, registry_pb2, trainer_pb2
+from modelforge.v1 import registry_pb2
 from modelforge_common.catalog import TASKS
 from modelforge_common.grpc_client import violations_of
 from modelforge_gateway.clients import CallOptions, RegistryClient
@@ -42,7 +42,8 @@ from modelforge_gateway.finetune.models import (
     WizardStartTrainingResponse,
     WizardStatusResponse,
 )
-from modelforge_gateway.upstream.jobs import start_job
+from modelforge_gateway.upstream.hardware import hardware_info, task_recommendations
+from modelforge_gateway.upstream.jobs import start_job, trainer_status
 
 router = APIRouter(prefix="/api/finetune", tags=["finetune (v1 wizard)"])
 
@@ -59,10 +60,10 @@ async def read_session(
 ) -> registry_pb2.Session:
     """The session's state; an unknown session is an empty one, not an error."""
     try:
-        reply = await registry.GetSession(registry_pb2.GetSessionRequest(session_id=session_id), **rpc.read)
+        reply = await registry.GetSession(convert.session_request(session_id), **rpc.read)
     except grpc.aio.AioRpcError as exc:
         if exc.code() is grpc.StatusCode.NOT_FOUND:
-            return registry_pb2.Session(session_id=session_id)
+            return convert.empty_session(session_id)
         raise
     return reply.session
 
@@ -70,8 +71,7 @@ async def read_session(
 async def update_session(
     registry: RegistryClient, rpc: CallOptions, session_id: str, **fields: Any
 ) -> registry_pb2.Session:
-    request = registry_pb2.UpdateSessionRequest(session_id=session_id, **fields)
-    reply = await registry.UpdateSession(request, **rpc.write)
+    reply = await registry.UpdateSession(convert.update_session_request(session_id, fields), **rpc.write)
     return reply.session
 
 
@@ -81,7 +81,7 @@ async def describe(hardware: HardwareStub, rpc: CallOptions, repo_name: str) -> 
     denied = (403, not_accessible(repo_name))
     try:
         with rpc_messages({grpc.StatusCode.PERMISSION_DENIED: denied, grpc.StatusCode.NOT_FOUND: denied}):
-            reply = await hardware.DescribeModel(hardware_pb2.DescribeModelRequest(model_name=repo_name), **rpc.hub)
+            reply = await hardware.DescribeModel(convert.describe_request(repo_name), **rpc.hub)
     except grpc.aio.AioRpcError as exc:
         if exc.code() is not grpc.StatusCode.INVALID_ARGUMENT:
             raise
@@ -111,13 +111,11 @@ async def validate_custom_model(body: RepoRequest, hardware: HardwareStub, rpc: 
 async def detect(
     body: TaskRequest, hardware: HardwareStub, registry: RegistryStub, rpc: Rpc, session_id: SessionId
 ) -> DetectResponse:
-    recommendations = await hardware.GetRecommendations(
-        hardware_pb2.GetRecommendationsRequest(task=body.task), **rpc.read
-    )
+    recommendations = await task_recommendations(hardware, rpc, body.task)
     if recommendations.HasField("hardware"):
         info = recommendations.hardware
     else:
-        info = (await hardware.GetHardware(hardware_pb2.GetHardwareRequest(), **rpc.read)).hardware
+        info = await hardware_info(hardware, rpc)
     await update_session(registry, rpc, session_id, task=body.task)
     return convert.detect(body.task, recommendations, info)
 
@@ -156,7 +154,7 @@ async def load_settings(
     """Hardware-based defaults for the session's task (text-generation before one is chosen)."""
     state = await read_session(registry, rpc, session_id)
     task = state.task or DEFAULT_TASK
-    reply = await hardware.GetRecommendations(hardware_pb2.GetRecommendationsRequest(task=task), **rpc.read)
+    reply = await task_recommendations(hardware, rpc, task)
     return convert.training_defaults(reply.defaults)
 
 
@@ -183,27 +181,26 @@ async def start_training(
 
 @router.get("/status", response_model=WizardStatusResponse)
 async def status(trainer: TrainerStub, rpc: Rpc) -> WizardStatusResponse:
-    reply = await trainer.GetTrainingStatus(trainer_pb2.GetTrainingStatusRequest(), **rpc.read)
+    reply = await trainer_status(trainer, rpc)
     return convert.wizard_status(reply.has_job, reply.job)
 
 
 @router.post("/reset_status", response_model=SuccessResponse)
 async def reset_status(trainer: TrainerStub, rpc: Rpc) -> SuccessResponse:
-    await trainer.ResetTrainingStatus(trainer_pb2.ResetTrainingStatusRequest(), **rpc.write)
+    await trainer.ResetTrainingStatus(convert.reset_status_request(), **rpc.write)
     return SuccessResponse(message="Training status reset successfully")
 
 
 @router.get("/hardware_specs", response_model=HardwareSpecsResponse)
 async def hardware_specs(hardware: HardwareStub, rpc: Rpc) -> HardwareSpecsResponse:
-    reply = await hardware.GetHardware(hardware_pb2.GetHardwareRequest(), **rpc.read)
-    return convert.hardware_specs(reply.hardware)
+    return convert.hardware_specs(await hardware_info(hardware, rpc))
 
 
 @router.get("/recommended_models/{task}", response_model=RecommendedModelsResponse)
 async def recommended_models(task: TaskPath, hardware: HardwareStub, rpc: Rpc) -> RecommendedModelsResponse:
     if task not in TASKS:
         raise invalid(["path", "task"], invalid_choice_message("task", task, TASKS))
-    reply = await hardware.GetRecommendations(hardware_pb2.GetRecommendationsRequest(task=task), **rpc.read)
+    reply = await task_recommendations(hardware, rpc, task)
     return RecommendedModelsResponse(
         task=task,
         recommended_model=reply.recommended_model,

@@ -1,4 +1,5 @@
-"""Hub push and merge requests -> inference and registry messages; the merged model's answer."""
+"""Hub push and merge requests -> inference and registry messages (push, merge, register the merged
+model, discard a failed merge's folder); the merged model's answer."""
 
 from __future__ import annotations
 
@@ -55,3 +56,11 @@ def merged_record(
 
 def merged_answer(model: registry_pb2.Model, source: registry_pb2.Model) -> MergedModelResponse:
     return MergedModelResponse(**details_fields(model), merged_from=source.model_id)
+
+
+def register_request(record: registry_pb2.Model) -> registry_pb2.RegisterModelRequest:
+    return registry_pb2.RegisterModelRequest(model=record)
+
+
+def discard_request(path: str) -> registry_pb2.DiscardModelFolderRequest:
+    return registry_pb2.DiscardModelFolderRequest(path=path)

@@ -14,14 +14,21 @@ import uuid
 import grpc
 from fastapi import APIRouter
 
-from modelforge.v1 import registry_pb2
 from modelforge_gateway.clients import CallOptions, RegistryClient
 from modelforge_gateway.common.paths import ModelIdPath
 from modelforge_gateway.deps import InferenceStub, RegistryStub, Rpc
 from modelforge_gateway.errors import ApiError
-from modelforge_gateway.hub.convert import merge_request, merged_answer, merged_record, push_answer, push_request
+from modelforge_gateway.hub.convert import (
+    discard_request,
+    merge_request,
+    merged_answer,
+    merged_record,
+    push_answer,
+    push_request,
+    register_request,
+)
 from modelforge_gateway.hub.models import HubPushRequest, HubPushResponse, MergedModelResponse, MergeRequest
-from modelforge_gateway.upstream.models import fetch_model
+from modelforge_gateway.upstream.models import fetch_model, list_registered_models
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +44,14 @@ async def push(body: HubPushRequest, registry: RegistryStub, inference: Inferenc
 
 async def name_taken(registry: RegistryClient, rpc: CallOptions, name: str) -> bool:
     """Whether a registered model already has this name (the registry refuses a second one)."""
-    reply = await registry.ListModels(registry_pb2.ListModelsRequest(), **rpc.read)
-    return any(model.name == name for model in reply.models)
+    return any(model.name == name for model in await list_registered_models(registry, rpc))
 
 
 async def discard_folder(registry: RegistryClient, rpc: CallOptions, path: str) -> None:
     """Best effort: the registry removes what a failed merge wrote (registry-svc owns deletion). If
     it cannot now, its start-up sweep removes the unregistered folder later."""
     try:
-        await registry.DiscardModelFolder(registry_pb2.DiscardModelFolderRequest(path=path), **rpc.write)
+        await registry.DiscardModelFolder(discard_request(path), **rpc.write)
     except grpc.aio.AioRpcError as exc:
         log.warning("could not remove the folder %s of a failed merge: %s %s", path, exc.code().name, exc.details())
 
@@ -76,7 +82,7 @@ async def merge(
     try:
         merged = await inference.MergeAdapter(merge_request(source, output_path), **rpc.merge)
         record = merged_record(source, name, merged)
-        reply = await registry.RegisterModel(registry_pb2.RegisterModelRequest(model=record), **rpc.write)
+        reply = await registry.RegisterModel(register_request(record), **rpc.write)
     except grpc.aio.AioRpcError:
         # A merge that failed part way may have written some of the folder; a failed registration
         # leaves all of it. Either way nothing refers to it.

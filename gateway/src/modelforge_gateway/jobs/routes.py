@@ -8,7 +8,6 @@ from typing import Annotated
 import grpc
 from fastapi import APIRouter, Header, Path, Query, Response
 
-from modelforge.v1 import trainer_pb2
 from modelforge_gateway.common.job_records import JobStatusWord
 from modelforge_gateway.common.training_params import StartTrainingRequest
 from modelforge_gateway.deps import Owner, RegistryStub, Rpc, TrainerStub
@@ -16,7 +15,7 @@ from modelforge_gateway.errors import rpc_messages
 from modelforge_gateway.jobs.convert import job_response, list_request, submit_request
 from modelforge_gateway.jobs.models import JobListResponse, JobResponse
 from modelforge_gateway.upstream.datasets import check_dataset_digest
-from modelforge_gateway.upstream.jobs import checked_job_id, fetch_job, job_not_found
+from modelforge_gateway.upstream.jobs import checked_job_id, fetch_job, job_not_found, stop_job
 
 router = APIRouter(tags=["jobs"])
 
@@ -74,5 +73,5 @@ async def get_job(job_id: JobId, trainer: TrainerStub, rpc: Rpc) -> JobResponse:
 async def cancel_job(job_id: JobId, trainer: TrainerStub, rpc: Rpc) -> JobResponse:
     """Cancels a queued job at once; a running one stops at its next step (saving a checkpoint)."""
     with rpc_messages({grpc.StatusCode.NOT_FOUND: job_not_found(job_id)}):
-        reply = await trainer.StopTraining(trainer_pb2.StopTrainingRequest(job_id=checked_job_id(job_id)), **rpc.write)
-    return job_response(reply.job)
+        job = await stop_job(trainer, rpc, checked_job_id(job_id))
+    return job_response(job)

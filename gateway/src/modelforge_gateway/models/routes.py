@@ -11,7 +11,6 @@ import grpc
 from fastapi import APIRouter, Query, Response
 from pydantic import TypeAdapter
 
-from modelforge.v1 import inference_pb2, registry_pb2
 from modelforge_common.catalog import TASKS
 from modelforge_gateway.clients import CallOptions, RegistryClient
 from modelforge_gateway.common.body import invalid_choice_message
@@ -30,7 +29,13 @@ from modelforge_gateway.models.convert import lineage_response, list_request
 from modelforge_gateway.models.models import DeleteModelResponse, ModelLineageResponse, ModelsResponse
 from modelforge_gateway.readcache import ModelListings, bare_listing_key, listing_key
 from modelforge_gateway.rendered import RenderedBodies
-from modelforge_gateway.upstream.models import fetch_model, not_found
+from modelforge_gateway.upstream.models import (
+    delete_registered_model,
+    fetch_model,
+    list_registered_models,
+    not_found,
+    unload_from_inference,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +50,8 @@ async def _list(
     """The bare list (responses.md), through the listing cache like GET /api/models."""
 
     async def ask_registry() -> bytes:
-        reply = await registry.ListModels(registry_pb2.ListModelsRequest(task=task), **rpc.read)
-        return SUMMARY_LIST.dump_json([model_summary(m) for m in reply.models], by_alias=True)
+        models = await list_registered_models(registry, rpc, task)
+        return SUMMARY_LIST.dump_json([model_summary(m) for m in models], by_alias=True)
 
     return Response(await listings.get(bare_listing_key(task), ask_registry), media_type="application/json")
 
@@ -129,12 +134,12 @@ async def delete_model(
     """Deletes the row and files (registry), then asks inference to drop the model from its cache;
     that second step is best effort: the model is gone whatever inference answers."""
     with rpc_messages({grpc.StatusCode.NOT_FOUND: not_found(model_id)}):
-        reply = await registry.DeleteModel(registry_pb2.DeleteModelRequest(id=model_id), **rpc.write)
+        deleted = await delete_registered_model(registry, rpc, model_id)
     # After the registry's answer: a lookup started before it cannot store the deleted model.
     lookups.invalidate()
-    deleted_id = reply.model.model_id or model_id
+    deleted_id = deleted.model_id or model_id
     try:
-        await inference.UnloadModel(inference_pb2.UnloadModelRequest(model_id=deleted_id), **rpc.read)
+        await unload_from_inference(inference, rpc, deleted_id)
     except grpc.aio.AioRpcError as exc:
         log.warning("inference did not unload deleted model %s: %s %s", deleted_id, exc.code().name, exc.details())
     return DeleteModelResponse(message=f"Model {deleted_id} deleted successfully", model_id=deleted_id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -15,7 +14,7 @@ import grpc
 from fastapi import APIRouter, File, Form, Header, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
-from modelforge.v1 import common_pb2, registry_pb2, trainer_pb2
+from modelforge.v1 import common_pb2, registry_pb2
 from modelforge_gateway.clients import CallOptions
 from modelforge_gateway.common.uploads import upload_filename
 from modelforge_gateway.deps import (
@@ -26,7 +25,7 @@ from modelforge_gateway.deps import (
     SettingsDep,
     TrainerStub,
 )
-from modelforge_gateway.openai import objects, serving
+from modelforge_gateway.openai import convert, objects, serving
 from modelforge_gateway.openai.files import (
     PREFERENCE,
     check_file,
@@ -36,9 +35,12 @@ from modelforge_gateway.openai.files import (
     stored_name,
 )
 from modelforge_gateway.openai.schemas import CreateFineTuningJob
-from modelforge_gateway.openai.serving import IdPath, model_or_none
+from modelforge_gateway.openai.serving import IdPath
 from modelforge_gateway.openai_errors import OpenAIError, not_found
 from modelforge_gateway.replay import JOB_ID, HistoryUnavailable, read_history
+from modelforge_gateway.upstream.datasets import delete_stored_dataset, list_stored_datasets
+from modelforge_gateway.upstream.jobs import stop_job, trainer_status
+from modelforge_gateway.upstream.models import registered_model_or_none
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,7 @@ JOB_PAGE = 500
 
 
 async def _file_datasets(registry: RegistryStub, rpc: CallOptions) -> list[registry_pb2.Dataset]:
-    reply = await registry.ListDatasets(registry_pb2.ListDatasetsRequest(), **rpc.read)
-    return [d for d in reply.datasets if objects.file_object(d) is not None]
+    return [d for d in await list_stored_datasets(registry, rpc) if objects.file_object(d) is not None]
 
 
 async def _file_dataset(
@@ -68,12 +69,6 @@ async def _file_dataset(
         if parsed is not None and parsed[0] == file_id:
             return dataset
     raise not_found("file", file_id, param)
-
-
-async def _chunks(name: str, content: bytes, chunk_bytes: int) -> AsyncIterator[registry_pb2.UploadDatasetRequest]:
-    yield registry_pb2.UploadDatasetRequest(filename=name)
-    for start in range(0, len(content), chunk_bytes):
-        yield registry_pb2.UploadDatasetRequest(chunk=content[start : start + chunk_bytes])
 
 
 @router.post("/files")
@@ -95,7 +90,9 @@ async def create_file(
         first = checked.problems[0]
         raise OpenAIError(400, checked.summary(), first.param or "file", "invalid_file_format")
     name = stored_name(new_file_id(), filename)
-    reply = await registry.UploadDataset(_chunks(name, checked.content(), settings.upload_chunk_bytes), **rpc.write)
+    reply = await registry.UploadDataset(
+        convert.upload_messages(name, checked.content(), settings.upload_chunk_bytes), **rpc.write
+    )
     created = objects.file_object(reply.dataset)
     assert created is not None, "the registry keeps the name it was given when it is free"
     return created
@@ -128,7 +125,7 @@ async def file_content(file_id: IdPath, registry: RegistryStub, rpc: Rpc) -> Res
     """The rows as uploaded, streamed line by line as the registry sends the stored file."""
     dataset = await _file_dataset(registry, rpc, file_id)
     # The write deadline, as uploads have: a large file takes a while to stream.
-    call = registry.ReadDataset(registry_pb2.ReadDatasetRequest(name=dataset.filename), **rpc.write)
+    call = registry.ReadDataset(convert.read_request(dataset.filename), **rpc.write)
     first = await call.read()  # here, so a refusal still gets its status code
 
     async def lines() -> AsyncIterator[bytes]:
@@ -152,7 +149,7 @@ async def file_content(file_id: IdPath, registry: RegistryStub, rpc: Rpc) -> Res
 @router.delete("/files/{file_id}")
 async def delete_file(file_id: IdPath, registry: RegistryStub, rpc: Rpc) -> dict[str, Any]:
     dataset = await _file_dataset(registry, rpc, file_id)
-    await registry.DeleteDataset(registry_pb2.DeleteDatasetRequest(name=dataset.filename), **rpc.write)
+    await delete_stored_dataset(registry, rpc, dataset.filename)
     return {"id": file_id, "object": "file", "deleted": True}
 
 
@@ -167,9 +164,7 @@ def _checked_job_id(job_id: str) -> str:
 
 async def _job(trainer: TrainerStub, rpc: CallOptions, job_id: str) -> common_pb2.TrainingJob:
     try:
-        reply = await trainer.GetTrainingStatus(
-            trainer_pb2.GetTrainingStatusRequest(job_id=_checked_job_id(job_id)), **rpc.read
-        )
+        reply = await trainer_status(trainer, rpc, _checked_job_id(job_id))
     except grpc.aio.AioRpcError as exc:
         if exc.code() is grpc.StatusCode.NOT_FOUND:
             raise not_found("fine-tuning job", job_id) from exc
@@ -184,7 +179,7 @@ async def _job_objects(
 ) -> list[dict[str, Any]]:
     """Job objects, with trained_tokens from each succeeded job's registered model."""
     models = await asyncio.gather(*(
-        model_or_none(registry, rpc, job.model_id if job.status == common_pb2.JOB_STATUS_COMPLETED else "")
+        registered_model_or_none(registry, rpc, job.model_id if job.status == common_pb2.JOB_STATUS_COMPLETED else "")
         for job in jobs
     ))
     result = []
@@ -209,29 +204,6 @@ def _hyperparameters(body: CreateFineTuningJob) -> tuple[str, Any]:
             wrong = "supervised" if kind == "dpo" else "dpo"
             raise OpenAIError(400, f"method.{wrong} does not go with method.type '{kind}'", f"method.{wrong}")
     return ("dpo" if kind == "dpo" else "sft"), params
-
-
-def _training_config(body: CreateFineTuningJob, strategy: str, params: Any, dataset: str) -> common_pb2.TrainingConfig:
-    config = common_pb2.TrainingConfig(
-        task="text-generation",
-        model_name=body.model,
-        provider="huggingface",
-        strategy=strategy,
-        dataset=dataset,
-        # OpenAI picks a seed when none is given, and reports it.
-        seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
-        name=objects.model_name_for(body.model, body.suffix, secrets.token_hex(4)),
-    )
-    if params is not None:
-        if params.n_epochs not in (None, "auto"):
-            config.num_train_epochs = float(params.n_epochs)
-        if params.batch_size not in (None, "auto"):
-            config.per_device_train_batch_size = int(params.batch_size)
-        if params.learning_rate_multiplier not in (None, "auto"):
-            config.learning_rate = objects.BASE_LEARNING_RATE * float(params.learning_rate_multiplier)
-        if getattr(params, "beta", None) not in (None, "auto"):
-            config.dpo_beta = float(params.beta)
-    return config
 
 
 async def _job_file(
@@ -268,12 +240,13 @@ async def create_job(
         raise OpenAIError(400, "metadata is not supported: ModelForge does not store job metadata", "metadata")
     strategy, params = _hyperparameters(body)
     dataset = await _job_file(registry, rpc, body.training_file, "training_file", strategy)
-    config = _training_config(body, strategy, params, dataset.filename)
+    evaluation = None
     if body.validation_file is not None:
         evaluation = await _job_file(registry, rpc, body.validation_file, "validation_file", strategy)
-        config.eval_dataset = evaluation.filename
-    request = trainer_pb2.SubmitTrainingJobRequest(config=config, idempotency_key=idempotency_key or "", owner=owner)
-    reply = await trainer.SubmitTrainingJob(request, **rpc.write)
+    config = convert.training_config(
+        body, strategy, params, dataset.filename, evaluation.filename if evaluation is not None else None
+    )
+    reply = await trainer.SubmitTrainingJob(convert.submit_request(config, idempotency_key, owner), **rpc.write)
     return objects.job_object(reply.job)
 
 
@@ -283,9 +256,7 @@ async def _jobs_page(trainer: TrainerStub, rpc: CallOptions, after: str | None, 
     found = after is None
     offset = 0
     while len(collected) <= limit:
-        reply = await trainer.ListTrainingJobs(
-            trainer_pb2.ListTrainingJobsRequest(limit=JOB_PAGE, offset=offset), **rpc.read
-        )
+        reply = await trainer.ListTrainingJobs(convert.jobs_page_request(JOB_PAGE, offset), **rpc.read)
         for job in reply.jobs:
             if found:
                 collected.append(job)
@@ -316,12 +287,12 @@ async def cancel_job(job_id: IdPath, trainer: TrainerStub, rpc: Rpc) -> dict[str
     """A queued job is cancelled at once; a running one stops at its next step."""
     await _job(trainer, rpc, job_id)
     try:
-        reply = await trainer.StopTraining(trainer_pb2.StopTrainingRequest(job_id=job_id), **rpc.write)
+        stopped = await stop_job(trainer, rpc, job_id)
     except grpc.aio.AioRpcError as exc:
         if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED):
             raise OpenAIError(409, f"Fine-tuning job {job_id} has already finished and cannot be cancelled.") from exc
         raise
-    return objects.job_object(reply.job)
+    return objects.job_object(stopped)
 
 
 @router.get("/fine_tuning/jobs/{job_id}/events")
@@ -350,7 +321,7 @@ async def list_checkpoints(
 ) -> dict[str, Any]:
     """A finished job's checkpoint: its registered model (the trainer keeps no others once it is registered)."""
     job = await _job(trainer, rpc, job_id)
-    model = await model_or_none(registry, rpc, job.model_id)
+    model = await registered_model_or_none(registry, rpc, job.model_id)
     items = [objects.checkpoint_object(job, model)] if model is not None else []
     return objects.page(items, after, limit)
 

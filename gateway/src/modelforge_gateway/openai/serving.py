@@ -22,11 +22,18 @@ from modelforge_gateway.deps import (
     RegistryStub,
     Rpc,
 )
-from modelforge_gateway.openai import objects
-from modelforge_gateway.openai.schemas import ChatCompletionBody, CompletionBody, GenerationBody
+from modelforge_gateway.openai import convert, objects
+from modelforge_gateway.openai.schemas import ChatCompletionBody, CompletionBody
 from modelforge_gateway.openai_errors import OpenAIError, not_found, openai_error_body
 from modelforge_gateway.readcache import ModelLookups
-from modelforge_gateway.upstream.models import ServedModel, serving_model_or_none
+from modelforge_gateway.upstream.models import (
+    ServedModel,
+    delete_registered_model,
+    list_registered_models,
+    registered_model_or_none,
+    serving_model_or_none,
+    unload_from_inference,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +44,11 @@ IdPath = Annotated[str, Path(min_length=1, max_length=300)]
 COMPLETION_MAX_TOKENS = 16
 
 
-async def model_or_none(registry: RegistryStub, rpc: CallOptions, model_id: str) -> registry_pb2.Model | None:
-    if not model_id:
-        return None
-    try:
-        return (await registry.GetModel(registry_pb2.GetModelRequest(id=model_id), **rpc.read)).model
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() is grpc.StatusCode.NOT_FOUND:
-            return None  # deleted since: the job keeps its history
-        raise
-
-
 # --- models ------------------------------------------------------------------------------------------
 
 
 async def _all_models(registry: RegistryStub, rpc: CallOptions) -> list[registry_pb2.Model]:
-    reply = await registry.ListModels(registry_pb2.ListModelsRequest(), **rpc.read)
-    return list(reply.models)
+    return await list_registered_models(registry, rpc)
 
 
 def _base_objects(models: list[registry_pb2.Model]) -> dict[str, dict[str, Any]]:
@@ -81,7 +76,7 @@ async def list_models(registry: RegistryStub, rpc: Rpc) -> dict[str, Any]:
 async def _registered(registry: RegistryStub, rpc: CallOptions, model_id: str) -> registry_pb2.Model | None:
     if model_id.isdigit():
         return None  # the registry's numeric ids are not OpenAI model ids
-    return await model_or_none(registry, rpc, model_id)
+    return await registered_model_or_none(registry, rpc, model_id)
 
 
 @router.get("/models/{model_id:path}")
@@ -104,10 +99,10 @@ async def delete_model(
         if model_id in _base_objects(await _all_models(registry, rpc)):
             raise OpenAIError(400, f"{model_id} is a base model; only fine-tuned models can be deleted", "model")
         raise not_found("model", model_id, "model")
-    await registry.DeleteModel(registry_pb2.DeleteModelRequest(id=model.model_id), **rpc.write)
+    await delete_registered_model(registry, rpc, model.model_id)
     lookups.invalidate()  # the cached lookups of the playground and the completions (readcache.ModelLookups)
     try:
-        await inference.UnloadModel(inference_pb2.UnloadModelRequest(model_id=model.model_id), **rpc.read)
+        await unload_from_inference(inference, rpc, model.model_id)
     except grpc.aio.AioRpcError as exc:
         # Best effort, as DELETE /api/models does: the model is gone whatever inference answers.
         log.warning("inference did not unload deleted model %s: %s", model.model_id, exc.code().name)
@@ -132,18 +127,6 @@ async def _serving_model(
     if model.ref.task != "text-generation":
         raise OpenAIError(400, f"Model {model_id} was trained for {model.ref.task}, not text generation", "model")
     return model
-
-
-def _params(body: GenerationBody, max_tokens: int | None) -> inference_pb2.GenerationParams:
-    params = inference_pb2.GenerationParams(
-        max_new_tokens=max_tokens or 0,
-        temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
-        stop=body.stop_list(),
-    )
-    if body.seed is not None:
-        params.seed = body.seed
-    return params
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -210,8 +193,7 @@ async def chat_completions(
     body.check()
     turns = body.turns()
     model = await _serving_model(registry, rpc, lookups, body.model)
-    params = _params(body, body.token_limit())
-    params.messages.extend(inference_pb2.ChatMessage(role=role, content=text) for role, text in turns)
+    params = convert.generation_params(body, body.token_limit(), turns=turns)
     ident, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
     head = {
         "id": ident,
@@ -236,9 +218,9 @@ async def chat_completions(
         opening_choice = {"index": 0, "delta": opening_delta, "finish_reason": None, "logprobs": None}
         opening = {**chunk_head, "choices": [opening_choice]}
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        call_request = inference_pb2.GenerateStreamRequest(model=model.ref, params=params)
+        call_request = convert.stream_request(model.ref, params)
         return await _stream(inference, rpc, call_request, chunk, opening, include_usage, usage_chunk)
-    generate = inference_pb2.GenerateRequest(model=model.ref, params=params)
+    generate = convert.generate_request(model.ref, params)
     reply = await inference.Generate(generate, **rpc.generate)
     message: dict[str, Any] = {
         "role": "assistant",
@@ -263,8 +245,7 @@ async def completions(
     if not prompt.strip():
         raise OpenAIError(400, "prompt: must not be empty", "prompt")
     model = await _serving_model(registry, rpc, lookups, body.model)
-    params = _params(body, body.max_tokens or COMPLETION_MAX_TOKENS)
-    params.prompt = prompt
+    params = convert.generation_params(body, body.max_tokens or COMPLETION_MAX_TOKENS, prompt=prompt)
     ident, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
     head = {"id": ident, "created": created, "model": model.model_id, "system_fingerprint": None}
     if body.stream:
@@ -277,9 +258,9 @@ async def completions(
             return {**head, "object": "text_completion", "choices": [], "usage": usage}
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        call_request = inference_pb2.GenerateStreamRequest(model=model.ref, params=params)
+        call_request = convert.stream_request(model.ref, params)
         return await _stream(inference, rpc, call_request, chunk, None, include_usage, usage_chunk)
-    generate = inference_pb2.GenerateRequest(model=model.ref, params=params)
+    generate = convert.generate_request(model.ref, params)
     reply = await inference.Generate(generate, **rpc.generate)
     finish = _finish_reason(reply.finish_reason)
     choice = {"index": 0, "text": reply.generated_text, "finish_reason": finish, "logprobs": None}

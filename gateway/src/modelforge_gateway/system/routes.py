@@ -8,11 +8,11 @@ import grpc
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from modelforge.v1 import hardware_pb2
 from modelforge_gateway.deps import ClientsDep, HardwareStub, Rpc, SettingsDep
 from modelforge_gateway.errors import error_body, request_id_of
 from modelforge_gateway.system import convert
 from modelforge_gateway.system.models import HealthResponse, InfoResponse
+from modelforge_gateway.upstream.hardware import hardware_info
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,11 @@ async def info(hardware: HardwareStub, rpc: Rpc) -> InfoResponse:
     """Providers usable on this hardware: unsloth only when hardware-svc reports a CUDA GPU. When
     hardware-svc cannot be asked, only the providers that run everywhere are listed."""
     try:
-        reply = await hardware.GetHardware(hardware_pb2.GetHardwareRequest(), **rpc.read)
+        found = await hardware_info(hardware, rpc)
     except grpc.aio.AioRpcError as exc:
         log.warning("hardware-svc did not answer for /api/info: %s %s", exc.code().name, exc.details())
         return convert.info(None)
-    return convert.info(reply.hardware)
+    return convert.info(found)
 
 
 @router.get("/healthz", include_in_schema=False)

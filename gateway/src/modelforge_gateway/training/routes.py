@@ -5,7 +5,6 @@ from __future__ import annotations
 import grpc
 from fastapi import APIRouter, Query, Response
 
-from modelforge.v1 import trainer_pb2
 from modelforge_gateway.common.job_records import NOTHING_RUNS
 from modelforge_gateway.common.training_params import StartTrainingRequest
 from modelforge_gateway.deps import RegistryStub, Rpc, StatusViewDep, TrainerStub
@@ -14,7 +13,7 @@ from modelforge_gateway.readcache import TrainerAnswer
 from modelforge_gateway.training.convert import stop_answer, training_status
 from modelforge_gateway.training.models import StartTrainingResponse, StopTrainingResponse, TrainingStatusResponse
 from modelforge_gateway.upstream.datasets import check_dataset_digest
-from modelforge_gateway.upstream.jobs import job_not_found, start_job
+from modelforge_gateway.upstream.jobs import job_not_found, start_job, stop_job, trainer_status
 
 router = APIRouter(tags=["training"])
 
@@ -36,7 +35,7 @@ async def get_training_status(
     MODELFORGE_STATUS_CACHE_S, with newer training events over it (readcache.TrainingStatusView)."""
 
     async def ask_trainer() -> TrainerAnswer:
-        reply = await trainer.GetTrainingStatus(trainer_pb2.GetTrainingStatusRequest(job_id=job_id), **rpc.read)
+        reply = await trainer_status(trainer, rpc, job_id)
         fields = training_status(reply.has_job, reply.job).model_dump(mode="json")
         return TrainerAnswer(fields, reply.job.last_seq if reply.has_job else 0)
 
@@ -54,5 +53,5 @@ async def stop_training(
     # Without a job id, "no current job" is a state conflict whichever code the trainer chose.
     not_found = job_not_found(job_id) if job_id else (409, NOTHING_RUNS)
     with rpc_messages({grpc.StatusCode.NOT_FOUND: not_found}):
-        reply = await trainer.StopTraining(trainer_pb2.StopTrainingRequest(job_id=job_id), **rpc.write)
-    return stop_answer(reply.job)
+        job = await stop_job(trainer, rpc, job_id)
+    return stop_answer(job)

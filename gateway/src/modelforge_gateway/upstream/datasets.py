@@ -1,4 +1,5 @@
-"""Datasets as other slices need them: the digest check behind a pinned start request."""
+"""Datasets as several slices need them: list, delete, and the digest check behind a pinned start
+request."""
 
 from __future__ import annotations
 
@@ -31,3 +32,15 @@ async def check_dataset_digest(
             f"Dataset {dataset} does not match dataset_sha256: the run asks for {expected_sha256}, "
             f"the stored file has {stored}",
         )
+
+
+async def list_stored_datasets(registry: RegistryClient, rpc: CallOptions) -> list[registry_pb2.Dataset]:
+    reply = await registry.ListDatasets(registry_pb2.ListDatasetsRequest(), **rpc.read)
+    return list(reply.datasets)
+
+
+async def delete_stored_dataset(
+    registry: RegistryClient, rpc: CallOptions, name: str
+) -> registry_pb2.DeleteDatasetResponse:
+    """Errors as the registry sent them, for the caller to word."""
+    return await registry.DeleteDataset(registry_pb2.DeleteDatasetRequest(name=name), **rpc.write)

@@ -1,4 +1,4 @@
-"""Training jobs as several slices need them: start one, read one by id."""
+"""Training jobs as several slices need them: start one, read one (by id, or the current one), stop one."""
 
 from __future__ import annotations
 
@@ -34,7 +34,19 @@ async def fetch_job(
 ) -> common_pb2.TrainingJob:
     """The job of record by id; 404 "Training job <x> not found" otherwise."""
     with rpc_messages({grpc.StatusCode.NOT_FOUND: job_not_found(job_id)}):
-        reply = await trainer.GetTrainingStatus(
-            trainer_pb2.GetTrainingStatusRequest(job_id=checked_job_id(job_id)), **rpc.read
-        )
+        reply = await trainer_status(trainer, rpc, checked_job_id(job_id))
+    return reply.job
+
+
+async def trainer_status(
+    trainer: TrainerClient, rpc: CallOptions, job_id: str = ""
+) -> trainer_pb2.GetTrainingStatusResponse:
+    """The trainer's answer about a job (the current, else most recent, one when job_id is "");
+    errors as the trainer sent them, for the caller to word."""
+    return await trainer.GetTrainingStatus(trainer_pb2.GetTrainingStatusRequest(job_id=job_id), **rpc.read)
+
+
+async def stop_job(trainer: TrainerClient, rpc: CallOptions, job_id: str = "") -> common_pb2.TrainingJob:
+    """Stops a job (the current one when job_id is ""); errors as the trainer sent them."""
+    reply = await trainer.StopTraining(trainer_pb2.StopTrainingRequest(job_id=job_id), **rpc.write)
     return reply.job

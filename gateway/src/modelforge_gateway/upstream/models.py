@@ -1,4 +1,5 @@
-"""Registered models: look one up (404 "Model <x> not found"), and the ModelRef inference gets."""
+"""Registered models: look one up (404 "Model <x> not found"), list, delete and unload them, and the
+ModelRef inference gets."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import grpc
 
 from modelforge.v1 import inference_pb2, registry_pb2
-from modelforge_gateway.clients import CallOptions, RegistryClient
+from modelforge_gateway.clients import CallOptions, InferenceClient, RegistryClient
 from modelforge_gateway.errors import rpc_messages
 from modelforge_gateway.readcache import ModelLookups
 
@@ -24,6 +25,40 @@ async def fetch_model(
     with rpc_messages({grpc.StatusCode.NOT_FOUND: not_found(model_id)}):
         reply = await registry.GetModel(registry_pb2.GetModelRequest(id=model_id), **rpc.read)
     return reply.model
+
+
+async def list_registered_models(
+    registry: RegistryClient, rpc: CallOptions, task: str = ""
+) -> list[registry_pb2.Model]:
+    """Every registered model (of one task when given)."""
+    reply = await registry.ListModels(registry_pb2.ListModelsRequest(task=task), **rpc.read)
+    return list(reply.models)
+
+
+async def delete_registered_model(registry: RegistryClient, rpc: CallOptions, model_id: str) -> registry_pb2.Model:
+    """Deletes a registered model (numeric id or model_id); errors as the registry sent them. The
+    caller invalidates the lookups (readcache.ModelLookups)."""
+    reply = await registry.DeleteModel(registry_pb2.DeleteModelRequest(id=model_id), **rpc.write)
+    return reply.model
+
+
+async def unload_from_inference(inference: InferenceClient, rpc: CallOptions, model_id: str) -> None:
+    await inference.UnloadModel(inference_pb2.UnloadModelRequest(model_id=model_id), **rpc.read)
+
+
+async def registered_model_or_none(
+    registry: RegistryClient, rpc: CallOptions, model_id: str
+) -> registry_pb2.Model | None:
+    """The registered model, uncached; None for "" or a model the registry does not have (deleted
+    since: a job keeps its history)."""
+    if not model_id:
+        return None
+    try:
+        return (await registry.GetModel(registry_pb2.GetModelRequest(id=model_id), **rpc.read)).model
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() is grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
 
 
 def model_ref(model: registry_pb2.Model) -> inference_pb2.ModelRef:
