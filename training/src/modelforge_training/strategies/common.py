@@ -108,6 +108,7 @@ def training_arguments(context: StrategyContext) -> dict[str, Any]:
         "seed": config.seed,
         "data_seed": config.seed,
         "weight_decay": config.weight_decay,
+        "neftune_noise_alpha": config.neftune_noise_alpha if config.HasField("neftune_noise_alpha") else None,
         "bf16": runtime.bf16,
         "fp16": runtime.fp16,
         "gradient_checkpointing": runtime.gradient_checkpointing,
