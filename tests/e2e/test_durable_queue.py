@@ -111,7 +111,9 @@ def test_two_replicas_run_three_queued_jobs_exactly_once(
 def test_kill_9_of_the_running_replica_redelivers_the_job_from_its_checkpoint(
     client: httpx.Client, stack: Stack, dataset: str, tiny_causal_model: Path
 ) -> None:
-    job_id = submit(client, training_request(tiny_causal_model, dataset, max_steps=20, save_steps=2, name="killed"))
+    # Long enough that a loaded machine's status polls see it running with a checkpoint saved (20 steps of
+    # the tiny model can end between two polls).
+    job_id = submit(client, training_request(tiny_causal_model, dataset, max_steps=80, save_steps=2, name="killed"))
     replica, worker = worker_of(stack, job_id)
     checkpoints = Path(stack.env["MODELFORGE_DATA_DIR"]) / "checkpoints" / job_id
 
