@@ -23,6 +23,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+# deploy_siblings.py, the loader of this folder's shared test modules, importable by name.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("gpu", "cpu")
 NAMESPACE = "modelforge"

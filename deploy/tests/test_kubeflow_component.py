@@ -5,33 +5,18 @@ cluster here); the built-in ones against Kubernetes' schemas like every other ob
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from deploy_siblings import sibling
 
-
-def _sibling(name: str) -> ModuleType:
-    """A module of this folder (the tests run in importlib mode: siblings are not importable by name)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name.split('_', 1)[1]}.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_fixtures = _sibling("deploy_conftest")
-manifests = _sibling("deploy_test_manifests")
+_fixtures = sibling("deploy_conftest")
+manifests = sibling("deploy_test_manifests")
 Rendered = _fixtures.Rendered
 
 SCHEMAS = Path(__file__).with_name("schemas") / "kubeflow"
