@@ -47,7 +47,8 @@ def gpu_memory_in_use() -> int | None:
     return sum(int(torch.cuda.memory_reserved(index)) for index in range(torch.cuda.device_count()))
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """A logged value as a float, or None for a non-number (booleans, strings, NaN, infinities)."""
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
@@ -106,9 +107,9 @@ class ProgressCallback(TrainerCallback):
         **kwargs: Any,
     ) -> None:
         logs = logs or {}
-        loss = _number(logs.get(self.loss_key))
+        loss = finite_number(logs.get(self.loss_key))
         if loss is None:
             return
         self.last_loss = loss
         self.last_logs = dict(logs)
-        self.events.progress(progress_of(state, loss, _number(logs.get("learning_rate")), self.phase))
+        self.events.progress(progress_of(state, loss, finite_number(logs.get("learning_rate")), self.phase))

@@ -19,7 +19,6 @@ import atexit
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 import urllib.error
@@ -31,6 +30,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from modelforge_training.callbacks import finite_number
 from modelforge_training.spec import TrainingJobSpec, recorded_config
 
 log = logging.getLogger(__name__)
@@ -145,12 +145,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
 def _param_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
@@ -263,7 +257,7 @@ class JobTracking(TrainerCallback):
     ) -> None:
         values = {}
         for key, raw in (logs or {}).items():
-            value = _number(raw)
+            value = finite_number(raw)
             if value is None or key in ("epoch", "total_flos"):
                 continue
             name = key if key.startswith("eval_") else f"train_{key}"
@@ -284,7 +278,7 @@ class JobTracking(TrainerCallback):
         self.finished = True
         atexit.unregister(self._close_on_exit)
         final = {f"eval_{k}" if not k.startswith("eval_") else k: v for k, v in (metrics or {}).items()
-                 if _number(v) is not None}
+                 if finite_number(v) is not None}
         for name, value in final.items():
             self.writer.add_scalar(name.replace("_", "/", 1), value, step)
         self.writer.flush()
