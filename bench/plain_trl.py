@@ -1,7 +1,7 @@
 """The baseline of the training benchmark: what a user writes by hand with trl, nothing of ModelForge.
 
 Run as `python -m bench.plain_trl SETTINGS_JSON RESULT_JSON`. It trains the same model on the same rows
-with the same SFTConfig values as trainer-svc builds (strategies/sft.py + strategies/common.py): a
+with the same SFTConfig values as the training runtime builds (training/: strategies/sft.py + strategies/common.py): a
 seeded hold-out split, chat rows as conversational prompt/completion pairs (loss on the completion),
 LoRA on every linear layer. It records wall-clock times of each phase and of every logged step.
 """

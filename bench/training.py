@@ -195,8 +195,9 @@ def run(
             f"Model: {context.size} random-init Llama ({params / 1e6:.2f}M parameters), LoRA r="
             f"{TRAINING_SETTINGS['lora_r']} on all linear layers, {max_steps} steps, batch "
             f"{TRAINING_SETTINGS['per_device_train_batch_size']}, max_length {TRAINING_SETTINGS['max_seq_length']}, "
-            f"same rows, split and SFTConfig on both sides (bench/plain_trl.py mirrors trainer-svc's "
-            f"strategies/sft.py + strategies/common.py). {rounds} rounds, plain then ModelForge in each. Steps/s over "
+            f"same rows, split and SFTConfig on both sides (bench/plain_trl.py mirrors the training runtime's "
+            f"strategies/sft.py + strategies/common.py, in training/). {rounds} rounds, plain then ModelForge in "
+            f"each. Steps/s over "
             f"first to last logged step; tokens/s = steps/s x {tokens_per_step:.1f} mean tokens per step (same data)."
         ),
     )
