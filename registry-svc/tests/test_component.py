@@ -315,5 +315,11 @@ async def test_job_store_over_grpc(servers: Servers) -> None:
     assert got.job == running
     listed = await restarted.stub.ListJobs(registry_pb2.ListJobsRequest(statuses=["running"]), timeout=TIMEOUT)
     assert ([j.job_id for j in listed.jobs], listed.total) == (["train_1"], 1)
+    await restarted.stub.CreateJob(registry_pb2.CreateJobRequest(
+        job=registry_pb2.Job(job_id="train_3", status="completed")), timeout=TIMEOUT)
+    newest = await restarted.stub.ListJobs(registry_pb2.ListJobsRequest(limit=1), timeout=TIMEOUT)
+    first = await restarted.stub.ListJobs(
+        registry_pb2.ListJobsRequest(limit=1, in_progress_first=True), timeout=TIMEOUT)
+    assert ([j.job_id for j in newest.jobs], [j.job_id for j in first.jobs]) == (["train_3"], ["train_1"])
     missing = await expect_error(restarted.stub.GetJob(registry_pb2.GetJobRequest(job_id="nope"), timeout=TIMEOUT))
     assert missing.code() == grpc.StatusCode.NOT_FOUND

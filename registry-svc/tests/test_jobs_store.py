@@ -132,6 +132,32 @@ def test_list_is_newest_first_filters_and_pages(registry: Registry) -> None:
     assert [v.field for v in info.value.violations] == ["limit", "offset"]
 
 
+def test_in_progress_first_lists_jobs_in_progress_before_the_others(registry: Registry) -> None:
+    statuses = ["completed", "running", "error", "queued", "stopped", "registering", "completed"]
+    for number, status in enumerate(statuses):
+        registry.jobs.create(
+            Job(job_id=f"j{number}", status=status, queued_at=QUEUED_AT + timedelta(minutes=number))
+        )
+    # Same instant as j5 (in progress) and as j6 (not): insertion order still breaks each tie.
+    registry.jobs.create(Job(job_id="j7", status="queued", queued_at=QUEUED_AT + timedelta(minutes=5)))
+    registry.jobs.create(Job(job_id="j8", status="stopped", queued_at=QUEUED_AT + timedelta(minutes=6)))
+
+    every = registry.jobs.list(in_progress_first=True)
+    assert [j.job_id for j in every.jobs] == ["j7", "j5", "j3", "j1", "j8", "j6", "j4", "j2", "j0"]
+    assert every.total == 9
+    # With a status filter too; without the flag, plain newest first.
+    filtered = registry.jobs.list(["queued", "completed"], in_progress_first=True)
+    assert ([j.job_id for j in filtered.jobs], filtered.total) == (["j7", "j3", "j6", "j0"], 4)
+    assert [j.job_id for j in registry.jobs.list(["queued", "completed"]).jobs] == ["j6", "j7", "j3", "j0"]
+    # One small page answers a status request: the newest job in progress...
+    assert [j.job_id for j in registry.jobs.list(limit=1, in_progress_first=True).jobs] == ["j7"]
+    assert [j.job_id for j in registry.jobs.list(limit=2, offset=3, in_progress_first=True).jobs] == ["j1", "j8"]
+    # ...else the newest job, newer in progress or not.
+    for job_id in ("j1", "j3", "j5", "j7"):
+        update(registry, job_id, {"status": "completed"})
+    assert [j.job_id for j in registry.jobs.list(limit=2, in_progress_first=True).jobs] == ["j8", "j6"]
+
+
 def test_update_sets_only_the_named_fields(registry: Registry) -> None:
     registry.jobs.create(Job(job_id="j", request={"a": 1}, owner="alice", queued_at=QUEUED_AT))
     started = QUEUED_AT + timedelta(seconds=5)

@@ -7,65 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-from google.protobuf import field_mask_pb2
 
 from modelforge.v1.common_pb2 import TrainingConfig
-from modelforge_common.errors import FailedPrecondition, NotFound
+from modelforge_common.errors import FailedPrecondition
 from modelforge_common.logging import request_id_var
 from modelforge_common.tracing import deadline_var
 from modelforge_trainer.config import Hyperparameters
-from modelforge_trainer.convert import record_changes
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.jobs import EventKind, JobRegistry, JobStatus
-from modelforge_trainer.ports import JobRecord, ModelRecord
+from modelforge_trainer.ports import ModelRecord
 from modelforge_trainer.publisher import RecordingSink
 from modelforge_trainer.recorder import RecordingStoreSink
 from modelforge_trainer.runner import JobPaths, JobRunner, write_registration
 from modelforge_trainer.service import DurableJobs, TrainerService
-from modelforge_trainer.testing import FakeDatasets, FakeRegistrar
+from modelforge_trainer.testing import FakeDatasets, FakeRegistrar, MemoryJobStore
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class MemoryJobStore:
-    def __init__(self) -> None:
-        self.records: dict[str, JobRecord] = {}
-
-    async def create_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
-        for known in self.records.values():
-            if record.idempotency_key and known.idempotency_key == record.idempotency_key:
-                return known, False
-        self.records[record.job_id] = record
-        return record, True
-
-    async def get_job(self, job_id: str) -> JobRecord:
-        if job_id not in self.records:
-            raise NotFound(job_id)
-        return self.records[job_id]
-
-    async def list_jobs(self, statuses: Collection[str], limit: int, offset: int) -> tuple[list[JobRecord], int]:
-        found = [r for r in self.records.values() if not statuses or r.status in statuses]
-        return found[offset : offset + limit if limit else None], len(found)
-
-    async def update_job(
-        self, job_id: str, changes: dict[str, Any], expected_statuses: Collection[str] = ()
-    ) -> JobRecord:
-        record = await self.get_job(job_id)
-        if expected_statuses and record.status not in expected_statuses:
-            raise FailedPrecondition(f"job {job_id} is {record.status}")
-        # As registry-svc applies an UpdateJob: the named fields from a partial record (field mask).
-        updated = JobRecord()
-        updated.CopyFrom(record)
-        mask = field_mask_pb2.FieldMask(paths=sorted(changes))
-        mask.MergeMessage(record_changes(job_id, changes), updated, replace_message_field=True)
-        self.records[job_id] = updated
-        return updated
 
 
 @dataclass

@@ -99,6 +99,8 @@ class DatasetInfo:
 JOB_STATUSES = ("queued", "running", "registering", "completed", "error", "stopped")
 # A job in any other state may still write or register its model folder (models/<job_id>).
 TERMINAL_JOB_STATUSES = ("completed", "error", "stopped")
+# Jobs that hold a training slot somewhere (ListJobs with in_progress_first lists them first).
+IN_PROGRESS_JOB_STATUSES = tuple(status for status in JOB_STATUSES if status not in TERMINAL_JOB_STATUSES)
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ from datetime import UTC
 from typing import Any, Literal
 
 from google.protobuf import json_format
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelforge.v1 import registry_pb2
 from modelforge_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from modelforge_registry.domain import JOB_STATUSES, JobPage
+from modelforge_registry.domain import IN_PROGRESS_JOB_STATUSES, JOB_STATUSES, JobPage
 from modelforge_registry.store import Database, JobRecord, as_utc, check_text, utc_now
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,12 @@ class JobStore:
         with self.db.transaction() as session:
             return _job_of(self._existing(session, job_id))
 
-    def list(self, statuses: Collection[str] = (), limit: int = 0, offset: int = 0) -> JobPage:
-        """Newest first; no statuses means all; limit 0 means no limit."""
+    def list(
+        self, statuses: Collection[str] = (), limit: int = 0, offset: int = 0, *, in_progress_first: bool = False
+    ) -> JobPage:
+        """Newest first; no statuses means all; limit 0 means no limit. With in_progress_first the
+        jobs in progress come first (each group newest first), so the first rows of one page are
+        the newest job in progress, else the newest job."""
         _check_statuses(statuses, "statuses")
         problems = [
             FieldViolation(name, "must not be negative")
@@ -92,7 +96,13 @@ class JobStore:
         matching = select(JobRecord)
         if statuses:
             matching = matching.where(JobRecord.status.in_(list(statuses)))
-        page = matching.order_by(JobRecord.queued_at.desc(), JobRecord.id.desc()).offset(offset)
+        newest_first = (JobRecord.queued_at.desc(), JobRecord.id.desc())
+        if in_progress_first:
+            # A CASE over the status: plain SQL that SQLite and PostgreSQL order alike.
+            in_progress = case((JobRecord.status.in_(IN_PROGRESS_JOB_STATUSES), 0), else_=1)
+            page = matching.order_by(in_progress, *newest_first).offset(offset)
+        else:
+            page = matching.order_by(*newest_first).offset(offset)
         if limit:
             page = page.limit(limit)
         with self.db.transaction() as session:

@@ -196,7 +196,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         request: registry_pb2.ListJobsRequest,
         context: grpc.aio.ServicerContext[registry_pb2.ListJobsRequest, registry_pb2.ListJobsResponse],
     ) -> registry_pb2.ListJobsResponse:
-        page = await asyncio.to_thread(self.jobs.list, list(request.statuses), request.limit, request.offset)
+        page = await asyncio.to_thread(
+            self.jobs.list,
+            list(request.statuses),
+            request.limit,
+            request.offset,
+            in_progress_first=request.in_progress_first,
+        )
         return registry_pb2.ListJobsResponse(jobs=page.jobs, total=page.total)
 
     async def UpdateJob(  # noqa: N802

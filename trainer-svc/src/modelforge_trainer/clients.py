@@ -86,8 +86,12 @@ class RegistryClient:
             raise _domain_error("registry-svc", exc) from None
         return reply.job
 
-    async def list_jobs(self, statuses: Collection[str], limit: int, offset: int) -> tuple[list[JobRecord], int]:
-        request = registry_pb2.ListJobsRequest(statuses=list(statuses), limit=limit, offset=offset)
+    async def list_jobs(
+        self, statuses: Collection[str], limit: int, offset: int, *, in_progress_first: bool = False
+    ) -> tuple[list[JobRecord], int]:
+        request = registry_pb2.ListJobsRequest(
+            statuses=list(statuses), limit=limit, offset=offset, in_progress_first=in_progress_first
+        )
         try:
             reply = await self._stub.ListJobs(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as exc:

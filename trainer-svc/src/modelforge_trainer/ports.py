@@ -102,7 +102,12 @@ class JobStore(Protocol):
 
     async def get_job(self, job_id: str) -> JobRecord: ...
 
-    async def list_jobs(self, statuses: Collection[str], limit: int, offset: int) -> tuple[list[JobRecord], int]: ...
+    async def list_jobs(
+        self, statuses: Collection[str], limit: int, offset: int, *, in_progress_first: bool = False
+    ) -> tuple[list[JobRecord], int]:
+        """Newest first, and the count of all matches; with in_progress_first the jobs in progress
+        (queued, running, registering) come before the others, each group newest first."""
+        ...
 
     async def update_job(
         self, job_id: str, changes: dict[str, Any], expected_statuses: Collection[str] = ()

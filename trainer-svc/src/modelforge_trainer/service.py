@@ -25,13 +25,12 @@ from modelforge_trainer.jobs import Job, JobRegistry, JobStatus, new_job_id
 from modelforge_trainer.ports import DatasetLookup, Delivery, JobQueue, JobRecord, JobStore, MemoryEstimator
 from modelforge_trainer.publisher import FlushableSink
 from modelforge_trainer.runner import JobPaths, JobRunner
+from modelforge_trainer.status_lookup import IN_PROGRESS, current_of_record
 from modelforge_trainer.validation import LOCAL_BACKEND, validate_request
 from modelforge_training.checkpoints import latest_checkpoint
 from modelforge_training.spec import TrainingJobSpec, apply_recorded, recorded_config
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
-# Job states of record that hold a training slot somewhere (the seed start's 409).
-IN_PROGRESS = ("queued", "running", "registering")
 log = logging.getLogger(__name__)
 _STILL_RUNNING = object()  # a delivery whose job a live replica still runs: leave the message alone
 
@@ -190,7 +189,7 @@ class TrainerService:
         final record may still be on its way)."""
         assert self.durable is not None
         records, _ = await self.durable.store.list_jobs(IN_PROGRESS, 0, 0)
-        return [record for record in records if (local := self.jobs.find(record.job_id)) is None or local.active]
+        return [record for record in records if not self._ended_here(record.job_id)]
 
     async def submit(self, request: TrainingConfig, *, idempotency_key: str = "", owner: str = "") -> tuple[Job, bool]:
         """Validates and queues a job (the jobs API): it starts when a slot is free, oldest first.
@@ -253,6 +252,11 @@ class TrainerService:
             )
             raise
         return job, True
+
+    def _ended_here(self, job_id: str) -> bool:
+        """A job this replica saw end (its final record may still be on its way to the registry)."""
+        local = self.jobs.find(job_id)
+        return local is not None and not local.active
 
     def _known(self, record: JobRecord) -> Job:
         """This replica's live view of a job when it runs here, else the record."""
@@ -422,12 +426,9 @@ class TrainerService:
         local = self.jobs.active()
         if local:
             return local[-1]
-        records = await self._in_progress_of_record()
-        if not records:
-            records, _ = await self.durable.store.list_jobs((), 1, 0)
-        if not records:
+        record = await current_of_record(self.durable.store, self._ended_here)
+        if record is None:
             return None
-        record = records[0]
         if self._reset_at is not None and (record_time(record, "queued_at") or self._reset_at) <= self._reset_at:
             return None
         return self._known(record)

@@ -3,10 +3,17 @@ real trainer without registry-svc / hardware-svc). The runtime's own helpers are
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from modelforge_common.errors import NotFound
-from modelforge_trainer.ports import DatasetInfo, MemoryEstimate, MemoryQuery, ModelRecord
+from google.protobuf import field_mask_pb2
+
+from modelforge_common.errors import FailedPrecondition, NotFound
+from modelforge_trainer.convert import record_changes, record_time
+from modelforge_trainer.ports import DatasetInfo, JobRecord, MemoryEstimate, MemoryQuery, ModelRecord
+from modelforge_trainer.status_lookup import IN_PROGRESS
 
 
 class FakeDatasets:
@@ -48,3 +55,49 @@ class FakeRegistrar:
             raise self.error
         self.records.append(record)
         return f"model_{len(self.records)}"
+
+
+class MemoryJobStore:
+    """JobStore in a dict, ordered and compare-and-set like registry-svc's (newest queued first,
+    the later created first on a tie); list_calls counts the ListJobs a registry would answer."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, JobRecord] = {}
+        self.list_calls = 0
+
+    async def create_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        for known in self.records.values():
+            if record.idempotency_key and known.idempotency_key == record.idempotency_key:
+                return known, False
+        self.records[record.job_id] = record
+        return record, True
+
+    async def get_job(self, job_id: str) -> JobRecord:
+        if job_id not in self.records:
+            raise NotFound(job_id)
+        return self.records[job_id]
+
+    async def list_jobs(
+        self, statuses: Collection[str], limit: int, offset: int, *, in_progress_first: bool = False
+    ) -> tuple[list[JobRecord], int]:
+        self.list_calls += 1
+        found = [r for r in reversed(self.records.values()) if not statuses or r.status in statuses]
+        oldest = datetime.min.replace(tzinfo=UTC)
+        found.sort(key=lambda r: record_time(r, "queued_at") or oldest, reverse=True)  # stable: ties keep order
+        if in_progress_first:
+            found.sort(key=lambda r: r.status not in IN_PROGRESS)
+        return found[offset : offset + limit if limit else None], len(found)
+
+    async def update_job(
+        self, job_id: str, changes: dict[str, Any], expected_statuses: Collection[str] = ()
+    ) -> JobRecord:
+        record = await self.get_job(job_id)
+        if expected_statuses and record.status not in expected_statuses:
+            raise FailedPrecondition(f"job {job_id} is {record.status}")
+        # As registry-svc applies an UpdateJob: the named fields from a partial record (field mask).
+        updated = JobRecord()
+        updated.CopyFrom(record)
+        mask = field_mask_pb2.FieldMask(paths=sorted(changes))
+        mask.MergeMessage(record_changes(job_id, changes), updated, replace_message_field=True)
+        self.records[job_id] = updated
+        return updated
