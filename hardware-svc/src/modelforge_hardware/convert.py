@@ -93,6 +93,7 @@ def settings_to_pb(settings: Settings) -> hardware_pb2.MemorySettings:
         use_4bit=settings.use_4bit,
         gradient_checkpointing=settings.gradient_checkpointing,
         provider=settings.provider,
+        distributed=settings.distributed,
     )
 
 
@@ -114,6 +115,8 @@ def memory_answer_to_pb(answer: MemoryAnswer) -> hardware_pb2.EstimateMemoryResp
         message=answer.message,
         max_batch_size=answer.max_batch_size,
         proposals=[proposal_to_pb(p) for p in answer.proposals],
-        settings=settings_to_pb(settings_of(answer.job, answer.gradient_accumulation_steps)),
+        settings=settings_to_pb(
+            settings_of(answer.job, answer.gradient_accumulation_steps, answer.distribution.mode)
+        ),
         provider=answer.job.provider,
     )

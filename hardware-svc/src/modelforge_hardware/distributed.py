@@ -12,9 +12,9 @@ the distribution changes:
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from modelforge_hardware.estimator import MemoryEstimate, MemoryPart
+from modelforge_hardware.estimator import MemoryEstimate, MemoryPart, TrainingJob, estimate
 from modelforge_hardware.model_shape import ModelShape
 
 DDP = "ddp"
@@ -64,3 +64,22 @@ def per_process(result: MemoryEstimate, shape: ModelShape, world_size: int, mode
             parts=tuple(sorted(parts, key=lambda part: -part.bytes)),
         ))
     raise ValueError(f"unknown distributed mode {mode!r}")
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """How a job trains: in world_size processes with mode ("ddp" | "fsdp"); one process by default."""
+
+    world_size: int = 1
+    mode: str = DDP
+
+    @property
+    def several_processes(self) -> bool:
+        return self.world_size > 1
+
+    def estimate(self, shape: ModelShape, job: TrainingJob) -> MemoryEstimate:
+        """The estimate of one of the job's processes: what must fit each device."""
+        return per_process(estimate(shape, job), shape, self.world_size, self.mode)
+
+
+SINGLE_PROCESS = Distribution()

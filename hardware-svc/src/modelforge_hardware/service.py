@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 from modelforge.v1 import hardware_pb2
 from modelforge_common.catalog import STRATEGIES, STRATEGIES_BY_TASK, TASKS
 from modelforge_common.errors import FieldViolation, InvalidArgument
-from modelforge_hardware.distributed import DDP, FSDP, MAX_WORLD_SIZE, per_process
-from modelforge_hardware.estimator import PRECISION_BYTES, PROVIDERS, MemoryEstimate, TrainingJob, estimate
+from modelforge_hardware.distributed import DDP, FSDP, MAX_WORLD_SIZE, SINGLE_PROCESS, Distribution
+from modelforge_hardware.estimator import PRECISION_BYTES, PROVIDERS, MemoryEstimate, TrainingJob
 from modelforge_hardware.fit import MOST_FREE_GPU, Target, choose_target, judge
 from modelforge_hardware.model_shape import ConfigError, ModelShape, infer_task, shape_from_config
 from modelforge_hardware.model_source import ModelSource, hub_unreachable
@@ -97,6 +97,8 @@ class MemoryAnswer:
     # When it does not fit: the nearest settings that do, nearest first.
     proposals: tuple[Proposal, ...] = ()
     gradient_accumulation_steps: int = 1
+    # The job's processes and how they share the model: the estimate is one process's.
+    distribution: Distribution = SINGLE_PROCESS
 
 
 def _validate(request: MemoryRequest) -> list[FieldViolation]:
@@ -272,13 +274,15 @@ class HardwareService:
                 "unsloth requires an NVIDIA GPU", [FieldViolation("provider", "unsloth requires an NVIDIA GPU")]
             )
         accumulation = request.gradient_accumulation_steps or 1
-        result = per_process(estimate(shape, job), shape, request.world_size or 1, request.distributed or DDP)
+        # Fit, proposals and the largest batch all judge one process's estimate.
+        distribution = Distribution(request.world_size or 1, request.distributed or DDP)
+        result = distribution.estimate(shape, job)
         fit = judge(result, target)
         proposals: tuple[Proposal, ...] = ()
         message = fit.message
         if not fit.fits:
             unsloth = unsloth_available(shape, target) and (not request.providers or "unsloth" in request.providers)
-            proposals = tuple(propose(shape, job, target, accumulation, unsloth))
+            proposals = tuple(propose(shape, job, target, accumulation, unsloth, distribution))
             message += " " + proposals_sentence(proposals)
         return MemoryAnswer(
             estimate=result,
@@ -288,9 +292,10 @@ class HardwareService:
             message=message,
             job=job,
             task=task,
-            max_batch_size=max_batch_size(shape, job, target, limit=MAX_PROPOSED_BATCH),
+            max_batch_size=max_batch_size(shape, job, target, limit=MAX_PROPOSED_BATCH, distribution=distribution),
             proposals=proposals,
             gradient_accumulation_steps=accumulation,
+            distribution=distribution,
         )
 
     async def describe_model(self, model_name: str) -> hardware_pb2.DescribeModelResponse:
