@@ -9,6 +9,7 @@ from modelforge.v1 import inference_pb2, inference_pb2_grpc
 from modelforge_common.grpc_server import build_server, serve, service_name
 from modelforge_common.logging import configure_logging
 from modelforge_common.settings import port_of
+from modelforge_inference import heap
 from modelforge_inference.backends.base import InferenceBackend
 from modelforge_inference.backends.local import LocalBackend
 from modelforge_inference.backends.tgi import TgiBackend
@@ -28,6 +29,7 @@ def build_service(settings: InferenceSettings) -> InferenceService:
         settings.inference_device,
         stream_interval_s=settings.inference_stream_interval_s,
         max_batch=settings.inference_max_batch,
+        settle_heap=True,
     )
     remote: InferenceBackend | None = None
     if settings.vllm_url:
@@ -55,6 +57,7 @@ async def run(settings: InferenceSettings) -> None:
         reflection_enabled=settings.grpc_reflection,
         max_message_bytes=settings.grpc_max_message_bytes,
     )
+    heap.settle()  # what start-up made lives as long as the process (heap.py)
     remote = (f"vllm at {settings.vllm_url} + " if settings.vllm_url
               else f"tgi at {settings.tgi_url} + " if settings.tgi_url else "")
     log.info("inference-svc listening on %s:%d (backend: %slocal)", settings.bind_host, port, remote)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import hashlib
 import logging
 import threading
@@ -31,6 +30,7 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from modelforge_common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from modelforge_inference import heap
 from modelforge_inference.artifacts import estimate_weight_bytes, model_folder, verify_artifacts
 from modelforge_inference.domain import EXTRACTIVE_QA, FINISH_LENGTH, FINISH_STOP, GenerationParams, ModelRef
 from modelforge_inference.prompts import build_input
@@ -375,8 +375,9 @@ def load_weights(ref: ModelRef, device: str, dtype: Any) -> tuple[Any, Any, Any]
 
 
 def release_memory() -> None:
-    """Returns memory of dropped models: collect cycles, then hand cached CUDA blocks back."""
-    gc.collect()
+    """Returns memory of dropped models: collect cycles (frozen ones too: heap.py), then hand cached
+    CUDA blocks back."""
+    heap.collect_all()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 

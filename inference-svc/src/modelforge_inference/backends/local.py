@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelforge_common.errors import Unavailable
+from modelforge_inference import heap
 from modelforge_inference.domain import EXTRACTIVE_QA, GenerationParams, GenerationResult, ModelRef, StreamChunk
 from modelforge_inference.serving_cache import ServingCache
 from modelforge_inference.streaming import PieceChannel, call_on_loop
@@ -114,8 +115,12 @@ class LocalBackend:
         device: str | None = None,
         stream_interval_s: float = 0.0,
         max_batch: int = 64,
+        settle_heap: bool = False,
     ) -> None:
         self._device = device
+        # The service settles the heap after each model load (heap.py); tests and benchmarks that
+        # build a backend in their own process leave their collector alone.
+        self._settle_heap = settle_heap
         self._stream_interval_s = stream_interval_s
         self._max_batch = max_batch
         self._batchers: dict[int, ContinuousBatcher | None] = {}
@@ -157,7 +162,12 @@ class LocalBackend:
             served = await asyncio.to_thread(hf.attach_model, host, ref, plan)
             return served, served.nbytes
 
-        return await self._cache.get(ref.cache_key, plan.base_key, load_base, attach, plan.base_bytes, plan.own_bytes)
+        served = await self._cache.get(ref.cache_key, plan.base_key, load_base, attach, plan.base_bytes, plan.own_bytes)
+        if self._settle_heap:
+            # A load leaves torch's, transformers' and the model's objects for good: out of the
+            # collector's full passes (a load takes seconds; this, a tenth of one).
+            heap.settle()
+        return served
 
     def batcher_for(self, host: BaseHost) -> ContinuousBatcher | None:
         """The host's scheduler, or None when its model cannot be batched (encoder-decoder, or a
