@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -422,4 +424,51 @@ async def test_per_request_sampling_settings_hold_inside_a_shared_batch(refs: di
     assert penalized_alone.generated_text != greedy_alone.generated_text
     assert results[4].generated_text != greedy_alone.generated_text
     assert results[4].tokens_generated <= 30 and results[0].tokens_generated <= 16
+    await local.close()
+
+
+async def test_requests_arriving_during_a_prefill_are_prefilled_before_the_next_step(
+    adapter_refs: list[ModelRef],
+) -> None:
+    local = backend()
+    for ref in adapter_refs:
+        await local.served_model(ref)
+    await local.generate(adapter_refs[0], dataclasses.replace(GREEDY, max_new_tokens=2))  # starts the thread
+    batcher = local.batcher_for((await local.served_model(adapter_refs[0])).host)
+    assert batcher is not None
+    loop = asyncio.get_running_loop()
+    passes: list[str] = []
+    second_queued = threading.Event()
+    start, step = batcher._start, batcher._step
+
+    def recording_start(joiners: list[Any]) -> list[Any]:
+        if joiners:
+            passes.append(f"prefill {len(joiners)}")
+        if len(passes) == 1:
+            # The second user arrives while the first one's prefill runs.
+            loop.call_soon_threadsafe(second_arrives.set)
+            assert second_queued.wait(10)
+        return start(joiners)
+
+    def recording_step() -> None:
+        passes.append(f"step {batcher.active}")
+        step()
+
+    batcher._start, batcher._step = recording_start, recording_step  # type: ignore[method-assign]
+    second_arrives = asyncio.Event()
+    params = [dataclasses.replace(GREEDY, prompt=prompt, max_new_tokens=3) for prompt in PROMPTS[:2]]
+    first = asyncio.ensure_future(local.generate(adapter_refs[1], params[0]))
+    await second_arrives.wait()
+    second = asyncio.ensure_future(local.generate(adapter_refs[2], params[1]))
+    # Queued (the first, inside its prefill, is neither queued nor a row yet).
+    while batcher.active < 1:  # noqa: ASYNC110 - a thread's queue: no event to await
+        await asyncio.sleep(0.001)
+    second_queued.set()
+    together = [await first, await second]
+    # The newcomer's prefill came before the first request's next step; then they decoded together.
+    assert passes[:3] == ["prefill 1", "prefill 1", "step 2"]
+    alone = backend()
+    expected = [await alone.generate(adapter_refs[1 + i], p) for i, p in enumerate(params)]
+    assert [r.generated_text for r in together] == [r.generated_text for r in expected]
+    await alone.close()
     await local.close()

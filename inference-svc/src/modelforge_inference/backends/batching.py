@@ -230,6 +230,8 @@ class ContinuousBatcher:
             thread.join()
 
     def _run(self) -> None:
+        # Whether the last pass left out its decoding step for newcomers' prefill (_room_for_pending).
+        deferred_step = False
         while True:
             with self._condition:
                 while not self._pending and not self._rows and not self._closed:
@@ -245,8 +247,11 @@ class ContinuousBatcher:
             try:
                 with self.host.lock, torch.inference_mode():
                     self._drop_abandoned()
+                    prefilled = bool(joiners)
                     joiners = self._start(joiners)
-                    if self._rows:
+                    deferred_step = (bool(self._rows) and not deferred_step and prefilled
+                                     and self._room_for_pending())
+                    if self._rows and not deferred_step:
                         self._step()
             except Exception as exc:  # a failed forward ends every request in it, never the thread
                 log.exception("batched decoding step failed")
@@ -260,6 +265,14 @@ class ContinuousBatcher:
                         request.done(exc)
         for request in leftover:
             request.done(Abandoned("the model was unloaded while generating; try again"))
+
+    def _room_for_pending(self) -> bool:
+        """Whether requests arrived during the prefill that just ran and can join: they are prefilled
+        next, before the running rows' next step (prefill first), so a user arriving a moment after
+        another waits for one forward pass before its first token, not for a decoding step and then
+        its prefill. Never twice in a row: a stream of arrivals still lets the batch decode."""
+        with self._condition:
+            return bool(self._pending) and len(self._rows) < self.max_batch
 
     def _reset(self) -> None:
         self._cache = None
