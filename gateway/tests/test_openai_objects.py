@@ -8,6 +8,7 @@ import pytest
 
 from modelforge.v1 import common_pb2
 from modelforge_gateway.openai import objects
+from modelforge_gateway.openai.responses import FileObject
 
 
 def test_job_statuses_map_onto_openais_words() -> None:
@@ -20,12 +21,12 @@ def test_job_statuses_map_onto_openais_words() -> None:
 def test_hyperparameters_report_auto_only_when_unset() -> None:
     unset = common_pb2.TrainingConfig(strategy="sft")
     names = ("n_epochs", "batch_size", "learning_rate_multiplier")
-    assert objects.hyperparameters(unset) == dict.fromkeys(names, "auto")
+    assert objects.hyperparameters(unset).model_dump() == dict.fromkeys(names, "auto")
     resolved = common_pb2.TrainingConfig(
         strategy="dpo", num_train_epochs=3, per_device_train_batch_size=8, learning_rate=1e-4, dpo_beta=0.3
     )
-    method = objects.method(resolved)
-    assert method["type"] == "dpo"
+    method = objects.method(resolved).model_dump()
+    assert method["type"] == "dpo" and set(method) == {"type", "dpo"}
     assert method["dpo"]["hyperparameters"] == {
         "n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 0.5, "beta": pytest.approx(0.3)}
 
@@ -54,23 +55,36 @@ def event(**fields: Any) -> dict[str, Any]:
 
 def test_training_events_become_job_events() -> None:
     progress = objects.event_object(event(type="progress", current_step=3, total_steps=9, loss=1.25))
-    assert progress == {
+    assert progress.model_dump() == {
         "id": "ftevent-job_1-4", "object": "fine_tuning.job.event", "created_at": 1710513022, "level": "info",
         "message": "Step 3/9: training loss=1.2500", "data": {"step": 3, "total_steps": 9, "train_loss": 1.25},
         "type": "metrics",
     }
     failed = objects.event_object(event(type="status", status="error", error="CUDA out of memory"))
-    assert (failed["level"], failed["message"], failed["type"]) == ("error", "CUDA out of memory", "message")
+    assert (failed.level, failed.message, failed.type) == ("error", "CUDA out of memory", "message")
     log = objects.event_object(event(type="log", message="Loading the model"))
-    assert (log["message"], log["data"], log["type"]) == ("Loading the model", {}, "message")
+    assert (log.message, log.data, log.type) == ("Loading the model", {}, "message")
     assert objects.event_seq("ftevent-job_1-4", "job_1") == 4
     assert objects.event_seq("ftevent-job_2-4", "job_1") is None
 
 
 def test_pages_follow_after_and_always_end() -> None:
-    items = [{"id": f"x{i}"} for i in range(5)]
-    first = objects.page(items, None, 2)
-    assert [i["id"] for i in first["data"]] == ["x0", "x1"] and first["has_more"] is True
-    last = objects.page(items, "x2", 2)
-    assert [i["id"] for i in last["data"]] == ["x3", "x4"] and last["has_more"] is False
-    assert objects.page(items, "gone", 2) == {"object": "list", "data": [], "has_more": False}
+    files = [FileObject(id=f"x{i}", bytes=1, created_at=0, filename="a.jsonl") for i in range(5)]
+    first, more = objects.page(files, None, 2)
+    assert [i.id for i in first] == ["x0", "x1"] and more is True
+    last, more = objects.page(files, "x2", 2)
+    assert [i.id for i in last] == ["x3", "x4"] and more is False
+    assert objects.page(files, "gone", 2) == ([], False)
+
+
+def test_objects_serialise_with_every_key_and_nulls_kept() -> None:
+    """The JSON bodies keep OpenAI's null fields and key order (the SDK reads absent and null alike,
+    other clients may not)."""
+    job = objects.job_object(common_pb2.TrainingJob(job_id="job_1", config=common_pb2.TrainingConfig(strategy="sft")))
+    body = job.model_dump(mode="json")
+    assert list(body)[:4] == ["id", "object", "created_at", "error"]
+    assert body["error"] is None and body["estimated_finish"] is None and body["metadata"] is None
+    assert body["method"] == {"type": "supervised", "supervised": {"hyperparameters": body["hyperparameters"]}}
+    file = FileObject(id="file-1", bytes=3, created_at=5, filename="a.jsonl").model_dump(mode="json")
+    assert file == {"id": "file-1", "object": "file", "bytes": 3, "created_at": 5, "filename": "a.jsonl",
+                    "purpose": "fine-tune", "status": "processed", "status_details": None, "expires_at": None}

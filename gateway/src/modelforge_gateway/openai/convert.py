@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
 
 from modelforge.v1 import common_pb2, inference_pb2, registry_pb2, trainer_pb2
 from modelforge_gateway.openai import objects
-from modelforge_gateway.openai.schemas import CreateFineTuningJob, GenerationBody
+from modelforge_gateway.openai.schemas import (
+    CreateFineTuningJob,
+    DpoHyperparameters,
+    GenerationBody,
+    Hyperparameters,
+)
 
 # --- files -------------------------------------------------------------------------------------------
 
@@ -32,7 +36,7 @@ def read_request(stored_name: str) -> registry_pb2.ReadDatasetRequest:
 
 
 def training_config(
-    body: CreateFineTuningJob, strategy: str, params: Any, dataset: str, eval_dataset: str | None
+    body: CreateFineTuningJob, strategy: str, params: Hyperparameters | None, dataset: str, eval_dataset: str | None
 ) -> common_pb2.TrainingConfig:
     """The job's TrainingConfig; `params` is the hyperparameters object the method chose (or None)."""
     config = common_pb2.TrainingConfig(
@@ -48,13 +52,13 @@ def training_config(
     if eval_dataset is not None:
         config.eval_dataset = eval_dataset
     if params is not None:
-        if params.n_epochs not in (None, "auto"):
+        if isinstance(params.n_epochs, int):
             config.num_train_epochs = float(params.n_epochs)
-        if params.batch_size not in (None, "auto"):
-            config.per_device_train_batch_size = int(params.batch_size)
-        if params.learning_rate_multiplier not in (None, "auto"):
+        if isinstance(params.batch_size, int):
+            config.per_device_train_batch_size = params.batch_size
+        if isinstance(params.learning_rate_multiplier, float | int):
             config.learning_rate = objects.BASE_LEARNING_RATE * float(params.learning_rate_multiplier)
-        if getattr(params, "beta", None) not in (None, "auto"):
+        if isinstance(params, DpoHyperparameters) and isinstance(params.beta, float | int):
             config.dpo_beta = float(params.beta)
     return config
 

@@ -20,13 +20,28 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from modelforge.v1 import common_pb2, registry_pb2
 from modelforge_gateway.openai.files import parse_stored_name
+from modelforge_gateway.openai.responses import (
+    Checkpoint,
+    CheckpointMetrics,
+    DpoJobHyperparameters,
+    DpoJobMethod,
+    DpoSettings,
+    FileObject,
+    FineTuningJob,
+    JobError,
+    JobEvent,
+    JobHyperparameters,
+    ModelObject,
+    SupervisedJobMethod,
+    SupervisedSettings,
+)
 
 ORGANIZATION_ID = "org-modelforge"
 OWNER = "modelforge"
@@ -35,7 +50,8 @@ BASE_LEARNING_RATE = 2e-4
 # Registered model names of /v1 jobs: "<base>:ft-<suffix>:<8 hex>" ("ft" alone without a suffix).
 SUFFIX_NAME = re.compile(r"^.+:ft(?:-(?P<suffix>.+))?:[0-9a-f]{8}$")
 
-JOB_STATUS: Mapping[int, str] = {
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JOB_STATUS: Mapping[int, JobStatus] = {
     common_pb2.JOB_STATUS_QUEUED: "queued",
     common_pb2.JOB_STATUS_RUNNING: "running",
     common_pb2.JOB_STATUS_COMPLETED: "succeeded",
@@ -43,10 +59,6 @@ JOB_STATUS: Mapping[int, str] = {
     common_pb2.JOB_STATUS_STOPPED: "cancelled",
 }
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
-CHECKPOINT_METRICS = (
-    "step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy", "full_valid_loss",
-    "full_valid_mean_token_accuracy",
-)
 DPO_STRATEGIES = frozenset({"dpo"})
 # The beta a DPO job trains with when none is asked for (trainer-svc strategies/dpo.py BETA).
 DPO_BETA = 0.1
@@ -62,7 +74,7 @@ def iso_seconds(text: str | None) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
 
 
-def job_status(job: common_pb2.TrainingJob) -> str:
+def job_status(job: common_pb2.TrainingJob) -> JobStatus:
     # A status word added later (e.g. registering the model) is still work in progress.
     return JOB_STATUS.get(job.status, "running")
 
@@ -84,59 +96,57 @@ def model_name_for(base_model: str, suffix: str | None, unique: str) -> str:
     return f"{base}:ft-{suffix}:{unique}" if suffix else f"{base}:ft:{unique}"
 
 
-def hyperparameters(config: common_pb2.TrainingConfig) -> dict[str, Any]:
+def _int_or_auto(config: common_pb2.TrainingConfig, name: str) -> int | Literal["auto"]:
     # HasField by a name held in a str: the generated stubs accept only the field names as literals.
     message: Message = config
+    return int(getattr(config, name)) if message.HasField(name) else "auto"
 
-    def value(name: str, kind: type) -> Any:
-        return kind(getattr(config, name)) if message.HasField(name) else "auto"
 
-    multiplier: Any = "auto"
+def hyperparameters(config: common_pb2.TrainingConfig) -> JobHyperparameters:
+    multiplier: float | Literal["auto"] = "auto"
     if config.HasField("learning_rate"):
         multiplier = round(config.learning_rate / BASE_LEARNING_RATE, 6)
-    return {
-        "n_epochs": value("num_train_epochs", int),
-        "batch_size": value("per_device_train_batch_size", int),
-        "learning_rate_multiplier": multiplier,
-    }
+    return JobHyperparameters(
+        n_epochs=_int_or_auto(config, "num_train_epochs"),
+        batch_size=_int_or_auto(config, "per_device_train_batch_size"),
+        learning_rate_multiplier=multiplier,
+    )
 
 
-def method(config: common_pb2.TrainingConfig) -> dict[str, Any]:
+def method(config: common_pb2.TrainingConfig) -> SupervisedJobMethod | DpoJobMethod:
     params = hyperparameters(config)
     if config.strategy in DPO_STRATEGIES:
         beta = config.dpo_beta if config.HasField("dpo_beta") else DPO_BETA
-        return {"type": "dpo", "dpo": {"hyperparameters": {**params, "beta": beta}}}
-    return {"type": "supervised", "supervised": {"hyperparameters": params}}
+        dpo_params = DpoJobHyperparameters(**params.model_dump(), beta=beta)
+        return DpoJobMethod(dpo=DpoSettings(hyperparameters=dpo_params))
+    return SupervisedJobMethod(supervised=SupervisedSettings(hyperparameters=params))
 
 
-def job_object(job: common_pb2.TrainingJob, trained_tokens: int | None = None) -> dict[str, Any]:
+def job_object(job: common_pb2.TrainingJob, trained_tokens: int | None = None) -> FineTuningJob:
     config = job.config
     status = job_status(job)
     error = None
     if status == "failed":
-        error = {"code": "training_failed", "message": job.error or "The training job failed.", "param": None}
-    return {
-        "id": job.job_id,
-        "object": "fine_tuning.job",
-        "created_at": seconds(job.created_at) or 0,
-        "error": error,
-        "fine_tuned_model": job.model_id or None,
-        "finished_at": seconds(job.finished_at) if status in FINISHED else None,
-        "hyperparameters": hyperparameters(config),
-        "model": config.model_name,
-        "organization_id": ORGANIZATION_ID,
-        "result_files": [],
-        "seed": int(config.seed) if config.HasField("seed") else 0,
-        "status": status,
-        "trained_tokens": trained_tokens if status == "succeeded" else None,
-        "training_file": file_id_of(config.dataset),
-        "validation_file": file_id_of(config.eval_dataset) if config.eval_dataset else None,
-        "estimated_finish": None,
-        "integrations": [],
-        "metadata": None,
-        "method": method(config),
-        "user_provided_suffix": suffix_of(config.name) if config.HasField("name") else None,
-    }
+        error = JobError(code="training_failed", message=job.error or "The training job failed.")
+    return FineTuningJob(
+        id=job.job_id,
+        created_at=seconds(job.created_at) or 0,
+        error=error,
+        fine_tuned_model=job.model_id or None,
+        finished_at=seconds(job.finished_at) if status in FINISHED else None,
+        hyperparameters=hyperparameters(config),
+        model=config.model_name,
+        organization_id=ORGANIZATION_ID,
+        result_files=[],
+        seed=int(config.seed) if config.HasField("seed") else 0,
+        status=status,
+        trained_tokens=trained_tokens if status == "succeeded" else None,
+        training_file=file_id_of(config.dataset),
+        validation_file=file_id_of(config.eval_dataset) if config.eval_dataset else None,
+        integrations=[],
+        method=method(config),
+        user_provided_suffix=suffix_of(config.name) if config.HasField("name") else None,
+    )
 
 
 def _event_message(event: Mapping[str, Any]) -> str:
@@ -161,7 +171,7 @@ def event_seq(ident: str, job_id: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def event_object(event: Mapping[str, Any]) -> dict[str, Any]:
+def event_object(event: Mapping[str, Any]) -> JobEvent:
     """One /ws/training event (convert.event_json) as a fine_tuning.job.event."""
     kind = event.get("type")
     failed = kind == "status" and event.get("status") == "error"
@@ -179,65 +189,58 @@ def event_object(event: Mapping[str, Any]) -> dict[str, Any]:
         data = {"status": event.get("status")}
         if event.get("error"):
             data["error"] = event["error"]
-    return {
-        "id": event_id(str(event.get("job_id")), int(event.get("seq") or 0)),
-        "object": "fine_tuning.job.event",
-        "created_at": iso_seconds(event.get("timestamp")),
-        "level": "error" if failed else "info",
-        "message": str(event.get("error")) if failed and event.get("error") else _event_message(event),
-        "data": data,
-        "type": "metrics" if is_metrics else "message",
-    }
+    return JobEvent(
+        id=event_id(str(event.get("job_id")), int(event.get("seq") or 0)),
+        created_at=iso_seconds(event.get("timestamp")),
+        level="error" if failed else "info",
+        message=str(event.get("error")) if failed and event.get("error") else _event_message(event),
+        data=data,
+        type="metrics" if is_metrics else "message",
+    )
 
 
-def checkpoint_object(job: common_pb2.TrainingJob, model: registry_pb2.Model) -> dict[str, Any]:
+def checkpoint_object(job: common_pb2.TrainingJob, model: registry_pb2.Model) -> Checkpoint:
     step = int(job.current_step or job.total_steps)
     # Token accuracy is not measured here: declared, and null.
-    metrics: dict[str, Any] = dict.fromkeys(CHECKPOINT_METRICS) | {"step": float(step)}
+    metrics = CheckpointMetrics(step=float(step))
     final_loss = model.metrics.get("final_loss", job.loss if job.HasField("loss") else None)
     if final_loss is not None:
-        metrics["train_loss"] = float(final_loss)
+        metrics.train_loss = float(final_loss)
     if "eval_loss" in model.metrics:
-        metrics["valid_loss"] = metrics["full_valid_loss"] = float(model.metrics["eval_loss"])
-    return {
-        "id": f"ftckpt-{job.job_id}-{step}",
-        "object": "fine_tuning.job.checkpoint",
-        "created_at": seconds(model.created_at) or seconds(job.finished_at) or 0,
-        "fine_tuned_model_checkpoint": model.model_id,
-        "fine_tuning_job_id": job.job_id,
-        "metrics": metrics,
-        "step_number": step,
-    }
+        metrics.valid_loss = metrics.full_valid_loss = float(model.metrics["eval_loss"])
+    return Checkpoint(
+        id=f"ftckpt-{job.job_id}-{step}",
+        created_at=seconds(model.created_at) or seconds(job.finished_at) or 0,
+        fine_tuned_model_checkpoint=model.model_id,
+        fine_tuning_job_id=job.job_id,
+        metrics=metrics,
+        step_number=step,
+    )
 
 
-def file_object(dataset: registry_pb2.Dataset) -> dict[str, Any] | None:
+def file_object(dataset: registry_pb2.Dataset) -> FileObject | None:
     parsed = parse_stored_name(dataset.filename)
     if parsed is None:
         return None
     file_id, name = parsed
-    return {
-        "id": file_id,
-        "object": "file",
-        "bytes": int(dataset.size_bytes),
-        "created_at": seconds(dataset.uploaded_at) or 0,
-        "filename": name,
-        "purpose": "fine-tune",
-        "status": "processed",
-        "status_details": None,
-        "expires_at": None,
-    }
+    return FileObject(
+        id=file_id, bytes=int(dataset.size_bytes), created_at=seconds(dataset.uploaded_at) or 0, filename=name
+    )
 
 
-def model_object(ident: str, created: int, owned_by: str = OWNER) -> dict[str, Any]:
-    return {"id": ident, "object": "model", "created": created, "owned_by": owned_by, "shutdown_date": None}
+def model_object(ident: str, created: int, owned_by: str = OWNER) -> ModelObject:
+    return ModelObject(id=ident, created=created, owned_by=owned_by)
 
 
-def page(items: list[dict[str, Any]], after: str | None, limit: int) -> dict[str, Any]:
-    """A cursor page over items already in answer order: those after the `after` id, at most limit.
-    An unknown `after` gives an empty last page, so a client's auto-paging always ends."""
+Identified = TypeVar("Identified", FileObject, Checkpoint)
+
+
+def page(items: list[Identified], after: str | None, limit: int) -> tuple[list[Identified], bool]:
+    """A cursor page over items already in answer order: those after the `after` id, at most limit,
+    and whether more follow. An unknown `after` gives an empty last page, so a client's auto-paging
+    always ends."""
     start = 0
     if after is not None:
-        ids = [item["id"] for item in items]
+        ids = [item.id for item in items]
         start = ids.index(after) + 1 if after in ids else len(items)
-    chosen = items[start : start + limit]
-    return {"object": "list", "data": chosen, "has_more": start + limit < len(items)}
+    return items[start : start + limit], start + limit < len(items)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import grpc
 from fastapi import APIRouter, File, Form, Header, Query, UploadFile
@@ -34,7 +34,16 @@ from modelforge_gateway.openai.files import (
     parse_stored_name,
     stored_name,
 )
-from modelforge_gateway.openai.schemas import CreateFineTuningJob
+from modelforge_gateway.openai.responses import (
+    CheckpointList,
+    Deleted,
+    FileList,
+    FileObject,
+    FineTuningJob,
+    JobEventList,
+    JobList,
+)
+from modelforge_gateway.openai.schemas import CreateFineTuningJob, Hyperparameters
 from modelforge_gateway.openai.serving import IdPath
 from modelforge_gateway.openai_errors import OpenAIError, not_found
 from modelforge_gateway.replay import JOB_ID, HistoryUnavailable, read_history
@@ -78,7 +87,7 @@ async def create_file(
     settings: SettingsDep,
     file: Annotated[UploadFile, File()],
     purpose: Annotated[str, Form(max_length=100)],
-) -> dict[str, Any]:
+) -> FileObject:
     """A fine-tuning file (chat or preference format), checked line by line before it is stored."""
     if purpose != "fine-tune":
         raise OpenAIError(400, f"purpose {purpose!r} is not supported; ModelForge stores 'fine-tune' files", "purpose")
@@ -106,15 +115,16 @@ async def list_files(
     limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
     purpose: Annotated[str | None, Query(max_length=100)] = None,
-) -> dict[str, Any]:
+) -> FileList:
     found = [objects.file_object(d) for d in await _file_datasets(registry, rpc)]
     items = [f for f in found if f is not None and purpose in (None, "fine-tune")]
-    items.sort(key=lambda f: (f["created_at"], f["id"]), reverse=order == "desc")
-    return objects.page(items, after, limit)
+    items.sort(key=lambda f: (f.created_at, f.id), reverse=order == "desc")
+    data, has_more = objects.page(items, after, limit)
+    return FileList(data=data, has_more=has_more)
 
 
 @router.get("/files/{file_id}")
-async def retrieve_file(file_id: IdPath, registry: RegistryStub, rpc: Rpc) -> dict[str, Any]:
+async def retrieve_file(file_id: IdPath, registry: RegistryStub, rpc: Rpc) -> FileObject:
     found = objects.file_object(await _file_dataset(registry, rpc, file_id))
     assert found is not None, "_file_dataset finds only datasets stored as files"
     return found
@@ -147,10 +157,10 @@ async def file_content(file_id: IdPath, registry: RegistryStub, rpc: Rpc) -> Res
 
 
 @router.delete("/files/{file_id}")
-async def delete_file(file_id: IdPath, registry: RegistryStub, rpc: Rpc) -> dict[str, Any]:
+async def delete_file(file_id: IdPath, registry: RegistryStub, rpc: Rpc) -> Deleted:
     dataset = await _file_dataset(registry, rpc, file_id)
     await delete_stored_dataset(registry, rpc, dataset.filename)
-    return {"id": file_id, "object": "file", "deleted": True}
+    return Deleted(id=file_id, object="file")
 
 
 # --- fine-tuning jobs -------------------------------------------------------------------------------
@@ -176,7 +186,7 @@ async def _job(trainer: TrainerStub, rpc: CallOptions, job_id: str) -> common_pb
 
 async def _job_objects(
     registry: RegistryStub, rpc: CallOptions, jobs: list[common_pb2.TrainingJob]
-) -> list[dict[str, Any]]:
+) -> list[FineTuningJob]:
     """Job objects, with trained_tokens from each succeeded job's registered model."""
     models = await asyncio.gather(*(
         registered_model_or_none(registry, rpc, job.model_id if job.status == common_pb2.JOB_STATUS_COMPLETED else "")
@@ -189,12 +199,12 @@ async def _job_objects(
     return result
 
 
-def _hyperparameters(body: CreateFineTuningJob) -> tuple[str, Any]:
+def _hyperparameters(body: CreateFineTuningJob) -> tuple[str, Hyperparameters | None]:
     """The strategy and the hyperparameters object of the request (method wins over the legacy field)."""
     kind = body.method.type if body.method else "supervised"
     if kind == "reinforcement":
         raise OpenAIError(400, "method.type 'reinforcement' is not supported; use 'supervised' or 'dpo'", "method.type")
-    params: Any = body.hyperparameters
+    params: Hyperparameters | None = body.hyperparameters
     if body.method is not None:
         chosen = body.method.dpo if kind == "dpo" else body.method.supervised
         if chosen is not None and chosen.hyperparameters is not None:
@@ -230,7 +240,7 @@ async def create_job(
     rpc: Rpc,
     owner: Owner,
     idempotency_key: Annotated[str | None, Header(pattern=IDEMPOTENCY_KEY)] = None,
-) -> dict[str, Any]:
+) -> FineTuningJob:
     """Queues the job on the durable job path POST /api/jobs uses."""
     if body.integrations:
         kinds = sorted({str(i.get("type")) for i in body.integrations})
@@ -250,7 +260,9 @@ async def create_job(
     return objects.job_object(reply.job)
 
 
-async def _jobs_page(trainer: TrainerStub, rpc: CallOptions, after: str | None, limit: int) -> dict[str, Any]:
+async def _jobs_page(
+    trainer: TrainerStub, rpc: CallOptions, after: str | None, limit: int
+) -> tuple[list[common_pb2.TrainingJob], bool]:
     """Newest first, after the job `after` (the registry lists by queue time, so ids page stably)."""
     collected: list[common_pb2.TrainingJob] = []
     found = after is None
@@ -265,25 +277,24 @@ async def _jobs_page(trainer: TrainerStub, rpc: CallOptions, after: str | None, 
         offset += len(reply.jobs)
         if not reply.jobs or offset >= reply.total:
             break
-    return {"jobs": collected[:limit], "has_more": len(collected) > limit}
+    return collected[:limit], len(collected) > limit
 
 
 @router.get("/fine_tuning/jobs")
 async def list_jobs(
     trainer: TrainerStub, registry: RegistryStub, rpc: Rpc, after: After = None, limit: Limit = 20
-) -> dict[str, Any]:
-    found = await _jobs_page(trainer, rpc, after, limit)
-    data = await _job_objects(registry, rpc, found["jobs"])
-    return {"object": "list", "data": data, "has_more": found["has_more"]}
+) -> JobList:
+    jobs, has_more = await _jobs_page(trainer, rpc, after, limit)
+    return JobList(data=await _job_objects(registry, rpc, jobs), has_more=has_more)
 
 
 @router.get("/fine_tuning/jobs/{job_id}")
-async def retrieve_job(job_id: IdPath, trainer: TrainerStub, registry: RegistryStub, rpc: Rpc) -> dict[str, Any]:
+async def retrieve_job(job_id: IdPath, trainer: TrainerStub, registry: RegistryStub, rpc: Rpc) -> FineTuningJob:
     return (await _job_objects(registry, rpc, [await _job(trainer, rpc, job_id)]))[0]
 
 
 @router.post("/fine_tuning/jobs/{job_id}/cancel")
-async def cancel_job(job_id: IdPath, trainer: TrainerStub, rpc: Rpc) -> dict[str, Any]:
+async def cancel_job(job_id: IdPath, trainer: TrainerStub, rpc: Rpc) -> FineTuningJob:
     """A queued job is cancelled at once; a running one stops at its next step."""
     await _job(trainer, rpc, job_id)
     try:
@@ -298,7 +309,7 @@ async def cancel_job(job_id: IdPath, trainer: TrainerStub, rpc: Rpc) -> dict[str
 @router.get("/fine_tuning/jobs/{job_id}/events")
 async def list_events(
     job_id: IdPath, trainer: TrainerStub, rpc: Rpc, feed: EventFeedDep, after: After = None, limit: Limit = 20
-) -> dict[str, Any]:
+) -> JobEventList:
     """The job's stored training events, newest first; `after` is an event id from an earlier page."""
     await _job(trainer, rpc, job_id)
     try:
@@ -312,18 +323,19 @@ async def list_events(
             raise OpenAIError(400, f"after: {after!r} is not an event id of job {job_id}", "after")
         newest_first = [e for e in newest_first if int(e["seq"]) < before]
     chosen = newest_first[:limit]
-    return {"object": "list", "data": [objects.event_object(e) for e in chosen], "has_more": len(newest_first) > limit}
+    return JobEventList(data=[objects.event_object(e) for e in chosen], has_more=len(newest_first) > limit)
 
 
 @router.get("/fine_tuning/jobs/{job_id}/checkpoints")
 async def list_checkpoints(
     job_id: IdPath, trainer: TrainerStub, registry: RegistryStub, rpc: Rpc, after: After = None, limit: Limit = 10
-) -> dict[str, Any]:
+) -> CheckpointList:
     """A finished job's checkpoint: its registered model (the trainer keeps no others once it is registered)."""
     job = await _job(trainer, rpc, job_id)
     model = await registered_model_or_none(registry, rpc, job.model_id)
     items = [objects.checkpoint_object(job, model)] if model is not None else []
-    return objects.page(items, after, limit)
+    data, has_more = objects.page(items, after, limit)
+    return CheckpointList(data=data, has_more=has_more)
 
 
 # Models and completions: serving.py, under the same prefix.

@@ -7,8 +7,8 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Annotated
 
 import grpc
 from fastapi import APIRouter, Path
@@ -23,6 +23,24 @@ from modelforge_gateway.deps import (
     Rpc,
 )
 from modelforge_gateway.openai import convert, objects
+from modelforge_gateway.openai.responses import (
+    ChatChoice,
+    ChatChunk,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatDelta,
+    ChatMessage,
+    Deleted,
+    FinishReason,
+    ModelList,
+    ModelObject,
+    TextChoice,
+    TextChunk,
+    TextCompletion,
+    TextUsageChunk,
+    Usage,
+    UsageDict,
+)
 from modelforge_gateway.openai.schemas import ChatCompletionBody, CompletionBody
 from modelforge_gateway.openai_errors import OpenAIError, not_found, openai_error_body
 from modelforge_gateway.readcache import ModelLookups
@@ -51,9 +69,9 @@ async def _all_models(registry: RegistryStub, rpc: CallOptions) -> list[registry
     return await list_registered_models(registry, rpc)
 
 
-def _base_objects(models: list[registry_pb2.Model]) -> dict[str, dict[str, Any]]:
+def _base_objects(models: list[registry_pb2.Model]) -> dict[str, ModelObject]:
     """Base models in use (each registered model's base), created when their first fine-tune was."""
-    bases: dict[str, dict[str, Any]] = {}
+    bases: dict[str, ModelObject] = {}
     for model in sorted(models, key=lambda m: m.created_at.seconds):
         if model.base_model and model.base_model not in bases:
             bases[model.base_model] = objects.model_object(
@@ -62,15 +80,15 @@ def _base_objects(models: list[registry_pb2.Model]) -> dict[str, dict[str, Any]]
     return bases
 
 
-def _tuned_object(model: registry_pb2.Model) -> dict[str, Any]:
+def _tuned_object(model: registry_pb2.Model) -> ModelObject:
     return objects.model_object(model.model_id, objects.seconds(model.created_at) or 0)
 
 
 @router.get("/models")
-async def list_models(registry: RegistryStub, rpc: Rpc) -> dict[str, Any]:
+async def list_models(registry: RegistryStub, rpc: Rpc) -> ModelList:
     models = await _all_models(registry, rpc)
     tuned = [_tuned_object(m) for m in models]
-    return {"object": "list", "data": [*_base_objects(models).values(), *tuned]}
+    return ModelList(data=[*_base_objects(models).values(), *tuned])
 
 
 async def _registered(registry: RegistryStub, rpc: CallOptions, model_id: str) -> registry_pb2.Model | None:
@@ -80,7 +98,7 @@ async def _registered(registry: RegistryStub, rpc: CallOptions, model_id: str) -
 
 
 @router.get("/models/{model_id:path}")
-async def retrieve_model(model_id: IdPath, registry: RegistryStub, rpc: Rpc) -> dict[str, Any]:
+async def retrieve_model(model_id: IdPath, registry: RegistryStub, rpc: Rpc) -> ModelObject:
     model = await _registered(registry, rpc, model_id)
     if model is not None:
         return _tuned_object(model)
@@ -93,7 +111,7 @@ async def retrieve_model(model_id: IdPath, registry: RegistryStub, rpc: Rpc) -> 
 @router.delete("/models/{model_id:path}")
 async def delete_model(
     model_id: IdPath, registry: RegistryStub, inference: InferenceStub, rpc: Rpc, lookups: ModelLookupsDep
-) -> dict[str, Any]:
+) -> Deleted:
     model = await _registered(registry, rpc, model_id)
     if model is None:
         if model_id in _base_objects(await _all_models(registry, rpc)):
@@ -106,7 +124,7 @@ async def delete_model(
     except grpc.aio.AioRpcError as exc:
         # Best effort, as DELETE /api/models does: the model is gone whatever inference answers.
         log.warning("inference did not unload deleted model %s: %s", model.model_id, exc.code().name)
-    return {"id": model.model_id, "object": "model", "deleted": True}
+    return Deleted(id=model.model_id, object="model")
 
 
 # --- chat and text completions ----------------------------------------------------------------------
@@ -129,7 +147,7 @@ async def _serving_model(
     return model
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def _usage(prompt_tokens: int, completion_tokens: int) -> UsageDict:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -137,11 +155,11 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def _finish_reason(reason: str) -> str:
-    return reason if reason in ("stop", "length") else "stop"
+def _finish_reason(reason: str) -> FinishReason:
+    return "length" if reason == "length" else "stop"
 
 
-def _sse(data: dict[str, Any]) -> bytes:
+def _sse(data: Mapping[str, object]) -> bytes:
     return f"data: {json.dumps(data)}\n\n".encode()
 
 
@@ -149,10 +167,10 @@ async def _stream(
     inference: InferenceStub,
     rpc: CallOptions,
     call_request: inference_pb2.GenerateStreamRequest,
-    chunk: Callable[[str, str | None], dict[str, Any]],
-    opening: dict[str, Any] | None,
+    chunk: Callable[[str, FinishReason | None], Mapping[str, object]],
+    opening: Mapping[str, object] | None,
     include_usage: bool,
-    usage_chunk: Callable[[dict[str, int]], dict[str, Any]],
+    usage_chunk: Callable[[UsageDict], Mapping[str, object]],
 ) -> StreamingResponse:
     """SSE chunks ending with `data: [DONE]`. The first piece is read before answering, so a refused
     request gets its status code; a failure later arrives as an `error` object, as OpenAI sends it."""
@@ -186,60 +204,58 @@ async def _stream(
     )
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", response_model=ChatCompletion)
 async def chat_completions(
     body: ChatCompletionBody, registry: RegistryStub, inference: InferenceStub, rpc: Rpc, lookups: ModelLookupsDep
-) -> Any:
+) -> ChatCompletion | StreamingResponse:
     body.check()
     turns = body.turns()
     model = await _serving_model(registry, rpc, lookups, body.model)
     params = convert.generation_params(body, body.token_limit(), turns=turns)
     ident, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
-    head = {
-        "id": ident,
-        "created": created,
-        "model": model.model_id,
-        "system_fingerprint": None,
-        "service_tier": None,
-        "moderation": None,
-    }
     if body.stream:
-        chunk_head = {**head, "object": "chat.completion.chunk", "obfuscation": None, "usage": None}
 
-        def chunk(text: str, finish: str | None) -> dict[str, Any]:
-            delta = {"content": text} if finish is None else {}
-            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-            return {**chunk_head, "choices": [choice]}
+        def chunk_with(choices: list[ChatChunkChoice], usage: UsageDict | None = None) -> ChatChunk:
+            return {
+                "id": ident,
+                "created": created,
+                "model": model.model_id,
+                "system_fingerprint": None,
+                "service_tier": None,
+                "moderation": None,
+                "object": "chat.completion.chunk",
+                "obfuscation": None,
+                "usage": usage,
+                "choices": choices,
+            }
 
-        def usage_chunk(usage: dict[str, int]) -> dict[str, Any]:
-            return {**chunk_head, "choices": [], "usage": usage}
+        def chunk(text: str, finish: FinishReason | None) -> ChatChunk:
+            delta: ChatDelta = {"content": text} if finish is None else {}
+            return chunk_with([{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}])
 
-        opening_delta = {"role": "assistant", "content": "", "refusal": None}
-        opening_choice = {"index": 0, "delta": opening_delta, "finish_reason": None, "logprobs": None}
-        opening = {**chunk_head, "choices": [opening_choice]}
+        def usage_chunk(usage: UsageDict) -> ChatChunk:
+            return chunk_with([], usage)
+
+        opening = chunk_with([{
+            "index": 0, "delta": {"role": "assistant", "content": "", "refusal": None}, "finish_reason": None,
+            "logprobs": None,
+        }])
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         call_request = convert.stream_request(model.ref, params)
         return await _stream(inference, rpc, call_request, chunk, opening, include_usage, usage_chunk)
     generate = convert.generate_request(model.ref, params)
     reply = await inference.Generate(generate, **rpc.generate)
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": reply.generated_text,
-        "refusal": None,
-        "annotations": [],
-        "audio": None,
-        "function_call": None,
-        "tool_calls": None,
-    }
-    choice = {"index": 0, "message": message, "finish_reason": _finish_reason(reply.finish_reason), "logprobs": None}
-    usage = _usage(reply.prompt_tokens, reply.tokens_generated)
-    return {**head, "object": "chat.completion", "choices": [choice], "usage": usage, "metadata": None}
+    choice = ChatChoice(
+        message=ChatMessage(content=reply.generated_text), finish_reason=_finish_reason(reply.finish_reason)
+    )
+    usage = Usage(**_usage(reply.prompt_tokens, reply.tokens_generated))
+    return ChatCompletion(id=ident, created=created, model=model.model_id, choices=[choice], usage=usage)
 
 
-@router.post("/completions")
+@router.post("/completions", response_model=TextCompletion)
 async def completions(
     body: CompletionBody, registry: RegistryStub, inference: InferenceStub, rpc: Rpc, lookups: ModelLookupsDep
-) -> Any:
+) -> TextCompletion | StreamingResponse:
     body.check()
     prompt = body.prompt_text()
     if not prompt.strip():
@@ -247,22 +263,26 @@ async def completions(
     model = await _serving_model(registry, rpc, lookups, body.model)
     params = convert.generation_params(body, body.max_tokens or COMPLETION_MAX_TOKENS, prompt=prompt)
     ident, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
-    head = {"id": ident, "created": created, "model": model.model_id, "system_fingerprint": None}
     if body.stream:
 
-        def chunk(text: str, finish: str | None) -> dict[str, Any]:
-            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
-            return {**head, "object": "text_completion", "choices": [choice]}
+        def chunk(text: str, finish: FinishReason | None) -> TextChunk:
+            return {
+                "id": ident, "created": created, "model": model.model_id, "system_fingerprint": None,
+                "object": "text_completion",
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+            }
 
-        def usage_chunk(usage: dict[str, int]) -> dict[str, Any]:
-            return {**head, "object": "text_completion", "choices": [], "usage": usage}
+        def usage_chunk(usage: UsageDict) -> TextUsageChunk:
+            return {
+                "id": ident, "created": created, "model": model.model_id, "system_fingerprint": None,
+                "object": "text_completion", "choices": [], "usage": usage,
+            }
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         call_request = convert.stream_request(model.ref, params)
         return await _stream(inference, rpc, call_request, chunk, None, include_usage, usage_chunk)
     generate = convert.generate_request(model.ref, params)
     reply = await inference.Generate(generate, **rpc.generate)
-    finish = _finish_reason(reply.finish_reason)
-    choice = {"index": 0, "text": reply.generated_text, "finish_reason": finish, "logprobs": None}
-    usage = _usage(reply.prompt_tokens, reply.tokens_generated)
-    return {**head, "object": "text_completion", "choices": [choice], "usage": usage}
+    choice = TextChoice(text=reply.generated_text, finish_reason=_finish_reason(reply.finish_reason))
+    usage = Usage(**_usage(reply.prompt_tokens, reply.tokens_generated))
+    return TextCompletion(id=ident, created=created, model=model.model_id, choices=[choice], usage=usage)
