@@ -39,6 +39,7 @@ MLFLOW_URI_ENV = "MODELFORGE_MLFLOW_URI"
 MLFLOW_EXPERIMENT_ENV = "MODELFORGE_MLFLOW_EXPERIMENT"
 DEFAULT_EXPERIMENT = "modelforge"
 TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_FLUSH_S = 5
 # MLflow's limits: a param value of at most 6000 characters, 100 params / 1000 metrics per batch.
 _MAX_PARAM_CHARS = 6000
 _PARAMS_PER_BATCH = 100
@@ -191,7 +192,10 @@ class JobTracking(TrainerCallback):
         self.config = job.config
         self.note = note
         self.tensorboard_dir = Path(job.result_path).parent / TENSORBOARD_DIR
-        self.writer = SummaryWriter(log_dir=str(self.tensorboard_dir))
+        # The writer's own thread writes the events file every TENSORBOARD_FLUSH_S (a live TensorBoard
+        # sees a run that often) and finish() flushes the rest: a flush per logged step cost about a
+        # quarter of a tiny model's step (bench/RESULTS.md, training overhead).
+        self.writer = SummaryWriter(log_dir=str(self.tensorboard_dir), flush_secs=TENSORBOARD_FLUSH_S)
         self.mlflow = MlflowRest(mlflow_uri) if mlflow_uri else None
         self.experiment = experiment
         self.experiment_id = ""
@@ -263,7 +267,6 @@ class JobTracking(TrainerCallback):
             name = key if key.startswith("eval_") else f"train_{key}"
             values[name] = value
             self.writer.add_scalar(name.replace("_", "/", 1), value, int(state.global_step))
-        self.writer.flush()
         if values:
             self._metrics(values, int(state.global_step))
 
