@@ -9,6 +9,7 @@ import contextlib
 import math
 import os
 import threading
+from abc import ABC, abstractmethod
 from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
 
@@ -48,11 +49,12 @@ class EventSink(Protocol):
     def close(self) -> None: ...
 
 
-class MessageSink:
+class MessageSink(ABC):
     """The typed helpers of an EventSink over its one `send`; a sink subclasses it and writes `send`."""
 
+    @abstractmethod
     def send(self, message: WorkerMessage) -> None:
-        raise NotImplementedError
+        """Delivers one message (the pipe's JSON line, a NATS publish)."""
 
     def log(self, message: str) -> None:
         self.send(LogMessage(message))
