@@ -640,12 +640,38 @@ def test_the_lock_matches_the_pyproject_files(project: Path) -> None:
     assert result.returncode == 0, f"stale lock: run `make lock`\n{result.stdout}{result.stderr}"
 
 
+def test_both_locks_hold_wherever_the_checkout_lies(tmp_path: Path) -> None:
+    """CI checks out elsewhere than a developer: a path the lock records relative to its own folder but
+    outside the repository (a `path` source to /opt/wheels became ../../../../../opt/wheels in the CUDA
+    lock) holds only at one depth, and `make install` then stops on a stale lock."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "*pyproject.toml", "*uv.lock", "*README.md"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    elsewhere = tmp_path / "one" / "level" / "deeper" / "checkout"
+    for name in tracked:
+        (elsewhere / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / name, elsewhere / name)
+    for project in (elsewhere, elsewhere / CUDA_PROJECT.relative_to(REPO)):
+        result = subprocess.run(
+            [find_uv(), "lock", "--check", "--offline", "--project", str(project)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, f"{project.relative_to(elsewhere)}: {result.stdout}{result.stderr}"
+
+
 def test_the_workspace_lock_takes_torch_from_the_cpu_wheel_and_every_member() -> None:
     lock = tomllib.loads((REPO / "uv.lock").read_text())
     (torch,) = [p for p in lock["package"] if p["name"] == "torch"]
-    assert torch["version"] == "2.13.0+cpu" and torch["source"]["path"].endswith(
-        "+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
-    )
+    # From the flat index of the folder on disk, recorded by its absolute path (the test above says why).
+    wheel = "/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+    assert torch["version"] == "2.13.0+cpu" and torch["source"] == {"registry": "/opt/wheels"}
+    assert [w["path"] for w in torch["wheels"]] == [wheel]
     members = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]["members"]
     names = {tomllib.loads((REPO / m / "pyproject.toml").read_text())["project"]["name"] for m in members}
     assert names <= set(lock["manifest"]["members"])
