@@ -329,6 +329,41 @@ async def test_a_delete_through_this_replica_shows_at_once(client: httpx.AsyncCl
     assert fakes.registry.list_models_calls == calls  # and cached again
 
 
+async def test_model_details_share_one_registry_call_and_a_delete_here_shows_at_once(
+    client: httpx.AsyncClient, fakes: FakeServices
+) -> None:
+    calls = fakes.registry.get_model_calls
+    for _ in range(3):
+        response = await client.get("/api/models/1")
+        assert response.status_code == 200 and response.json()["id"] == 1
+    assert fakes.registry.get_model_calls == calls + 1
+    # Another id (or the same model by another id) is another answer.
+    assert (await client.get("/api/models/2")).json()["id"] == 2
+    assert fakes.registry.get_model_calls == calls + 2
+    assert (await client.delete("/api/models/1")).status_code == 200
+    response = await client.get("/api/models/1")
+    assert response.status_code == 404 and response.json()["detail"] == "Model 1 not found"
+
+
+async def test_unknown_model_details_are_404_and_not_cached(client: httpx.AsyncClient, fakes: FakeServices) -> None:
+    assert (await client.get("/api/models/3")).status_code == 404
+    fakes.registry.models[3] = make_model(3)  # registered since, through another replica
+    response = await client.get("/api/models/3")
+    assert response.status_code == 200 and response.json()["id"] == 3
+
+
+async def test_model_details_change_behind_this_gateway_shows_within_the_bound(fakes: FakeServices) -> None:
+    clock = FakeClock()
+    async with running_client(settings_for(fakes, models_cache_s=1.0)) as (app, client):
+        app.state.model_listings.clock = clock
+        assert (await client.get("/api/models/1")).status_code == 200
+        del fakes.registry.models[1]  # deleted through another replica
+        clock.now += 0.4
+        assert (await client.get("/api/models/1")).status_code == 200  # cached
+        clock.now += 0.6
+        assert (await client.get("/api/models/1")).status_code == 404
+
+
 async def test_start_and_stop_through_this_replica_show_at_once(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/training_status")).json()["status"] == "idle"
     job_id = (await client.post("/api/start_training", json=START)).json()["job_id"]
@@ -369,7 +404,9 @@ async def test_the_caches_can_be_turned_off(fakes: FakeServices) -> None:
         for _ in range(3):
             assert (await client.get("/api/training_status")).status_code == 200
             assert (await client.get("/api/models")).status_code == 200
+            assert (await client.get("/api/models/1")).status_code == 200
         assert (fakes.trainer.status_calls, fakes.registry.list_models_calls) == (3, 3)
+        assert fakes.registry.get_model_calls == 3
         fakes.trainer.job = running_job()
         assert (await client.get("/api/training_status")).json()["status"] == "training"
 

@@ -1,4 +1,5 @@
-"""Short-lived, per-replica answers for the hot reads: GET /api/training_status and GET /api/models.
+"""Short-lived, per-replica answers for the hot reads: GET /api/training_status, GET /api/models and
+GET /api/models/{id}.
 
 Under load every one of these reads cost a gRPC round trip (and the trainer's status two registry
 calls behind it): about 3.8 ms of CPU across the stack per request, against 0.09 ms for a bare app
@@ -322,8 +323,13 @@ def bare_listing_key(task: str = "") -> tuple[object, ...]:
     return ("bare", task)
 
 
+def details_key(model_id: str) -> tuple[object, ...]:
+    """The cache key of GET /api/models/{model_id} (the id as the path gives it: numeric or model_id)."""
+    return ("details", model_id)
+
+
 class ModelListings(SingleFlightCache[bytes]):
-    """Rendered model listings by query. A job that finished may have registered a model: its
+    """Rendered model listings by query, and model details by id. A job that finished may have registered a model: its
     terminal event invalidates them, and so does a fresh NATS subscription (one may have been missed)."""
 
     def __init__(self, max_age_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:

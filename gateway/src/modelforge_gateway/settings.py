@@ -37,8 +37,8 @@ class GatewaySettings(ServiceSettings):
 
     # Per-replica read caches (readcache.py). GET /api/training_status answers from the trainer's
     # last answer with the training events received since laid over it; that answer is at most
-    # this old (seconds; MODELFORGE_STATUS_CACHE_S). GET /api/models listings and the playground's
-    # model lookups are at most MODELFORGE_MODELS_CACHE_S old. This replica's own writes and the
+    # this old (seconds; MODELFORGE_STATUS_CACHE_S). GET /api/models listings, model details and
+    # the playground's model lookups are at most MODELFORGE_MODELS_CACHE_S old. This replica's own writes and the
     # events (a job starting or ending, a model registered) invalidate them at once (the lookups: a
     # delete here); the bound is how late another replica's write, or a change NATS did not carry,
     # can show. 0 turns a cache off (one upstream call per read).

@@ -27,7 +27,7 @@ from modelforge_gateway.deps import InferenceStub, ModelListingsDep, ModelLookup
 from modelforge_gateway.errors import ApiError, invalid, rpc_messages
 from modelforge_gateway.models.convert import lineage_response, list_request
 from modelforge_gateway.models.models import DeleteModelResponse, ModelLineageResponse, ModelsResponse
-from modelforge_gateway.readcache import ModelListings, bare_listing_key, listing_key
+from modelforge_gateway.readcache import ModelListings, bare_listing_key, details_key, listing_key
 from modelforge_gateway.rendered import RenderedBodies
 from modelforge_gateway.upstream.models import (
     delete_registered_model,
@@ -107,10 +107,17 @@ DETAILS_BODIES = RenderedBodies()
 
 
 @router.get("/api/models/{model_id}", response_model=ModelDetails)
-async def get_model(registry: RegistryStub, rpc: Rpc, model_id: str = ModelIdPath) -> Response:
-    model = await fetch_model(registry, rpc, model_id)
-    body = DETAILS_BODIES.body(model, lambda: model_details(model))
-    return Response(body, media_type="application/json")
+async def get_model(
+    registry: RegistryStub, rpc: Rpc, listings: ModelListingsDep, model_id: str = ModelIdPath
+) -> Response:
+    """Shared by concurrent reads and reused for at most MODELFORGE_MODELS_CACHE_S, like the listings
+    (readcache.ModelListings: the same writes and events invalidate it); a 404 is never kept."""
+
+    async def ask_registry() -> bytes:
+        model = await fetch_model(registry, rpc, model_id)
+        return DETAILS_BODIES.body(model, lambda: model_details(model))
+
+    return Response(await listings.get(details_key(model_id), ask_registry), media_type="application/json")
 
 
 @router.get("/api/models/{model_id}/lineage", response_model=ModelLineageResponse)
