@@ -23,11 +23,14 @@ from modelforge_gateway.playground.models import (
     ModelPathResponse,
     PlaygroundNewResponse,
 )
+from modelforge_gateway.sse import EventStreamResponse
 from modelforge_gateway.upstream.models import fetch_model, serving_model
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/playground", tags=["playground"])
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def _generate(
@@ -74,7 +77,7 @@ async def stream(
     inference: InferenceStub,
     rpc: Rpc,
     lookups: ModelLookupsDep,
-) -> StreamingResponse:
+) -> EventStreamResponse:
     """One `data:` event per text piece ({text, finished, tokens_generated, generation_time_ms}); the
     last has finished=true and adds prompt_tokens and finish_reason. Errors before the first piece
     answer with their HTTP status; a failure mid-stream arrives as an `event: error` carrying the
@@ -103,8 +106,4 @@ async def stream(
         finally:
             call.cancel()
 
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return EventStreamResponse(events(), headers=STREAM_HEADERS)
