@@ -31,6 +31,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from modelforge_training.callbacks import finite_number
+from modelforge_training.scalar_events import ScalarEventFile
 from modelforge_training.spec import TrainingJobSpec, recorded_config
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,11 @@ def lineage_tags(job: TrainingJobSpec) -> dict[str, str]:
     return {k: v for k, v in tags.items() if v}
 
 
+def tensorboard_tags(values: dict[str, float]) -> dict[str, float]:
+    """MLflow's metric names as TensorBoard tags: train_loss -> train/loss, eval_perplexity -> eval/perplexity."""
+    return {name.replace("_", "/", 1): value for name, value in values.items()}
+
+
 class JobTracking(TrainerCallback):
     """A TrainerCallback that writes each logged value to TensorBoard (and MLflow), and `finish`
     that records the final metrics and the adapter and closes the run."""
@@ -186,16 +192,14 @@ class JobTracking(TrainerCallback):
         mlflow_uri: str = "",
         experiment: str = DEFAULT_EXPERIMENT,
     ) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
         self.job = job
         self.config = job.config
         self.note = note
         self.tensorboard_dir = Path(job.result_path).parent / TENSORBOARD_DIR
-        # The writer's own thread writes the events file every TENSORBOARD_FLUSH_S (a live TensorBoard
-        # sees a run that often) and finish() flushes the rest: a flush per logged step cost about a
-        # quarter of a tiny model's step (bench/RESULTS.md, training overhead).
-        self.writer = SummaryWriter(log_dir=str(self.tensorboard_dir), flush_secs=TENSORBOARD_FLUSH_S)
+        # One event per logged step, written to a buffered file that a timer thread flushes every
+        # TENSORBOARD_FLUSH_S (a live TensorBoard sees a run that often); finish() writes the rest.
+        # torch's SummaryWriter cost about 5% of a tiny model's step (scalar_events.py says why).
+        self.tensorboard = ScalarEventFile(self.tensorboard_dir, flush_s=TENSORBOARD_FLUSH_S)
         self.mlflow = MlflowRest(mlflow_uri) if mlflow_uri else None
         self.experiment = experiment
         self.experiment_id = ""
@@ -239,6 +243,8 @@ class JobTracking(TrainerCallback):
         self._guard("starting the run", start)
 
     def _metrics(self, values: dict[str, float], step: int) -> None:
+        if not self.run_id or self.mlflow is None:
+            return
         stamp = _now_ms()
         batch = [{"key": k, "value": v, "timestamp": stamp, "step": step} for k, v in values.items()]
 
@@ -246,8 +252,7 @@ class JobTracking(TrainerCallback):
             assert self.mlflow is not None
             self.mlflow.log_batch(self.run_id, metrics=batch)
 
-        if self.run_id:
-            self._guard("logging metrics", send)
+        self._guard("logging metrics", send)
 
     # -- the callback ---------------------------------------------------------------------------
 
@@ -264,11 +269,11 @@ class JobTracking(TrainerCallback):
             value = finite_number(raw)
             if value is None or key in ("epoch", "total_flos"):
                 continue
-            name = key if key.startswith("eval_") else f"train_{key}"
-            values[name] = value
-            self.writer.add_scalar(name.replace("_", "/", 1), value, int(state.global_step))
+            values[key if key.startswith("eval_") else f"train_{key}"] = value
         if values:
-            self._metrics(values, int(state.global_step))
+            step = int(state.global_step)
+            self.tensorboard.add_scalars(tensorboard_tags(values), step)
+            self._metrics(values, step)
 
     # -- the end --------------------------------------------------------------------------------
 
@@ -282,10 +287,8 @@ class JobTracking(TrainerCallback):
         atexit.unregister(self._close_on_exit)
         final = {f"eval_{k}" if not k.startswith("eval_") else k: v for k, v in (metrics or {}).items()
                  if finite_number(v) is not None}
-        for name, value in final.items():
-            self.writer.add_scalar(name.replace("_", "/", 1), value, step)
-        self.writer.flush()
-        self.writer.close()
+        self.tensorboard.add_scalars(tensorboard_tags(final), step)
+        self.tensorboard.close()
         if not self.run_id:
             return
         if final:
