@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from fastapi.routing import APIRoute
 from gateway_fakes import FakeServices, running_client, settings_for
 
 from modelforge_gateway import __main__ as entrypoint
-from modelforge_gateway.main import create_app
+from modelforge_gateway.main import DOCUMENT_ORDER, HOT_ROUTERS, create_app
 from modelforge_gateway.settings import GatewaySettings
 
 
@@ -79,3 +82,35 @@ def test_entrypoint_runs_uvicorn_on_the_configured_address(monkeypatch: pytest.M
     monkeypatch.setenv("MODELFORGE_WS_PER_MESSAGE_DEFLATE", "true")
     entrypoint.main()
     assert seen["ws_per_message_deflate"] is True
+
+
+def _sample_paths(route: APIRoute) -> list[str]:
+    return [re.sub(r"\{[^}]+\}", sample, route.path) for sample in ("1", "x", "task", "lineage")]
+
+
+def _takes(route: APIRoute, other: APIRoute) -> bool:
+    """Whether `route` would take a request meant for `other` (a path of other's, a method of other's)."""
+    methods_shared = bool((route.methods or set()) & (other.methods or set()))
+    return any(route.path_regex.match(path) for path in _sample_paths(other)) and methods_shared
+
+
+def test_the_hot_routers_take_no_path_of_the_routers_they_precede() -> None:
+    # They are matched first for speed (main.HOT_ROUTERS); the routers documented before them must
+    # answer exactly what they answered when they were matched first.
+    for hot in HOT_ROUTERS:
+        jumped = DOCUMENT_ORDER[: DOCUMENT_ORDER.index(hot)]
+        for router in jumped:
+            for route in (r for r in router.routes if isinstance(r, APIRoute)):
+                for hot_route in (r for r in hot.routes if isinstance(r, APIRoute)):
+                    assert not _takes(hot_route, route), (hot_route.path, route.path)
+                    assert not _takes(route, hot_route), (route.path, hot_route.path)
+
+
+def test_the_document_keeps_the_routers_order() -> None:
+    paths = list(create_app().openapi()["paths"])
+    first_path_of: list[int] = []
+    for router in DOCUMENT_ORDER:
+        documented = [paths.index(r.path) for r in router.routes if isinstance(r, APIRoute) and r.path in paths]
+        if documented:
+            first_path_of.append(min(documented))
+    assert first_path_of == sorted(first_path_of)
