@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -41,6 +42,9 @@ MLFLOW_EXPERIMENT_ENV = "MODELFORGE_MLFLOW_EXPERIMENT"
 DEFAULT_EXPERIMENT = "modelforge"
 TENSORBOARD_DIR = "tensorboard"
 TENSORBOARD_FLUSH_S = 5
+# Series values logged during training reach MLflow this often, in one request from a thread of their
+# own: a request per logged step in the training loop would wait on the server every step.
+MLFLOW_SEND_S = 2.0
 # MLflow's limits: a param value of at most 6000 characters, 100 params / 1000 metrics per batch.
 _MAX_PARAM_CHARS = 6000
 _PARAMS_PER_BATCH = 100
@@ -207,7 +211,15 @@ class JobTracking(TrainerCallback):
         self.artifact_uri = ""
         self.tracking_url = ""
         self.finished = False
+        # Metrics waiting for the sender thread (step-indexed MLflow metric dicts).
+        self._pending: list[dict[str, Any]] = []
+        self._pending_lock = threading.Lock()
+        self._sender_stop = threading.Event()
+        self._sender: threading.Thread | None = None
         self._start_mlflow()
+        if self.run_id:
+            self._sender = threading.Thread(target=self._send_every, args=(MLFLOW_SEND_S,), name="mlflow", daemon=True)
+            self._sender.start()
         atexit.register(self._close_on_exit)
 
     @classmethod
@@ -243,16 +255,28 @@ class JobTracking(TrainerCallback):
         self._guard("starting the run", start)
 
     def _metrics(self, values: dict[str, float], step: int) -> None:
+        """Queues values for the next send (the sender thread's, or finish's)."""
         if not self.run_id or self.mlflow is None:
             return
         stamp = _now_ms()
-        batch = [{"key": k, "value": v, "timestamp": stamp, "step": step} for k, v in values.items()]
+        with self._pending_lock:
+            self._pending.extend({"key": k, "value": v, "timestamp": stamp, "step": step} for k, v in values.items())
+
+    def _send_pending(self) -> None:
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
 
         def send() -> None:
             assert self.mlflow is not None
             self.mlflow.log_batch(self.run_id, metrics=batch)
 
         self._guard("logging metrics", send)
+
+    def _send_every(self, interval_s: float) -> None:
+        while not self._sender_stop.wait(interval_s):
+            self._send_pending()
 
     # -- the callback ---------------------------------------------------------------------------
 
@@ -291,8 +315,11 @@ class JobTracking(TrainerCallback):
         self.tensorboard.close()
         if not self.run_id:
             return
-        if final:
-            self._metrics(final, step)
+        self._sender_stop.set()
+        if self._sender is not None and self._sender is not threading.current_thread():
+            self._sender.join(timeout=_REQUEST_TIMEOUT_S * 2)
+        self._metrics(final, step)
+        self._send_pending()  # what the sender had not sent yet, and the final metrics
         if output_dir:
             self._guard("recording the adapter", lambda: self._record_adapter(Path(output_dir)))
         status = {"completed": "FINISHED", "stopped": "KILLED"}.get(outcome, "FAILED")
