@@ -23,6 +23,7 @@ from starlette.websockets import WebSocketDisconnect
 from typer.testing import CliRunner
 
 from modelforge_cli.main import app as cli_app
+from modelforge_common.ports import free_port
 
 GIB = 1024**3
 
@@ -512,7 +513,4 @@ def cli(gateway: FakeGateway) -> Any:
 @pytest.fixture
 def closed_url() -> str:
     """A loopback URL where nothing listens."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"

@@ -111,6 +111,8 @@ class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
         # GetTrainingStatus calls received, and a gate each waits on when set (read-cache tests).
         self.status_calls = 0
         self.status_gate: asyncio.Event | None = None
+        # A worker slower to save than the trainer's wait: StopTraining answers with the job running.
+        self.stop_outlasts_the_wait = False
 
     def _record(self, context: grpc.aio.ServicerContext) -> None:
         self.metadata.append(dict(context.invocation_metadata() or ()))
@@ -187,8 +189,7 @@ class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
             raise NotFound(f"no job {request.job_id}")
         if self.job is None or self.job.status not in (common_pb2.JOB_STATUS_RUNNING, common_pb2.JOB_STATUS_QUEUED):
             raise FailedPrecondition("No training in progress")
-        # A worker slower to save than the trainer's wait answers with the job still running.
-        if not getattr(self, "stop_outlasts_the_wait", False):
+        if not self.stop_outlasts_the_wait:
             self.job.status = common_pb2.JOB_STATUS_STOPPED
         return trainer_pb2.StopTrainingResponse(job=self.job)
 

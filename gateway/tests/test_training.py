@@ -186,7 +186,7 @@ async def test_stop_training_never_claims_a_stop_that_has_not_happened(
     client: httpx.AsyncClient, fakes: FakeServices
 ) -> None:
     await client.post("/api/start_training", json=START)
-    fakes.trainer.stop_outlasts_the_wait = True  # type: ignore[attr-defined]
+    fakes.trainer.stop_outlasts_the_wait = True
     answer = await client.post("/api/stop_training")
     assert answer.status_code == 200
     assert answer.json()["status"] == "stopping" and "still saving" in answer.json()["message"]

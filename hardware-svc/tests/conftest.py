@@ -18,6 +18,7 @@ import pytest
 
 from modelforge.v1 import hardware_pb2, hardware_pb2_grpc
 from modelforge_common.grpc_server import build_server, mark_serving, service_name
+from modelforge_common.ports import free_port
 from modelforge_hardware.model_source import ModelSource
 from modelforge_hardware.recommendations import Recommendations
 from modelforge_hardware.recorded import RECORDED, FakeGpuProbe, FakeSystemProbe
@@ -172,10 +173,7 @@ def fake_hub() -> Iterator[FakeHub]:
 @pytest.fixture
 def closed_port_url() -> str:
     """A loopback URL nobody listens on (connections are refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture

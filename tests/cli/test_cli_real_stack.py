@@ -29,6 +29,7 @@ import websockets
 from typer.testing import CliRunner
 
 from modelforge_cli.main import app as cli_app
+from modelforge_common.ports import free_port
 from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
 from modelforge_devkit.stack import Stack
 
@@ -194,9 +195,7 @@ def test_api_errors_exit_1_with_one_line(run: Run, args: list[str], fragment: st
 
 
 def test_unreachable_gateway_exits_1(run: Run) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    closed = f"http://127.0.0.1:{free_port()}"
     outcome = run("models", "list", url=closed)
     assert outcome.exit_code == 1 and "cannot reach ModelForge" in outcome.stderr
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlparse
 
+from modelforge_common import ports
 from modelforge_common.settings import DEFAULT_PORTS
 from modelforge_common.testing import nats_server_binary, wait_for_grpc_health
 
@@ -130,9 +131,8 @@ def replica_names(count: int) -> list[str]:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    # Claimed, so that stacks started at once by other processes (pytest workers) never share one.
+    return ports.free_port()
 
 
 def private_env(data_dir: Path, settings: Mapping[str, str] | None = None) -> dict[str, str]:
