@@ -186,9 +186,14 @@ def test_console_end_to_end(page: Any, stack: Stack, tiny_causal_model: Path, tm
         " const el = [...all].find(e => e.tabIndex >= 0 && !e.disabled); return el ? el.className : null; }"
     )
     assert first_tabbable == "skip-link"
+    # The page must have the browser's focus for :focus styles to apply (another page of the
+    # machine's browsers may have taken it); then the link is shown on screen once it has focus.
+    page.bring_to_front()
     page.locator(".skip-link").focus()
+    expect(page.locator(".skip-link")).to_be_focused()
+    expect(page.locator(".skip-link")).to_be_in_viewport(timeout=WAIT_MS)
     skip_box = page.locator(".skip-link").bounding_box()
-    assert skip_box is not None and skip_box["x"] >= 0  # shown on screen once it has focus
+    assert skip_box is not None and skip_box["x"] >= 0
     page.keyboard.press("Enter")
     assert page.evaluate("document.activeElement.id") == "main"
     assert page.url.endswith("#/hardware")  # the skip link moved focus, not the route
