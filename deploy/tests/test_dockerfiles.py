@@ -628,15 +628,20 @@ def locked_set(project: Path, *selection: str) -> dict[str, str]:
     return versions
 
 
-@pytest.mark.parametrize("project", [REPO, CUDA_PROJECT], ids=["workspace", "cuda"])
-def test_the_lock_matches_the_pyproject_files(project: Path) -> None:
-    """A dependency changed without `make lock` fails here (and `make install` stops on the same check)."""
-    result = subprocess.run(
+def lock_check(project: Path) -> subprocess.CompletedProcess[str]:
+    """`uv lock --check` of one project, as `make install` runs it."""
+    return subprocess.run(
         [find_uv(), "lock", "--check", "--offline", "--project", str(project)],
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+@pytest.mark.parametrize("project", [REPO, CUDA_PROJECT], ids=["workspace", "cuda"])
+def test_the_lock_matches_the_pyproject_files(project: Path) -> None:
+    """A dependency changed without `make lock` fails here (and `make install` stops on the same check)."""
+    result = lock_check(project)
     assert result.returncode == 0, f"stale lock: run `make lock`\n{result.stdout}{result.stderr}"
 
 
@@ -656,12 +661,7 @@ def test_both_locks_hold_wherever_the_checkout_lies(tmp_path: Path) -> None:
         (elsewhere / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / name, elsewhere / name)
     for project in (elsewhere, elsewhere / CUDA_PROJECT.relative_to(REPO)):
-        result = subprocess.run(
-            [find_uv(), "lock", "--check", "--offline", "--project", str(project)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = lock_check(project)
         assert result.returncode == 0, f"{project.relative_to(elsewhere)}: {result.stdout}{result.stderr}"
 
 
