@@ -13,26 +13,20 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-# tensorboard ships no type information: its protos and checksum are Any here.
+# tensorboard ships no type information: its protos and record framing are Any here.
 from tensorboard.compat.proto.event_pb2 import Event  # type: ignore[import-untyped]
 from tensorboard.compat.proto.summary_pb2 import Summary  # type: ignore[import-untyped]
-from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c  # type: ignore[import-untyped]
+from tensorboard.summary.writer.record_writer import RecordWriter  # type: ignore[import-untyped]
 
 # The version tag tensorboard's reader expects in an event file's first record.
 FILE_VERSION = "brain.Event:2"
 
-
-def record(data: bytes) -> bytes:
-    """One TFRecord: length, its masked CRC-32C, the data, the data's masked CRC-32C."""
-    header = struct.pack("<Q", len(data))
-    return header + struct.pack("<I", masked_crc32c(header)) + data + struct.pack("<I", masked_crc32c(data))
 
 
 class ScalarEventFile:
@@ -43,6 +37,8 @@ class ScalarEventFile:
         started = time.time()
         self.path = folder / f"events.out.tfevents.{int(started):010d}.{socket.gethostname()}.{os.getpid()}.0"
         self._file = self.path.open("wb")
+        # tensorboard's own TFRecord framing (length, CRCs) over the buffered file.
+        self._records = RecordWriter(self._file)
         self._lock = threading.Lock()  # the training thread writes, the timer thread flushes
         self._closed = threading.Event()
         self._write(Event(wall_time=started, file_version=FILE_VERSION))
@@ -60,10 +56,10 @@ class ScalarEventFile:
         self._write(Event(wall_time=time.time(), step=step, summary=summary))
 
     def _write(self, event: Any) -> None:
-        data = record(event.SerializeToString())
+        data = event.SerializeToString()
         with self._lock:
             if not self._file.closed:
-                self._file.write(data)
+                self._records.write(data)
 
     def flush(self) -> None:
         with self._lock:
