@@ -334,6 +334,12 @@ def build_app(state: FakeGateway) -> FastAPI:
             "available_gb": 24.0,
             "breakdown": breakdown,
         }
+        world_size = body.get("processes_per_node", 1) * body.get("num_nodes", 1)
+        if world_size > 1:  # as the gateway answers a job of several processes
+            answer["world_size"] = world_size
+            answer["settings"] = {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 1,
+                                  "max_seq_length": 2048, "use_4bit": True, "gradient_checkpointing": True,
+                                  "provider": "huggingface", "distributed": body.get("distributed", "ddp")}
         if body["model_name"] == "tiny-oversize":  # a job that does not fit: largest parts and proposals
             answer.update({
                 "fits": False,

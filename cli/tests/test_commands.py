@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from modelforge_cli.client import ApiClient
 from modelforge_cli.commands.playground import stream_generation
 from modelforge_cli.config import CliConfig
@@ -126,6 +128,36 @@ def test_estimate_of_an_oversize_job_prints_the_largest_parts_and_the_settings_t
     sent = gateway.estimates[-1]
     assert (sent["provider"], sent["gradient_accumulation_steps"], sent["lora_dropout"]) == ("huggingface", 1, 0.0)
     assert sent["gradient_checkpointing"] is True
+
+
+def test_estimate_of_a_multi_process_job_sends_its_processes_and_says_the_sizes_are_per_process(
+    cli: Any, gateway: Any
+) -> None:
+    result = cli(
+        "estimate", "--model", "tiny-llama", "--strategy", "qlora", "--processes-per-node", "4", "--num-nodes", "2",
+        "--distributed", "FSDP",
+    )
+    assert result.exit_code == 0, result.output
+    sent = gateway.estimates[-1]
+    assert (sent["processes_per_node"], sent["num_nodes"], sent["distributed"]) == (4, 2, "fsdp")
+    assert "GiB per process of 8, fsdp" in result.stdout  # the table's size column
+    assert "fits | available 24.00 GiB | device cpu | per process of 8, fsdp" in result.stdout
+
+
+def test_estimate_of_one_process_sends_no_processes_and_says_nothing_of_them(cli: Any, gateway: Any) -> None:
+    result = cli("estimate", "--model", "tiny-llama", "--strategy", "qlora")
+    assert result.exit_code == 0, result.output
+    assert not {"processes_per_node", "num_nodes", "distributed"} & set(gateway.estimates[-1])
+    assert "per process" not in result.stdout
+
+
+@pytest.mark.parametrize("flags", [["--processes-per-node", "0"], ["--processes-per-node", "65"],
+                                   ["--num-nodes", "0"], ["--distributed", "zero3"]])
+def test_estimate_refuses_bad_process_flags_as_usage_errors(cli: Any, gateway: Any, flags: list[str]) -> None:
+    result = cli("estimate", "--model", "tiny-llama", "--strategy", "qlora", *flags)
+    assert result.exit_code == 2, result.output
+    assert flags[0] in result.output
+    assert gateway.estimates == []
 
 
 def test_estimate_error_is_one_line(cli: Any) -> None:

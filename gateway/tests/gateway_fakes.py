@@ -413,12 +413,34 @@ class FakeHardware(hardware_pb2_grpc.HardwareServiceServicer):
         )
         available = 12 * GIB
         fits = breakdown.total_bytes <= available
+        # The settings estimated, as hardware-svc echoes them ("" distributed is ddp there).
+        settings = hardware_pb2.MemorySettings(
+            per_device_train_batch_size=request.batch_size,
+            gradient_accumulation_steps=request.gradient_accumulation_steps or 1,
+            max_seq_length=request.max_seq_length,
+            use_4bit=request.use_4bit,
+            gradient_checkpointing=request.gradient_checkpointing,
+            provider=request.provider or "huggingface",
+            distributed=request.distributed or "ddp",
+        )
+        proposals = []
+        if not fits and request.world_size > 1 and settings.distributed == "ddp":
+            # A job of several processes that does not fit under ddp: shard it, as hardware-svc proposes.
+            sharded = hardware_pb2.MemorySettings()
+            sharded.CopyFrom(settings)
+            sharded.distributed = "fsdp"
+            proposals.append(hardware_pb2.MemoryProposal(
+                settings=sharded, total_bytes=available - GIB, changed=["distributed"],
+                description=f"distributed fsdp across the {request.world_size} processes",
+            ))
         return hardware_pb2.EstimateMemoryResponse(
             breakdown=breakdown,
             fits=fits,
             available_bytes=available,
             device="cpu",
             message="fits in available RAM" if fits else "does not fit in available RAM",
+            settings=settings,
+            proposals=proposals,
         )
 
     async def DescribeModel(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -81,11 +81,28 @@ def memory_gib(record: dict[str, Any], part: str) -> float | None:
     return None
 
 
+def world_size_of(answer: dict[str, Any]) -> int:
+    """The processes of the job estimated (1 from a gateway that does not say)."""
+    size = answer.get("world_size")
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 1
+
+
+def _per_process(answer: dict[str, Any]) -> str:
+    """For a job of N > 1 processes, " per process of N" (and its mode): every size is one process's."""
+    size = world_size_of(answer)
+    if size == 1:
+        return ""
+    settings = given if isinstance(given := answer.get("settings"), dict) else {}
+    mode = f", {escape(cell(settings['distributed']))}" if settings.get("distributed") else ""
+    return f" per process of {size}{mode}"
+
+
 def estimate_table(answer: dict[str, Any]) -> Table:
     breakdown = given if isinstance(given := answer.get("breakdown"), dict) else answer
     result = Table(title="Estimated peak memory", title_justify="left")
     result.add_column("component")
-    result.add_column("GiB", justify="right")
+    # In the column header: a longer title would wrap at the table's width.
+    result.add_column(f"GiB{_per_process(answer)}", justify="right")
     for part in MEMORY_PARTS:
         if part == "total" and memory_gib(breakdown, "logits"):
             result.add_row("logits", gib(memory_gib(breakdown, "logits")))  # newer gateways count it apart
@@ -131,6 +148,8 @@ def estimate_summary(answer: dict[str, Any]) -> str:
     verdict = "[green]fits[/]" if fits else "[red]does not fit[/]" if fits is False else "fit unknown"
     available = memory_gib(answer, "available")
     parts = [verdict, f"available {gib(available)} GiB", f"device {escape(cell(answer.get('device')))}"]
+    if world_size_of(answer) > 1:
+        parts.append(_per_process(answer).strip())
     line = " | ".join(parts)
     if answer.get("message"):
         line += f"\n{escape(str(answer['message']))}"

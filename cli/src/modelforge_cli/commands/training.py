@@ -26,6 +26,11 @@ class Provider(StrEnum):
     unsloth = "unsloth"
 
 
+class Distributed(StrEnum):
+    ddp = "ddp"
+    fsdp = "fsdp"
+
+
 def estimate(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", "-m", help="Hub id or local model folder.")],
@@ -44,10 +49,18 @@ def estimate(
     gradient_checkpointing: Annotated[
         bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", show_default=False)
     ] = None,
+    processes_per_node: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Training processes per node (one per GPU).")
+    ] = None,
+    num_nodes: Annotated[int | None, typer.Option(min=1, max=1024, help="Nodes of the job.")] = None,
+    distributed: Annotated[
+        Distributed | None,
+        typer.Option(case_sensitive=False, help="ddp (a full copy per process) or fsdp (sharded)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Predicted peak training memory (GiB), whether it fits this machine, and if not the nearest
-    settings that do."""
+    settings that do. For a job of several processes, every size is one process's."""
     body: dict[str, Any] = {"model_name": model, "strategy": strategy, "task": task}
     optional = {
         "lora_r": lora_r,
@@ -59,6 +72,9 @@ def estimate(
         "gradient_accumulation_steps": gradient_accumulation_steps,
         "lora_dropout": lora_dropout,
         "gradient_checkpointing": gradient_checkpointing,
+        "processes_per_node": processes_per_node,
+        "num_nodes": num_nodes,
+        "distributed": distributed.value if distributed else None,
     }
     body.update({key: value for key, value in optional.items() if value is not None})
     with api(ctx) as client:

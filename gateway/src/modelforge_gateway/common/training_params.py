@@ -38,6 +38,9 @@ _PYTHON_TYPES: dict[int, type] = {
     FieldDescriptor.TYPE_STRING: str,
 }
 
+# TrainingConfig.distributed: how several processes share the work.
+DistributedName = Literal["ddp", "fsdp"]
+
 
 class ExplicitTrainingParams(Body):
     """The settings a descriptor cannot describe: choices, names and identities. Booleans without
@@ -55,7 +58,7 @@ class ExplicitTrainingParams(Body):
     compute_specs: ProfileName | None = None
     force: bool = False
     resume_from_job: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]{1,128}$", description="A job id")
-    distributed: Literal["ddp", "fsdp"] | None = Field(
+    distributed: DistributedName | None = Field(
         None, description="How several processes share the work (ddp when unset with more than one process)"
     )
 
@@ -111,6 +114,16 @@ def derived_field(field: FieldDescriptor, rule: options_pb2.SettingRule) -> tupl
         constraints["max_length"] = rule.max_length
     info: FieldInfo = Field(None, description=rule.description or None, **constraints)
     return python_type | None, info
+
+
+def setting_field(name: str) -> Any:
+    """The pydantic Field of TrainingConfig.<name> (bounds and description from its setting option),
+    for another body that takes the same setting under the same name (Any: it is a field's default)."""
+    field = common_pb2.TrainingConfig.DESCRIPTOR.fields_by_name[name]
+    rule = setting_rule(field)
+    if rule is None:
+        raise TypeError(f"TrainingConfig.{name} carries no setting option")
+    return derived_field(field, rule)[1]
 
 
 def _derived_fields() -> dict[str, Any]:

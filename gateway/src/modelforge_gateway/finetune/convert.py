@@ -185,6 +185,8 @@ def estimate_request(body: MemoryEstimateRequest) -> hardware_pb2.EstimateMemory
         gpu_index=body.gpu_index,
         provider=body.provider,
         gradient_accumulation_steps=body.gradient_accumulation_steps,
+        world_size=body.world_size,
+        distributed=body.distributed or "",
     )
     if body.lora_dropout is not None:
         request.lora_dropout = body.lora_dropout
@@ -202,6 +204,8 @@ def _memory_settings(settings: hardware_pb2.MemorySettings) -> MemorySettingsRes
         use_4bit=settings.use_4bit,
         gradient_checkpointing=settings.gradient_checkpointing,
         provider=settings.provider,
+        # An older hardware-svc leaves it empty: it judged every job as ddp.
+        distributed=settings.distributed or "ddp",
     )
 
 
@@ -209,8 +213,11 @@ def _memory_part(part: hardware_pb2.MemoryPart) -> MemoryPartResponse:
     return MemoryPartResponse(name=part.name, bytes=int(part.bytes), gb=gib(part.bytes, 3), detail=part.detail)
 
 
-def memory_estimate(model_name: str, reply: hardware_pb2.EstimateMemoryResponse) -> MemoryEstimateResponse:
-    """EstimateMemory in bytes and GiB ("gb" = 1024**3 bytes, as everywhere in this API)."""
+def memory_estimate(
+    model_name: str, reply: hardware_pb2.EstimateMemoryResponse, world_size: int = 1
+) -> MemoryEstimateResponse:
+    """EstimateMemory in bytes and GiB ("gb" = 1024**3 bytes, as everywhere in this API); for a job of
+    world_size processes every size is one process's."""
     sizes: dict[str, int | float] = {}
     for part in _BREAKDOWN_PARTS:
         value = int(getattr(reply.breakdown, f"{part}_bytes"))
@@ -242,4 +249,5 @@ def memory_estimate(model_name: str, reply: hardware_pb2.EstimateMemoryResponse)
             for proposal in reply.proposals
         ],
         settings=_memory_settings(reply.settings) if reply.HasField("settings") else None,
+        world_size=world_size,
     )

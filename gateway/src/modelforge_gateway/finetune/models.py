@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from modelforge_gateway.common.body import Body, NonBlank, ProviderName, StrategyName, TaskName
-from modelforge_gateway.common.training_params import TrainingParams
+from modelforge_gateway.common.training_params import DistributedName, TrainingParams, setting_field
 
 
 class WizardStartTrainingRequest(TrainingParams):
@@ -171,6 +171,17 @@ class MemoryEstimateRequest(Body):
     lora_dropout: float | None = Field(None, ge=0, le=0.99)
     # Kept by proposals that lower the per-device batch (the effective batch stays the same).
     gradient_accumulation_steps: int = Field(1, ge=1, le=65536)
+    # A job of several processes, named and bounded as in a start request: the estimate is per process.
+    processes_per_node: int | None = setting_field("processes_per_node")
+    num_nodes: int | None = setting_field("num_nodes")
+    distributed: DistributedName | None = Field(
+        None, description="How several processes share the work (ddp when unset); one process trains alone"
+    )
+
+    @property
+    def world_size(self) -> int:
+        """The job's processes: processes_per_node x num_nodes, each 1 when unset."""
+        return (self.processes_per_node or 1) * (self.num_nodes or 1)
 
     @property
     def effective_batch_size(self) -> int:
@@ -203,6 +214,8 @@ class MemorySettingsResponse(BaseModel):
     use_4bit: bool
     gradient_checkpointing: bool
     provider: str
+    # "ddp" | "fsdp": a proposal may switch ddp to fsdp for a job of several processes.
+    distributed: str = "ddp"
 
 
 class MemoryProposalResponse(BaseModel):
@@ -253,3 +266,5 @@ class MemoryEstimateResponse(BaseModel):
     # When it does not fit: the nearest settings that do, nearest first.
     proposals: list[MemoryProposalResponse] = []
     settings: MemorySettingsResponse | None = None
+    # Processes of the job judged (processes_per_node x num_nodes); sizes and fit are per process.
+    world_size: int = 1

@@ -214,4 +214,4 @@ async def estimate_memory(body: MemoryEstimateRequest, hardware: HardwareStub, r
     request = convert.estimate_request(body)
     # config.json may come from the Hub, hence the longer deadline.
     reply = await hardware.EstimateMemory(request, **rpc.hub)
-    return convert.memory_estimate(body.model_name, reply)
+    return convert.memory_estimate(body.model_name, reply, body.world_size)
