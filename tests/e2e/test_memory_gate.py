@@ -1,8 +1,8 @@
 """Issue 16's memory gate through the real processes, on the recorded RTX 3070 (8 GiB; hardware-svc
 serves the recording, the trainer runs on this machine's CPU): an oversize start is a 400 naming the
 largest parts and the nearest settings that fit; applying the first proposal's settings fits and
-starts; estimate_memory returns the same proposals and the largest batch; `modelforge estimate`
-prints them."""
+starts; estimate_memory returns the same proposals and the largest batch (and, for a job of several
+processes, one process's share); `modelforge estimate` prints them."""
 
 from __future__ import annotations
 
@@ -140,3 +140,39 @@ def test_modelforge_estimate_prints_the_settings_that_fit(stack: Stack, llama_1b
     assert re.search(r"Largest per-device batch that fits: \d+", out), out
     proposal = r"Settings that fit:\n  \(1\) per_device_train_batch_size=\d+ gradient_accumulation_steps=\d+"
     assert re.search(proposal, out), out
+
+
+# A job of several processes (issue 19's estimate through REST): bf16 weights outweigh a short
+# sequence's activations and the LoRA adapters' state, so sharding them shows per GPU.
+DISTRIBUTED_ESTIMATE = {"strategy": "sft", "task": "text-generation", "precision": "bf16", "use_4bit": False,
+                        "per_device_train_batch_size": 1, "max_seq_length": 256, "provider": "huggingface"}
+
+
+def estimate_per_process(client: httpx.Client, model: Path, **fields: Any) -> dict[str, Any]:
+    body = {"model_name": str(model), **DISTRIBUTED_ESTIMATE, **fields}
+    response = client.post("/api/finetune/estimate_memory", json=body)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def test_fsdp_over_8_processes_holds_less_per_gpu_than_one_process(client: httpx.Client, llama_1b_shaped: Path) -> None:
+    alone = estimate_per_process(client, llama_1b_shaped)
+    sharded = estimate_per_process(client, llama_1b_shaped, processes_per_node=4, num_nodes=2, distributed="fsdp")
+
+    breakdown = alone["breakdown"]
+    others = ("adapters", "optimizer", "gradients", "activations", "logits")
+    assert all(breakdown["weights_bytes"] > breakdown[f"{part}_bytes"] for part in others), breakdown
+    assert (alone["world_size"], alone["settings"]["distributed"]) == (1, "ddp")
+    assert (sharded["world_size"], sharded["settings"]["distributed"]) == (8, "fsdp")
+    # Each of the 8 holds an eighth of the weights plus the full parameters of the layers it gathers
+    # (two of 16): well under half; the whole estimate per GPU is smaller too.
+    assert sharded["breakdown"]["weights_bytes"] < alone["breakdown"]["weights_bytes"] / 2, sharded["breakdown"]
+    assert sharded["total_bytes"] < alone["total_bytes"], (sharded["total_bytes"], alone["total_bytes"])
+
+
+def test_an_out_of_range_process_count_is_refused_naming_the_field(client: httpx.Client, llama_1b_shaped: Path) -> None:
+    response = client.post("/api/finetune/estimate_memory",
+                           json={"model_name": str(llama_1b_shaped), **DISTRIBUTED_ESTIMATE, "processes_per_node": 65})
+    assert response.status_code == 400, response.text
+    assert [item["loc"] for item in response.json()["detail"]] == [["body", "processes_per_node"]]
