@@ -155,15 +155,7 @@ class TrainerService:
         if self.durable is not None:
             return await self._start_durable(request)
         self.jobs.ensure_capacity()
-        spec = await validate_request(
-            request,
-            self.defaults,
-            data_dir=self.paths.data_dir,
-            device=self.device,
-            datasets=self.datasets,
-            estimator=self.estimator,
-            backend=self.backend,
-        )
+        spec = await self._validate(request)
         resume = self._resume_checkpoint(request.resume_from_job or "", spec.config)
         job = self.jobs.create(request, spec)  # checks capacity again: validation awaited
         self.runner.launch(job, resume)
@@ -199,15 +191,7 @@ class TrainerService:
         known = self.jobs.by_idempotency_key(idempotency_key)
         if known is not None:
             return known, False
-        spec = await validate_request(
-            request,
-            self.defaults,
-            data_dir=self.paths.data_dir,
-            device=self.device,
-            datasets=self.datasets,
-            estimator=self.estimator,
-            backend=self.backend,
-        )
+        spec = await self._validate(request)
         resume = self._resume_checkpoint(request.resume_from_job or "", spec.config)
         known = self.jobs.by_idempotency_key(idempotency_key)  # a twin request may have won meanwhile
         if known is not None:
