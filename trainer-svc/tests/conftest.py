@@ -1,4 +1,5 @@
-"""Shared fixtures: sample datasets, a model folder, the tiny model, the fake worker."""
+"""Shared fixtures: sample datasets, a model folder, the tiny model, the fake worker, and the domain
+service over the fake worker."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ from pathlib import Path
 import pytest
 
 from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
+from modelforge_trainer.config import Hyperparameters
+from modelforge_trainer.device import DeviceInfo
+from modelforge_trainer.jobs import JobRegistry
+from modelforge_trainer.publisher import RecordingSink
+from modelforge_trainer.runner import JobPaths, JobRunner
+from modelforge_trainer.service import TrainerService
+from modelforge_trainer.testing import FakeDatasets, FakeRegistrar
 
 FAKE_WORKER = Path(__file__).parent / "fake_worker.py"
 
@@ -49,3 +57,18 @@ def tiny_causal_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fake_worker_command() -> list[str]:
     """Runs tests/fake_worker.py instead of the real worker: same protocol, no torch."""
     return [sys.executable, str(FAKE_WORKER)]
+
+
+@pytest.fixture
+def service(data_dir: Path, chat_dataset: Path, fake_worker_command: list[str]) -> TrainerService:
+    paths = JobPaths(data_dir)
+    runner = JobRunner(RecordingSink(), FakeRegistrar(), paths, stop_grace_s=5, worker_command=fake_worker_command)
+    return TrainerService(
+        jobs=JobRegistry(),
+        runner=runner,
+        datasets=FakeDatasets({"chat.jsonl": chat_dataset}),
+        estimator=None,
+        defaults=Hyperparameters(),
+        device=DeviceInfo(),
+        paths=paths,
+    )

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -12,12 +11,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from nats.js.api import DeliverPolicy
 
 from modelforge.v1 import common_pb2, events_pb2, trainer_pb2, trainer_pb2_grpc
 from modelforge_common.grpc_client import make_channel, violations_of
-from modelforge_common.nats import connect, ensure_training_stream, training_wildcard
-from modelforge_common.testing import NatsServer, free_port, nats_server
+from modelforge_common.testing import NatsServer, free_port, nats_server, training_events_until
 from modelforge_trainer.app import TrainerApp, build_app
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.runner import JobPaths
@@ -86,20 +83,7 @@ async def start(trainer: Trainer, model_dir: Path, scenario: str) -> common_pb2.
 async def job_events(nats_url: str, job_id: str, until=None) -> list[events_pb2.TrainingEvent]:
     """Replays the job's events from the stream until `until(event)` (default: a terminal status)."""
     until = until or (lambda e: e.kind == events_pb2.EVENT_KIND_STATUS and e.status in TERMINAL)
-    nc = await connect(nats_url, "test")
-    try:
-        await ensure_training_stream(nc)
-        sub = await nc.jetstream().subscribe(
-            training_wildcard(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-        )
-        received: list[events_pb2.TrainingEvent] = []
-        async with asyncio.timeout(WAIT_S):
-            while not received or not until(received[-1]):
-                message = await sub.next_msg(timeout=WAIT_S)
-                received.append(events_pb2.TrainingEvent.FromString(message.data))
-        return received
-    finally:
-        await nc.close()
+    return await training_events_until(nats_url, job_id, until, WAIT_S)
 
 
 async def expect_error(call) -> grpc.aio.AioRpcError:

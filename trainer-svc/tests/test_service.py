@@ -9,29 +9,11 @@ import pytest
 
 from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.errors import FailedPrecondition, InvalidArgument, NotFound
-from modelforge_trainer.config import Hyperparameters
-from modelforge_trainer.device import DeviceInfo
-from modelforge_trainer.jobs import JobRegistry, JobStatus
+from modelforge_trainer.jobs import JobStatus
 from modelforge_trainer.publisher import RecordingSink
-from modelforge_trainer.runner import JobPaths, JobRunner
+from modelforge_trainer.runner import JobPaths
 from modelforge_trainer.service import TrainerService
-from modelforge_trainer.testing import FakeDatasets, FakeRegistrar
 from modelforge_training.spec import read_spec
-
-
-@pytest.fixture
-def service(data_dir: Path, chat_dataset: Path, fake_worker_command: list[str]) -> TrainerService:
-    paths = JobPaths(data_dir)
-    runner = JobRunner(RecordingSink(), FakeRegistrar(), paths, stop_grace_s=5, worker_command=fake_worker_command)
-    return TrainerService(
-        jobs=JobRegistry(),
-        runner=runner,
-        datasets=FakeDatasets({"chat.jsonl": chat_dataset}),
-        estimator=None,
-        defaults=Hyperparameters(),
-        device=DeviceInfo(),
-        paths=paths,
-    )
 
 
 def request(model_dir: Path, scenario: str = "complete", **fields: object) -> TrainingConfig:

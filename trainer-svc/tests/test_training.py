@@ -3,7 +3,6 @@ over gRPC, and the devkit's tiny Llama on 20 chat rows for a few CPU steps."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import signal
@@ -15,13 +14,11 @@ import grpc
 import psutil
 import pytest
 from google.protobuf import json_format
-from nats.js.api import DeliverPolicy
 
 from modelforge.v1 import common_pb2, events_pb2, registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from modelforge_common.grpc_client import make_channel
 from modelforge_common.grpc_server import build_server
-from modelforge_common.nats import connect, ensure_training_stream, training_wildcard
-from modelforge_common.testing import nats_server
+from modelforge_common.testing import nats_server, training_events_until
 from modelforge_trainer.app import build_app
 from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.runner import JobPaths
@@ -90,20 +87,7 @@ def training_config(model: Path, **fields: object) -> common_pb2.TrainingConfig:
 
 
 async def events_until(nats_url: str, job_id: str, until) -> list[events_pb2.TrainingEvent]:
-    nc = await connect(nats_url, "test")
-    try:
-        await ensure_training_stream(nc)
-        sub = await nc.jetstream().subscribe(
-            training_wildcard(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-        )
-        received: list[events_pb2.TrainingEvent] = []
-        async with asyncio.timeout(WAIT_S):
-            while not received or not until(received[-1]):
-                message = await sub.next_msg(timeout=WAIT_S)
-                received.append(events_pb2.TrainingEvent.FromString(message.data))
-        return received
-    finally:
-        await nc.close()
+    return await training_events_until(nats_url, job_id, until, WAIT_S)
 
 
 def ended(event: events_pb2.TrainingEvent) -> bool:

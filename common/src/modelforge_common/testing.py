@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,3 +114,29 @@ def nats_server() -> Iterator[NatsServer]:
             yield server
         finally:
             server.kill()
+
+
+async def training_events_until(
+    nats_url: str, job_id: str, until: Callable[[Any], bool], timeout_s: float = 60.0
+) -> list[Any]:
+    """A job's TrainingEvents replayed from the JetStream stream, from its first, until `until(event)`
+    is true of the last one received (TimeoutError after timeout_s)."""
+    from nats.js.api import DeliverPolicy
+
+    from modelforge.v1 import events_pb2
+    from modelforge_common.nats import connect, ensure_training_stream, training_wildcard
+
+    nc = await connect(nats_url, "test")
+    try:
+        await ensure_training_stream(nc)
+        sub = await nc.jetstream().subscribe(
+            training_wildcard(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        received: list[Any] = []
+        async with asyncio.timeout(timeout_s):
+            while not received or not until(received[-1]):
+                message = await sub.next_msg(timeout=timeout_s)
+                received.append(events_pb2.TrainingEvent.FromString(message.data))
+        return received
+    finally:
+        await nc.close()
