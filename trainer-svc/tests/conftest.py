@@ -9,13 +9,10 @@ from pathlib import Path
 import pytest
 
 from modelforge_devkit.sample_data import text_generation_rows, write_jsonl
-from modelforge_trainer.config import Hyperparameters
-from modelforge_trainer.device import DeviceInfo
-from modelforge_trainer.jobs import JobRegistry
 from modelforge_trainer.publisher import RecordingSink
 from modelforge_trainer.runner import JobPaths, JobRunner
 from modelforge_trainer.service import TrainerService
-from modelforge_trainer.testing import FakeDatasets, FakeRegistrar
+from modelforge_trainer.testing import FakeRegistrar, service_with_fakes
 
 FAKE_WORKER = Path(__file__).parent / "fake_worker.py"
 
@@ -63,12 +60,4 @@ def fake_worker_command() -> list[str]:
 def service(data_dir: Path, chat_dataset: Path, fake_worker_command: list[str]) -> TrainerService:
     paths = JobPaths(data_dir)
     runner = JobRunner(RecordingSink(), FakeRegistrar(), paths, stop_grace_s=5, worker_command=fake_worker_command)
-    return TrainerService(
-        jobs=JobRegistry(),
-        runner=runner,
-        datasets=FakeDatasets({"chat.jsonl": chat_dataset}),
-        estimator=None,
-        defaults=Hyperparameters(),
-        device=DeviceInfo(),
-        paths=paths,
-    )
+    return service_with_fakes(paths, runner, {"chat.jsonl": chat_dataset})

@@ -16,15 +16,13 @@ from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.errors import FailedPrecondition
 from modelforge_common.logging import request_id_var
 from modelforge_common.tracing import deadline_var
-from modelforge_trainer.config import Hyperparameters
-from modelforge_trainer.device import DeviceInfo
 from modelforge_trainer.jobs import EventKind, JobRegistry, JobStatus
 from modelforge_trainer.ports import ModelRecord
 from modelforge_trainer.publisher import RecordingSink
 from modelforge_trainer.recorder import RecordingStoreSink
 from modelforge_trainer.runner import JobPaths, JobRunner, write_registration
 from modelforge_trainer.service import DurableJobs, TrainerService
-from modelforge_trainer.testing import FakeDatasets, FakeRegistrar, MemoryJobStore
+from modelforge_trainer.testing import FakeRegistrar, MemoryJobStore, service_with_fakes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -82,18 +80,9 @@ def durable(data_dir: Path, chat_dataset: Path, fake_worker_command: list[str]) 
         sink, store, jobs.find, paths.checkpoint_dir, replica="replica-a", progress_interval_s=0
     )
     runner = JobRunner(recorder, registrar, paths, stop_grace_s=5, worker_command=fake_worker_command)
-    service = TrainerService(
-        jobs=jobs,
-        runner=runner,
-        datasets=FakeDatasets({"chat.jsonl": chat_dataset}),
-        estimator=None,
-        defaults=Hyperparameters(),
-        device=DeviceInfo(),
-        paths=paths,
-        durable=DurableJobs(
-            store=store, queue=queue, recorder=recorder, announce=sink, replica="replica-a", max_attempts=2
-        ),
-    )
+    service = service_with_fakes(paths, runner, {"chat.jsonl": chat_dataset}, jobs=jobs, durable=DurableJobs(
+        store=store, queue=queue, recorder=recorder, announce=sink, replica="replica-a", max_attempts=2
+    ))
     return Durable(service, store, queue, sink, registrar)
 
 

@@ -11,8 +11,13 @@ from typing import Any
 from google.protobuf import field_mask_pb2
 
 from modelforge_common.errors import FailedPrecondition, NotFound
+from modelforge_trainer.config import Hyperparameters
 from modelforge_trainer.convert import record_changes, record_time
+from modelforge_trainer.device import DeviceInfo
+from modelforge_trainer.jobs import JobRegistry
 from modelforge_trainer.ports import DatasetInfo, JobRecord, MemoryEstimate, MemoryQuery, ModelRecord
+from modelforge_trainer.runner import JobPaths, JobRunner
+from modelforge_trainer.service import DurableJobs, TrainerService
 from modelforge_trainer.status_lookup import IN_PROGRESS
 
 
@@ -101,3 +106,25 @@ class MemoryJobStore:
         mask.MergeMessage(record_changes(job_id, changes), updated, replace_message_field=True)
         self.records[job_id] = updated
         return updated
+
+
+def service_with_fakes(
+    paths: JobPaths,
+    runner: JobRunner,
+    datasets: dict[str, Path],
+    *,
+    jobs: JobRegistry | None = None,
+    durable: DurableJobs | None = None,
+) -> TrainerService:
+    """The domain service over `runner`, with these dataset files (FakeDatasets), no memory estimator,
+    default hyperparameters and no GPU."""
+    return TrainerService(
+        jobs=jobs or JobRegistry(),
+        runner=runner,
+        datasets=FakeDatasets(datasets),
+        estimator=None,
+        defaults=Hyperparameters(),
+        device=DeviceInfo(),
+        paths=paths,
+        durable=durable,
+    )
