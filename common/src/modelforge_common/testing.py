@@ -18,11 +18,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from modelforge_common import ports
-
-
-def free_port() -> int:
-    return ports.free_port()
+# Re-exported: the tests' free ports are claimed across processes (pytest workers).
+from modelforge_common.ports import free_port as free_port
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlparse
 
-from modelforge_common import ports
+# Claimed ports: stacks started at once by other processes (pytest workers) never share one.
+from modelforge_common.ports import free_port
 from modelforge_common.settings import DEFAULT_PORTS
 from modelforge_common.testing import nats_server_binary, wait_for_grpc_health
 
@@ -130,11 +131,6 @@ def replica_names(count: int) -> list[str]:
     return [TRAINER] + [f"{TRAINER}-{index}" for index in range(2, count + 1)]
 
 
-def _free_port() -> int:
-    # Claimed, so that stacks started at once by other processes (pytest workers) never share one.
-    return ports.free_port()
-
-
 def private_env(data_dir: Path, settings: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a stack of its own (tests, benchmarks): the caller's, less its MODELFORGE_*
     settings, with its data in data_dir, every service on a free loopback port, plain-text logs and no
@@ -142,13 +138,13 @@ def private_env(data_dir: Path, settings: Mapping[str, str] | None = None) -> di
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELFORGE_")}
     env.update({
         "MODELFORGE_DATA_DIR": str(data_dir),
-        "MODELFORGE_NATS_URL": f"nats://127.0.0.1:{_free_port()}",
-        "MODELFORGE_GATEWAY_PORT": str(_free_port()),
+        "MODELFORGE_NATS_URL": f"nats://127.0.0.1:{free_port()}",
+        "MODELFORGE_GATEWAY_PORT": str(free_port()),
         "MODELFORGE_LOG_JSON": "false",
         "HF_HUB_OFFLINE": "1",
     })
     for name in (TRAINER, "registry", "hardware", "inference"):
-        env[f"MODELFORGE_{name.upper()}_ADDR"] = f"127.0.0.1:{_free_port()}"
+        env[f"MODELFORGE_{name.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
     env.update(settings or {})
     return env
 
@@ -171,7 +167,7 @@ def local_defaults(env: Mapping[str, str]) -> dict[str, str]:
     # data dir. The gateway talks to the first one (the jobs API reads the registry, so any will do).
     for name in replica_names(int(merged.get("MODELFORGE_TRAINER_REPLICAS", "1")))[1:]:
         key = f"MODELFORGE_{name.upper().replace('-', '_')}_ADDR"
-        merged.setdefault(key, f"127.0.0.1:{_free_port()}")
+        merged.setdefault(key, f"127.0.0.1:{free_port()}")
     return merged
 
 

@@ -28,7 +28,6 @@ from tensorboard.summary.writer.record_writer import RecordWriter  # type: ignor
 FILE_VERSION = "brain.Event:2"
 
 
-
 class ScalarEventFile:
     """Appends scalar events to a new event file in `folder` (named as TensorBoard's writers name them)."""
 

@@ -16,16 +16,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from modelforge_common import ports
+# Not modelforge_common.testing: that module brings grpc, which the runtime never imports.
+from modelforge_common.ports import free_port
 
 # `mlflow server` imports most of mlflow before it answers /health: about 90 s on a loaded 2-core
 # machine (three pytest workers), where 90 s was one second short.
 START_TIMEOUT_S = 180.0
-
-
-def free_port() -> int:
-    # Not modelforge_common.testing's: that module brings grpc, which the runtime never imports.
-    return ports.free_port()
 
 
 @contextmanager
