@@ -1,5 +1,9 @@
 """Keeps the benchmarks from rotting: `python -m bench --quick` runs each one for a single tiny iteration
-against one real stack and must write a RESULTS.md with every table in shape. No timing is asserted."""
+against one real stack and must write a RESULTS.md with every table in shape. No timing is asserted.
+
+Every check that needs a quick run lives here, the Load and Serving sections' included, so the suite pays
+for one run (module fixture; --dist loadfile gives this file to one worker): they used to run their own
+(`--only load`, and bench.serving in process and through a second stack), about 3 minutes more."""
 
 from __future__ import annotations
 
@@ -9,21 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench_report import NUMBER, tables
+from bench_report import NUMBER, VERDICT, section, table, tables
 
 from bench.__main__ import BENCHMARKS
+from bench.serving import ADAPTERS_FOR_MEMORY, USERS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VERDICTS = {"met", "NOT MET", "not measured"}
-
-
-
-def section(markdown: str, heading: str) -> str:
-    start = markdown.index(f"## {heading}")
-    end = markdown.find("\n## ", start + 1)
-    return markdown[start : end if end != -1 else len(markdown)]
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +140,96 @@ def test_gateway_time_is_split_by_layer(results: str) -> None:
     names = [row[0] for row in layers[1:]]
     assert names[-1] == "total in uvicorn's protocol and ASGI call" and len(names) >= 3
     assert float(layers[-1][1]) > 0
+
+
+# --- Load (bench/load.py): a few clients for two seconds per side against the stack and the bare app ---
+
+
+@pytest.fixture(scope="module")
+def load(results: str) -> str:
+    return section(results, "Load")
+
+
+def test_load_both_sides_answered_every_request(load: str) -> None:
+    (name,) = [title for title in tables(load) if title.startswith("Requests/s and latency at ")]
+    rows = tables(load)[name]
+    assert rows[0] == ["side", "requests/s", "p50 ms", "p99 ms", "errors", "server CPU ms/request"]
+    assert [row[0] for row in rows[1:]] == ["bare FastAPI (uvicorn)", "ModelForge gateway"]
+    for row in rows[1:]:
+        assert all(NUMBER.match(cell) for cell in row[1:]), row
+        assert row[4] == "0", row  # no errors on either side
+        assert float(row[1].replace(",", "")) > 0
+
+
+def test_load_both_paths_were_read_on_both_sides(load: str) -> None:
+    rows = tables(load)["Latency by path (median of rounds)"]
+    assert rows[0] == ["side", "path", "p50 ms", "p99 ms", "requests"]
+    seen = {(row[0], row[1]) for row in rows[1:] if int(row[4]) > 0}
+    sides = ("bare FastAPI (uvicorn)", "ModelForge gateway")
+    assert seen == {(side, path) for side in sides for path in ("/api/training_status", "/api/models")}
+
+
+def test_load_server_cpu_is_split_by_process(load: str) -> None:
+    rows = tables(load)["Server CPU per request by process (median of rounds)"]
+    processes = {(row[0], row[1]) for row in rows[1:]}
+    assert ("bare FastAPI (uvicorn)", "bare app") in processes
+    assert {("ModelForge gateway", name) for name in ("gateway", "trainer", "registry")} <= processes
+
+
+def test_load_every_goal_has_a_verdict(load: str) -> None:
+    goals = tables(load)["Goals"]
+    verdicts = {row[0]: row[3] for row in goals[1:]}
+    assert len(verdicts) == 3
+    assert any(goal.startswith("requests/s through the gateway vs the bare app") for goal in verdicts)
+    assert any(goal.startswith("p99 latency through the gateway") for goal in verdicts)
+    assert verdicts["no errors under load (both sides)"] == "met"
+    assert all(VERDICT.match(verdict) for verdict in verdicts.values())
+
+
+# --- Serving (bench/serving.py): in process on the tiny model, then the same users through the stack ---
+
+
+@pytest.fixture(scope="module")
+def serving(results: str) -> str:
+    return section(results, "Serving")
+
+
+def test_serving_every_user_count_has_served_and_plain_measurements(serving: str) -> None:
+    rows = table(serving, "Aggregate tokens/s")
+    assert rows[0][:3] == ["users", "served tokens/s", "plain batched tokens/s"]
+    assert [int(row[0]) for row in rows[1:]] == list(USERS)
+    for row in rows[1:]:
+        assert all(NUMBER.match(cell) for cell in row[1:4]), row
+
+
+def test_serving_memory_table_and_every_goal_has_a_verdict(serving: str) -> None:
+    memory = table(serving, "Memory of loaded weights")
+    assert len(memory) == 5 and all(NUMBER.match(row[1]) and float(row[1]) > 0 for row in memory[1:])
+    goals = table(serving, "Goals")
+    names = " ".join(row[0] for row in goals[1:])
+    for goal in ("8 users' aggregate tokens/s", "one user's tokens/s vs plain generate (whole)",
+                 "one user's tokens/s vs plain generate (streamed)", "time to first token p99",
+                 f"memory of {ADAPTERS_FOR_MEMORY} adapters"):
+        assert goal in names
+    assert all(VERDICT.match(row[3]) for row in goals[1:]), goals
+    # One base copy serves all ten adapters, whatever the timing.
+    memory_goal = next(row for row in goals[1:] if row[0].startswith("memory"))
+    assert "(1 base copy)" in memory_goal[2]
+
+
+def test_serving_through_the_stack_every_user_streamed_and_both_goals_are_judged(serving: str) -> None:
+    rows = table(serving, "Through the stack, POST /api/playground/stream")
+    assert [row[0] for row in rows] == ["users", "1 at a time", "8 at once"]
+    for row in rows[1:]:
+        assert all(NUMBER.match(cell) and float(cell.replace(",", "")) > 0 for cell in row[1:]), row
+    side_by_side = table(serving, "Time to first token, in process vs through the stack")
+    assert [row[0].split(" (")[0] for row in side_by_side[1:]] == ["in process", "through the stack"]
+    # Every user of the round saw visible text: 8 first tokens a side, in process and through the stack.
+    assert [row[1] for row in side_by_side[1:]] == ["8", "8"]
+    cpu = table(serving, "Through the stack, where a request's CPU goes")
+    assert [row[0] for row in cpu[1:]] == ["gateway", "registry", "inference"]
+    assert all(NUMBER.match(cell) for row in cpu[1:] for cell in row[1:]), cpu
+    goals = table(serving, "Goals")
+    ttft = [row for row in goals[1:] if row[0].startswith("time to first token p99")]
+    assert len(ttft) == 2 and ttft[0][0].endswith("in process") and "through the stack" in ttft[1][0]
+    assert all(VERDICT.match(row[3]) for row in goals[1:]), goals
