@@ -45,6 +45,7 @@ from modelforge_common.errors import (
     Unavailable,
 )
 from modelforge_common.grpc_server import build_server, mark_serving, service_name
+from modelforge_common.stream_session import StreamsSession
 from modelforge_common.testing import free_port
 from modelforge_gateway.main import create_app
 from modelforge_gateway.settings import GatewaySettings
@@ -502,6 +503,13 @@ class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
                 tokens_generated=index,
                 generation_time_ms=index,
             )
+
+    async def GenerateStreams(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        # As inference-svc serves it: each stream is this fake's GenerateStream for its request.
+        async for message in StreamsSession(lambda request: self.GenerateStream(request, context)).responses(
+            request_iterator
+        ):
+            yield message
 
     async def MergeAdapter(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self.merges.append(request)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from modelforge.v1 import inference_pb2, inference_pb2_grpc
 from modelforge_common.grpc_client import make_channel, violations_of
@@ -252,3 +254,94 @@ async def test_a_bad_chat_role_is_invalid_argument_naming_the_message(
         await stub.Generate(inference_pb2.GenerateRequest(model=ref_pb(refs["full"]), params=params), timeout=60)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in violations_of(exc.value)] == ["messages[1].role"]
+
+
+@pytest.fixture
+async def served(data_dir: Path) -> AsyncIterator[tuple[inference_pb2_grpc.InferenceServiceStub, LocalBackend]]:
+    """The stub and the local backend behind it (to see its batch slots)."""
+    local = LocalBackend(2, 1 << 30, device="cpu")
+    service = InferenceService(local, default_max_new_tokens=16)
+    name = service_name(inference_pb2, "InferenceService")
+    servicer = InferenceServicer(service, ModelPublisher(data_dir, hf_token=None))
+    server, port, _health = build_server(
+        [(inference_pb2_grpc.add_InferenceServiceServicer_to_server, servicer, name)], "127.0.0.1:0"
+    )
+    await server.start()
+    channel = make_channel(f"127.0.0.1:{port}", intercepted=False)
+    try:
+        yield inference_pb2_grpc.InferenceServiceStub(channel), local
+    finally:
+        await channel.close()
+        await server.stop(None)
+        await service.close()
+
+
+def start_action(stream_id: int, model: inference_pb2.ModelRef,
+                 params: inference_pb2.GenerationParams) -> inference_pb2.StreamAction:
+    request = inference_pb2.GenerateStreamRequest(model=model, params=params)
+    return inference_pb2.StreamAction(stream_id=stream_id, start=request, request_id=f"req-{stream_id}")
+
+
+async def test_streams_over_one_call_give_what_generate_stream_gives_and_errors_as_its_status(
+    served: tuple[inference_pb2_grpc.InferenceServiceStub, LocalBackend], refs: dict[str, ModelRef]
+) -> None:
+    stub, _ = served
+    lora, full = ref_pb(refs["lora"]), ref_pb(refs["full"])
+    bad = inference_pb2.GenerationParams(prompt="", temperature=3.0)
+    alone = {}
+    for stream_id, model in ((1, lora), (2, full)):
+        request = inference_pb2.GenerateStreamRequest(model=model, params=greedy())
+        chunks = [c async for c in stub.GenerateStream(request, timeout=60)]
+        alone[stream_id] = ("".join(c.text for c in chunks), chunks[-1].tokens_generated)
+    call = stub.GenerateStreams(timeout=120)
+    await call.write(inference_pb2.GenerateStreamsRequest(
+        actions=[start_action(1, lora, greedy()), start_action(2, full, greedy()), start_action(3, full, bad)]))
+    await call.done_writing()
+    pieces: dict[int, list[inference_pb2.GenerateStreamResponse]] = {1: [], 2: []}
+    errors = {}
+    async for message in call:
+        for event in message.events:
+            if event.WhichOneof("event") == "piece":
+                pieces[event.stream_id].append(event.piece)
+            else:
+                errors[event.stream_id] = status_pb2.Status.FromString(event.error_status)
+    # The call ended by itself once the caller stopped writing and every stream was done.
+    assert await call.code() == grpc.StatusCode.OK
+    # Greedy: the same text whoever shares the batch (pieces may split differently: they are timed).
+    assert {sid: ("".join(p.text for p in got), got[-1].tokens_generated) for sid, got in pieces.items()} == alone
+    assert all(got[-1].finished and not any(p.finished for p in got[:-1]) for got in pieces.values())
+    assert list(errors) == [3] and errors[3].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    bad_request = error_details_pb2.BadRequest()
+    assert errors[3].details[0].Unpack(bad_request)
+    assert [v.field for v in bad_request.field_violations] == ["prompt", "temperature"]
+
+
+async def test_a_cancelled_stream_frees_its_batch_slot_and_the_call_stays_open(
+    served: tuple[inference_pb2_grpc.InferenceServiceStub, LocalBackend], refs: dict[str, ModelRef]
+) -> None:
+    stub, local = served
+    model = ref_pb(refs["lora"])
+    call = stub.GenerateStreams(timeout=120)
+    await call.write(inference_pb2.GenerateStreamsRequest(
+        actions=[start_action(1, model, greedy(max_new_tokens=400))]))
+    first = await call.read()
+    assert first.events[0].stream_id == 1
+    host = (await local.served_model(dataclasses.replace(refs["lora"]))).host
+    batcher = local.batcher_for(host)
+    assert batcher is not None and batcher.active == 1
+    await call.write(inference_pb2.GenerateStreamsRequest(
+        actions=[inference_pb2.StreamAction(stream_id=1, cancel=inference_pb2.StreamCancel())]))
+    for _ in range(500):
+        if batcher.active == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert batcher.active == 0
+    # The same call serves the next stream to its end.
+    await call.write(inference_pb2.GenerateStreamsRequest(actions=[start_action(2, model, greedy(max_new_tokens=4))]))
+    await call.done_writing()
+    finished = []
+    while (message := await call.read()) is not grpc.aio.EOF:
+        print(message)
+        finished += [event.piece.finished for event in message.events if event.stream_id == 2]
+    assert finished and finished[-1] is True
+    assert await call.code() == grpc.StatusCode.OK

@@ -43,7 +43,11 @@ _SERVICE_CONFIG = json.dumps(
 )
 
 
-def make_channel(target: str, max_message_bytes: int = 64 * 1024 * 1024) -> grpc.aio.Channel:
+def make_channel(
+    target: str, max_message_bytes: int = 64 * 1024 * 1024, *, intercepted: bool = True
+) -> grpc.aio.Channel:
+    """A channel to `target`. intercepted=False leaves out the per-call interceptors (request id, trace,
+    deadline): for a long-lived call that carries those per message instead (GenerateStreams)."""
     return grpc.aio.insecure_channel(
         target,
         options=[
@@ -54,7 +58,7 @@ def make_channel(target: str, max_message_bytes: int = 64 * 1024 * 1024) -> grpc
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ],
-        interceptors=client_interceptors(),
+        interceptors=client_interceptors() if intercepted else None,
     )
 
 

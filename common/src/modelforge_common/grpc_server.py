@@ -32,10 +32,9 @@ Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
 _bound: weakref.WeakKeyDictionary[grpc.aio.Server, tuple[str, int]] = weakref.WeakKeyDictionary()
 
 
-def status_for(exc: ModelForgeError) -> tuple[grpc.StatusCode, tuple[tuple[str, bytes], ...]]:
-    """gRPC code and trailing metadata (google.rpc.Status with BadRequest details) for a domain error."""
-    code = grpc.StatusCode[exc.code]
-    status = status_pb2.Status(code=code.value[0], message=exc.message)
+def rpc_status(exc: ModelForgeError) -> status_pb2.Status:
+    """The google.rpc.Status (code, message, BadRequest field violations) for a domain error."""
+    status = status_pb2.Status(code=grpc.StatusCode[exc.code].value[0], message=exc.message)
     if exc.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
@@ -46,7 +45,12 @@ def status_for(exc: ModelForgeError) -> tuple[grpc.StatusCode, tuple[tuple[str, 
         detail = any_pb2.Any()
         detail.Pack(bad_request)
         status.details.append(detail)
-    return code, (("grpc-status-details-bin", status.SerializeToString()),)
+    return status
+
+
+def status_for(exc: ModelForgeError) -> tuple[grpc.StatusCode, tuple[tuple[str, bytes], ...]]:
+    """gRPC code and trailing metadata (google.rpc.Status with BadRequest details) for a domain error."""
+    return grpc.StatusCode[exc.code], (("grpc-status-details-bin", rpc_status(exc).SerializeToString()),)
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:

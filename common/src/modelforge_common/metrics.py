@@ -118,6 +118,14 @@ def split_method(full_method: str) -> tuple[str, str]:
     return service or "unknown", method or "unknown"
 
 
+def record_call(full_method: str, code: grpc.StatusCode, seconds: float) -> None:
+    """Counts one call served without an RPC of its own (a stream multiplexed over a GenerateStreams
+    call stands for a GenerateStream call) as the interceptor counts RPCs."""
+    service, method = split_method(full_method)
+    GRPC_HANDLED.labels(service, method, code.name).inc()
+    GRPC_LATENCY.labels(service, method).observe(seconds)
+
+
 def _code_name(context: grpc.aio.ServicerContext[Any, Any], default: grpc.StatusCode) -> str:
     code = call_status_code(context)
     return (code or default).name

@@ -365,3 +365,43 @@ class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
 def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
     """One interceptor per call kind (grpc.aio files each interceptor under one kind only)."""
     return [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()]
+
+
+# --- streams multiplexed over one call (InferenceService.GenerateStreams) -------------------------
+# Each stream stands for the call it replaces: a CLIENT span where the caller starts it and a SERVER
+# span, its child, where it is served, with the trace context carried in the stream's start message.
+
+
+def start_stream_span(full_method: str) -> tuple[dict[str, str], Span | None]:
+    """The trace context to send with a stream started now (the current trace: the caller's request),
+    and its CLIENT span (None when tracing is off), to end with end_stream_span."""
+    if not _enabled:
+        return {}, None
+    span = tracer().start_span(full_method.lstrip("/"), kind=SpanKind.CLIENT, attributes=_rpc_attributes(full_method))
+    request_id = request_id_var.get()
+    if request_id:
+        span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier, span
+
+
+def serve_stream_span(full_method: str, carrier: Mapping[str, str], request_id: str) -> Span | None:
+    """A SERVER span for one stream, continuing the trace its start message carried, made current in
+    the calling task (a stream's own task); None when tracing is off."""
+    if not _enabled:
+        return None
+    parent = propagate.extract(dict(carrier))
+    span = tracer().start_span(
+        full_method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=_rpc_attributes(full_method)
+    )
+    if request_id:
+        span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
+    otel_context.attach(trace.set_span_in_context(span, parent))
+    return span
+
+
+def end_stream_span(span: Span | None, code: grpc.StatusCode) -> None:
+    """Ends a stream's span (either side) with the status the stream ended with."""
+    if span is not None:
+        _end_span(span, code)

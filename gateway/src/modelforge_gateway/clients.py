@@ -14,8 +14,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from modelforge.v1 import hardware_pb2_grpc, inference_pb2_grpc, registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from modelforge_common.grpc_client import make_channel
 from modelforge_gateway.settings import GatewaySettings
+from modelforge_gateway.upstream.generation_streams import MultiplexedGenerateStream
 
 SERVICES = ("trainer", "registry", "hardware", "inference")
+# The channel of the one GenerateStreams call the playground's and OpenAI's streams share.
+STREAMS_CHANNEL = "inference-streams"
 
 StatusListener: TypeAlias = Callable[[trainer_pb2.GetTrainingStatusResponse], None]
 
@@ -129,6 +132,8 @@ class Clients:
     registry: RegistryClient
     hardware: HardwareClient
     inference: InferenceClient
+    # GenerateStream's stand-in on `inference` when streams are multiplexed (the default).
+    streams: MultiplexedGenerateStream | None = None
 
     @classmethod
     def open(
@@ -144,15 +149,30 @@ class Clients:
         }
         channels = {name: make_channel(addr, settings.grpc_max_message_bytes) for name, addr in addresses.items()}
         trainer = trainer_pb2_grpc.TrainerServiceStub(channels["trainer"])
+        inference = inference_pb2_grpc.InferenceServiceStub(channels["inference"])
+        streams: MultiplexedGenerateStream | None = None
+        if settings.inference_streams_multiplexed:
+            # Its own connection, without per-call interceptors: each stream carries its request id and
+            # trace context in its start message (upstream/generation_streams.py says why).
+            channels[STREAMS_CHANNEL] = make_channel(
+                settings.inference_addr, settings.grpc_max_message_bytes, intercepted=False
+            )
+            streams = MultiplexedGenerateStream(
+                inference_pb2_grpc.InferenceServiceStub(channels[STREAMS_CHANNEL]).GenerateStreams
+            )
+            inference.GenerateStream = streams
         return cls(
             channels=channels,
             trainer=trainer if on_trainer_status is None else watching_status(trainer, on_trainer_status),
             registry=registry_pb2_grpc.RegistryServiceStub(channels["registry"]),
             hardware=hardware_pb2_grpc.HardwareServiceStub(channels["hardware"]),
-            inference=inference_pb2_grpc.InferenceServiceStub(channels["inference"]),
+            inference=inference,
+            streams=streams,
         )
 
     async def close(self, grace_s: float | None = None) -> None:
+        if self.streams is not None:
+            self.streams.close()
         await asyncio.gather(*(channel.close(grace_s) for channel in self.channels.values()))
 
     async def serving(self, timeout_s: float) -> dict[str, bool]:

@@ -3,7 +3,7 @@ that serves its task (TGI when configured and able, else the local transformers 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from modelforge_common.errors import FieldViolation, InvalidArgument
 from modelforge_inference.backends.base import InferenceBackend
@@ -50,7 +50,7 @@ class InferenceService:
         _check_ref(ref)
         return await self.backend_for(ref.task).generate(ref, params)
 
-    async def generate_stream(self, ref: ModelRef, requested: RequestedParams) -> AsyncIterator[StreamChunk]:
+    async def generate_stream(self, ref: ModelRef, requested: RequestedParams) -> AsyncGenerator[StreamChunk, None]:
         params = validate_params(ref.task, requested, self.default_max_new_tokens)
         _check_ref(ref)
         async for chunk in self.backend_for(ref.task).generate_stream(ref, params):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 
 from modelforge.v1 import inference_pb2, inference_pb2_grpc
+from modelforge_common.stream_session import StreamsSession
 from modelforge_inference.convert import (
     generate_response_to_pb,
     model_ref_from_pb,
@@ -38,6 +40,23 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         chunks = self.service.generate_stream(model_ref_from_pb(request.model), params_from_pb(request.params))
         async for chunk in chunks:
             yield stream_chunk_to_pb(chunk)
+
+    async def GenerateStreams(  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[inference_pb2.GenerateStreamsRequest],
+        context: grpc.aio.ServicerContext[inference_pb2.GenerateStreamsRequest, inference_pb2.GenerateStreamsResponse],
+    ) -> AsyncIterator[inference_pb2.GenerateStreamsResponse]:
+        async for message in StreamsSession(self._stream).responses(request_iterator):
+            yield message
+
+    async def _stream(
+        self, request: inference_pb2.GenerateStreamRequest
+    ) -> AsyncGenerator[inference_pb2.GenerateStreamResponse, None]:
+        """One stream of GenerateStreams: what GenerateStream serves."""
+        chunks = self.service.generate_stream(model_ref_from_pb(request.model), params_from_pb(request.params))
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield stream_chunk_to_pb(chunk)
 
     async def UnloadModel(  # noqa: N802 - gRPC method name
         self,

@@ -1,0 +1,209 @@
+"""The gateway's end of GenerateStreams (upstream/generation_streams.py) against a real gRPC server whose
+InferenceService serves each stream from a script and records every action it receives."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+import pytest
+
+from modelforge.v1 import inference_pb2, inference_pb2_grpc
+from modelforge_common.errors import FieldViolation, InvalidArgument
+from modelforge_common.grpc_client import make_channel, violations_of
+from modelforge_common.grpc_server import build_server
+from modelforge_common.ports import free_port
+from modelforge_common.stream_session import StreamsSession
+from modelforge_gateway.clients import Clients
+from modelforge_gateway.settings import GatewaySettings
+from modelforge_gateway.upstream.generation_streams import MultiplexedGenerateStream
+
+
+class ScriptedInference(inference_pb2_grpc.InferenceServiceServicer):
+    """Each stream answers its prompt's words; "invalid" is refused with a field violation; "hold"
+    waits until released. Records the calls, the actions and which streams were closed."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.plain_calls = 0
+        self.actions: list[inference_pb2.StreamAction] = []
+        self.closed: list[str] = []
+        self.release = asyncio.Event()
+
+    async def _serve(
+        self, request: inference_pb2.GenerateStreamRequest
+    ) -> AsyncGenerator[inference_pb2.GenerateStreamResponse, None]:
+        prompt = request.params.prompt
+        try:
+            if prompt == "invalid":
+                raise InvalidArgument("bad", [FieldViolation("params.temperature", "must be at most 2")])
+            if prompt == "hold":
+                await self.release.wait()
+            words = prompt.split()
+            for index, word in enumerate(words, start=1):
+                yield inference_pb2.GenerateStreamResponse(text=word, finished=index == len(words),
+                                                           tokens_generated=index)
+        finally:
+            self.closed.append(prompt)
+
+    async def GenerateStreams(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        self.calls += 1
+
+        async def recorded() -> AsyncIterator[inference_pb2.GenerateStreamsRequest]:
+            async for message in request_iterator:
+                self.actions.extend(message.actions)
+                yield message
+
+        async for message in StreamsSession(self._serve).responses(recorded()):
+            yield message
+
+    async def GenerateStream(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+        self.plain_calls += 1
+        async for piece in self._serve(request):
+            yield piece
+
+
+def stream_request(prompt: str) -> inference_pb2.GenerateStreamRequest:
+    return inference_pb2.GenerateStreamRequest(params=inference_pb2.GenerationParams(prompt=prompt))
+
+
+@asynccontextmanager
+async def serving(port: int, fake: ScriptedInference) -> AsyncIterator[grpc.aio.Server]:
+    name = "modelforge.v1.InferenceService"
+    server, _, _ = build_server(
+        [(inference_pb2_grpc.add_InferenceServiceServicer_to_server, fake, name)], f"127.0.0.1:{port}"
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(None)
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    yield free_port()
+
+
+async def read_all(call: Any) -> list[str]:
+    return [piece.text async for piece in call]
+
+
+async def eventually(check: Any, timeout_s: float = 5.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+async def test_concurrent_streams_share_one_call_and_each_reads_its_own_pieces(port: int) -> None:
+    fake = ScriptedInference()
+    async with serving(port, fake):
+        channel = make_channel(f"127.0.0.1:{port}", intercepted=False)
+        streams = MultiplexedGenerateStream(inference_pb2_grpc.InferenceServiceStub(channel).GenerateStreams)
+        prompts = [f"user {index} says hello" for index in range(8)]
+        calls = [streams(stream_request(prompt), timeout=10, metadata=(("x-request-id", f"req-{index}"),))
+                 for index, prompt in enumerate(prompts)]
+        answers = await asyncio.gather(*(read_all(call) for call in calls))
+        assert answers == [prompt.split() for prompt in prompts]
+        assert fake.calls == 1 and fake.plain_calls == 0
+        starts = [action for action in fake.actions if action.WhichOneof("action") == "start"]
+        assert sorted(action.request_id for action in starts) == sorted(f"req-{i}" for i in range(8))
+        assert len({action.stream_id for action in starts}) == 8
+        assert {await call.code() for call in calls} == {grpc.StatusCode.OK}
+        streams.close()
+        await channel.close()
+
+
+async def test_a_refused_stream_raises_the_status_and_violations_a_call_would(port: int) -> None:
+    fake = ScriptedInference()
+    async with serving(port, fake):
+        channel = make_channel(f"127.0.0.1:{port}", intercepted=False)
+        streams = MultiplexedGenerateStream(inference_pb2_grpc.InferenceServiceStub(channel).GenerateStreams)
+        refused = streams(stream_request("invalid"), timeout=10)
+        fine = streams(stream_request("still fine"), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await refused.read()
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and raised.value.details() == "bad"
+        assert violations_of(raised.value) == [FieldViolation("params.temperature", "must be at most 2")]
+        assert await refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert await read_all(fine) == ["still", "fine"]
+        streams.close()
+        await channel.close()
+
+
+async def test_cancel_and_deadline_stop_the_stream_on_the_server(port: int) -> None:
+    fake = ScriptedInference()
+    async with serving(port, fake):
+        channel = make_channel(f"127.0.0.1:{port}", intercepted=False)
+        streams = MultiplexedGenerateStream(inference_pb2_grpc.InferenceServiceStub(channel).GenerateStreams)
+        left = streams(stream_request("hold"), timeout=10)
+        reading = asyncio.ensure_future(left.read())
+        await eventually(lambda: len(fake.actions) == 1)
+        assert left.cancel() and not left.cancel()  # a second cancel does nothing
+        with pytest.raises(grpc.aio.AioRpcError) as cancelled:
+            await reading
+        assert cancelled.value.code() == grpc.StatusCode.CANCELLED
+        await eventually(lambda: fake.closed == ["hold"])  # the server closed it: its batch slot is free
+        assert fake.actions[-1].WhichOneof("action") == "cancel"
+
+        late = streams(stream_request("hold"), timeout=0.2)
+        with pytest.raises(grpc.aio.AioRpcError) as expired:
+            await late.read()
+        assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await eventually(lambda: fake.closed == ["hold", "hold"])
+        assert fake.calls == 1  # both on the same call, which is still open
+        assert await read_all(streams(stream_request("after both"), timeout=10)) == ["after", "both"]
+        streams.close()
+        await channel.close()
+
+
+async def test_when_inference_goes_away_open_streams_fail_unavailable_and_the_next_reconnects(port: int) -> None:
+    fake = ScriptedInference()
+    channel = make_channel(f"127.0.0.1:{port}", intercepted=False)
+    streams = MultiplexedGenerateStream(inference_pb2_grpc.InferenceServiceStub(channel).GenerateStreams)
+    async with serving(port, fake):
+        held = streams(stream_request("hold"), timeout=30)
+        reading = asyncio.ensure_future(held.read())
+        await eventually(lambda: len(fake.actions) == 1)
+    with pytest.raises(grpc.aio.AioRpcError) as lost:
+        await reading
+    assert lost.value.code() == grpc.StatusCode.UNAVAILABLE
+    # Nothing listens now: a new stream fails at once with UNAVAILABLE (not at its deadline).
+    with pytest.raises(grpc.aio.AioRpcError) as down:
+        await asyncio.wait_for(streams(stream_request("nobody home"), timeout=30).read(), 10)
+    assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+    restarted = ScriptedInference()
+    async with serving(port, restarted):
+        for _ in range(50):  # the channel reconnects with backoff
+            try:
+                assert await read_all(streams(stream_request("back again"), timeout=10)) == ["back", "again"]
+                break
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("never reconnected")
+        assert restarted.calls >= 1
+    streams.close()
+    await channel.close()
+
+
+@pytest.mark.parametrize("multiplexed", [True, False])
+async def test_the_gateway_stub_streams_over_one_call_unless_turned_off(port: int, multiplexed: bool) -> None:
+    fake = ScriptedInference()
+    async with serving(port, fake):
+        settings = GatewaySettings(inference_addr=f"127.0.0.1:{port}", inference_streams_multiplexed=multiplexed,
+                                   log_json=False)
+        clients = Clients.open(settings)
+        try:
+            calls = [clients.inference.GenerateStream(stream_request(f"hi {n}"), timeout=10) for n in range(3)]
+            assert [await read_all(call) for call in calls] == [["hi", str(n)] for n in range(3)]
+        finally:
+            await clients.close()
+        assert (fake.calls, fake.plain_calls) == ((1, 0) if multiplexed else (0, 3))
