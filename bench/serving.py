@@ -12,8 +12,9 @@ side does (chat template, tokenizer, generate, decode); its first-token time is 
 decoding step.
 
 Through the stack, users reach the model as the issue's "8 users generating at once from the playground"
-do: POST /api/playground/stream on the gateway (REST/SSE), gRPC GenerateStream to inference-svc, the same
-continuous batching there. The same four adapters are registered with registry-svc as the trainer
+do: POST /api/playground/stream on the gateway (REST/SSE), a stream on the gateway's open GenerateStreams
+call to inference-svc (MODELFORGE_INFERENCE_STREAMS_MULTIPLEXED, on by default), the same continuous
+batching there. The same four adapters are registered with registry-svc as the trainer
 registers its models; 1 and 8 users stream at once, each on its own keep-alive connection from this
 process, and time to first token is the first SSE data event carrying text, seen by the client.
 """
@@ -567,8 +568,8 @@ def add_stack_results(section: Section, runs: StackRuns, in_process: FirstTokens
 
 
 def measure(base: Path, work_dir: Path, quick: bool, stack: Stack | None = None) -> Section:
-    """The whole benchmark; through the stack too when one is given (the smoke test calls it with the tiny
-    model, with and without a stack)."""
+    """The whole benchmark; through the stack too when one is given (`python -m bench`, and so the smoke
+    test's quick run, gives one)."""
     import torch
 
     from modelforge_inference.backends.local import LocalBackend
