@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from modelforge.v1.common_pb2 import TrainingConfig
-from modelforge_common.errors import FailedPrecondition
+from modelforge_common.errors import FailedPrecondition, Unavailable
 from modelforge_common.logging import request_id_var
 from modelforge_common.tracing import deadline_var
 from modelforge_trainer.jobs import EventKind, JobRegistry, JobStatus
@@ -272,3 +274,89 @@ async def test_a_job_calls_the_registry_with_its_request_id_and_without_the_subm
 
     assert durable.store.records[job_id].status == "completed"
     assert witness.seen == [("req-14", None)]
+
+
+class HeldEndStore(MemoryJobStore):
+    """Holds the write that records a job's end until `release` is set (a slow registry), or fails it
+    with Unavailable while `down` (a registry outage)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.down = False
+
+    async def update_job(self, job_id: str, changes: dict[str, Any], expected_statuses: Collection[str] = ()) -> Any:
+        if changes.get("status") in {status.value for status in JobStatus if status.terminal}:
+            if self.down:
+                raise Unavailable("registry-svc is unreachable")
+            await self.release.wait()
+        return await super().update_job(job_id, changes, expected_statuses)
+
+
+async def eventually(check: Any, timeout_s: float = 60.0) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+def ended_here(durable: Durable, job_id: str) -> bool:
+    job = durable.service.jobs.find(job_id)
+    return job is not None and job.status.terminal
+
+
+def durable_over(store: MemoryJobStore, data_dir: Path, chat_dataset: Path, worker: list[str]) -> Durable:
+    paths, jobs, queue = JobPaths(data_dir), JobRegistry(), MemoryQueue()
+    sink, registrar = RecordingSink(), FakeRegistrar()
+    recorder = RecordingStoreSink(sink, store, jobs.find, paths.checkpoint_dir, replica="replica-a",
+                                  progress_interval_s=0, retry_s=0.05)
+    runner = JobRunner(recorder, registrar, paths, stop_grace_s=5, worker_command=worker)
+    service = service_with_fakes(paths, runner, {"chat.jsonl": chat_dataset}, jobs=jobs, durable=DurableJobs(
+        store=store, queue=queue, recorder=recorder, announce=sink, replica="replica-a"
+    ))
+    return Durable(service, store, queue, sink, registrar)
+
+
+async def test_a_job_is_answered_ended_only_once_its_record_says_so(
+    data_dir: Path, chat_dataset: Path, fake_worker_command: list[str], model_dir: Path
+) -> None:
+    store = HeldEndStore()
+    durable = durable_over(store, data_dir, chat_dataset, fake_worker_command)
+    job, _ = await durable.service.submit(request(model_dir))
+    running = asyncio.ensure_future(durable.service.take_delivery(FakeDelivery(job.job_id)))
+    await eventually(lambda: ended_here(durable, job.job_id))
+    # Ended here, not yet in the registry: a status answer waits for the record (what the registry
+    # decides, such as whether a dataset is still in use, must agree with what the caller is told).
+    answer = asyncio.ensure_future(durable.service.lookup(job.job_id))
+    await asyncio.sleep(0.3)
+    assert not answer.done() and store.records[job.job_id].status == "running"
+    store.release.set()
+    async with asyncio.timeout(10):
+        ended = await answer
+        await running
+    assert ended is not None and ended.status.terminal
+    assert store.records[job.job_id].status == ended.status.value
+
+
+async def test_with_the_registry_down_an_ended_job_is_answered_at_once(
+    data_dir: Path, chat_dataset: Path, fake_worker_command: list[str], model_dir: Path
+) -> None:
+    store = HeldEndStore()
+    store.down = True
+    durable = durable_over(store, data_dir, chat_dataset, fake_worker_command)
+    job, _ = await durable.service.submit(request(model_dir))
+    running = asyncio.ensure_future(durable.service.take_delivery(FakeDelivery(job.job_id)))
+    await eventually(lambda: ended_here(durable, job.job_id))
+    recorder = durable.service.durable.recorder if durable.service.durable is not None else None
+    assert recorder is not None
+    await eventually(lambda: recorder.retrying)
+    started = time.monotonic()
+    ended = await durable.service.lookup(job.job_id)
+    assert ended is not None and ended.status.terminal
+    assert time.monotonic() - started < 1.0  # it did not wait out RECORD_WAIT_S for a registry that is down
+    store.down = False
+    store.release.set()
+    async with asyncio.timeout(30):
+        await running  # the record catches up once the registry is back, then the delivery is acknowledged
+    assert store.records[job.job_id].status == ended.status.value

@@ -44,6 +44,8 @@ class UnusedQueue:
 class Flushed:
     """A recorder with nothing left to write."""
 
+    retrying = False
+
     async def flush(self, timeout_s: float) -> bool:
         return True
 

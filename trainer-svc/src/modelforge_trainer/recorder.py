@@ -48,6 +48,7 @@ class RecordingStoreSink:
         self._pending: dict[str, dict[str, Any]] = {}
         self._last_progress_write: dict[str, float] = {}
         self._writing: str | None = None
+        self._retrying = False
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -99,15 +100,23 @@ class RecordingStoreSink:
             self._writing = job_id
             try:
                 await self.store.update_job(job_id, changes)
+                self._retrying = False
             except Unavailable as exc:
                 # Keep it, under anything newer that arrived meanwhile, and try again.
                 self._pending[job_id] = {**changes, **self._pending.get(job_id, {})}
+                self._retrying = True
                 log.warning("recording job %s failed, will retry: %s", job_id, exc.message)
                 await asyncio.sleep(self.retry_s)
             except ModelForgeError as exc:
+                self._retrying = False
                 log.warning("recording job %s refused: %s", job_id, exc.message)
             finally:
                 self._writing = None
+
+    @property
+    def retrying(self) -> bool:
+        """Whether the last write failed for want of the registry (its changes are kept and retried)."""
+        return self._retrying
 
     async def flush(self, timeout_s: float) -> bool:
         """Waits until every change is written (True) or the timeout passes (False)."""

@@ -33,6 +33,9 @@ from modelforge_training.spec import TrainingJobSpec, apply_recorded, recorded_c
 JOB_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
 log = logging.getLogger(__name__)
 _STILL_RUNNING = object()  # a delivery whose job a live replica still runs: leave the message alone
+# How long a status answer waits at most for the registry to record that a job ended (normally
+# milliseconds). With the registry down it does not wait: the record catches up when it is back.
+RECORD_WAIT_S = 2.0
 
 
 class Recorder(Protocol):
@@ -40,6 +43,11 @@ class Recorder(Protocol):
 
     async def flush(self, timeout_s: float) -> bool:
         """True once every job change so far is written to the registry."""
+        ...
+
+    @property
+    def retrying(self) -> bool:
+        """Whether the last write failed for want of the registry (its changes are kept and retried)."""
         ...
 
 
@@ -404,7 +412,8 @@ class TrainerService:
         """status(), and with the registry any replica's job: by id, or without one the job in
         progress anywhere, else the most recent one (none of those from before a reset)."""
         if self.durable is None or (job_id and self.jobs.find(job_id) is not None):
-            return self.status(job_id)
+            found = self.status(job_id)
+            return await self._as_recorded(found) if found is not None else None
         if job_id:
             return self._known(await self.durable.store.get_job(job_id))
         local = self.jobs.active()
@@ -434,7 +443,7 @@ class TrainerService:
             if job.status is JobStatus.QUEUED:
                 self.runner.sink.publish(job.cancel_queued())
                 self._resume_from.pop(job.job_id, None)
-                return job
+                return await self._as_recorded(job)
         else:
             running = self.jobs.running() or self.jobs.active()
             if not running:
@@ -442,10 +451,18 @@ class TrainerService:
             job = running[-1]
             if job.status is JobStatus.QUEUED:
                 self.runner.sink.publish(job.cancel_queued())
-                return job
+                return await self._as_recorded(job)
         if job.status is JobStatus.REGISTERING:
             raise FailedPrecondition(f"Training job {job.job_id} has finished training; its model is being registered")
         await self.runner.stop(job, wait_s)
+        return await self._as_recorded(job)
+
+    async def _as_recorded(self, job: Job) -> Job:
+        """`job` as this replica knows it; one that ended here only once the registry's record says so
+        too (the recorder writes it a moment after the event). What is decided from the record, such as
+        a dataset still in use or the jobs in progress, then agrees with what the caller was just told."""
+        if self.durable is not None and job.status.terminal and not self.durable.recorder.retrying:
+            await self.durable.recorder.flush(RECORD_WAIT_S)
         return job
 
     async def _stop_elsewhere(self, job_id: str) -> Job:
