@@ -37,9 +37,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         request: inference_pb2.GenerateStreamRequest,
         context: grpc.aio.ServicerContext[inference_pb2.GenerateStreamRequest, inference_pb2.GenerateStreamResponse],
     ) -> AsyncIterator[inference_pb2.GenerateStreamResponse]:
-        chunks = self.service.generate_stream(model_ref_from_pb(request.model), params_from_pb(request.params))
-        async for chunk in chunks:
-            yield stream_chunk_to_pb(chunk)
+        async with contextlib.aclosing(self._stream(request)) as pieces:
+            async for piece in pieces:
+                yield piece
 
     async def GenerateStreams(  # noqa: N802 - gRPC method name
         self,
@@ -52,7 +52,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def _stream(
         self, request: inference_pb2.GenerateStreamRequest
     ) -> AsyncGenerator[inference_pb2.GenerateStreamResponse, None]:
-        """One stream of GenerateStreams: what GenerateStream serves."""
+        """What GenerateStream yields for `request`, and each stream of GenerateStreams."""
         chunks = self.service.generate_stream(model_ref_from_pb(request.model), params_from_pb(request.params))
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
