@@ -84,6 +84,18 @@ async def serving(port: int, fake: ScriptedInference) -> AsyncIterator[grpc.aio.
         await server.stop(None)
 
 
+@asynccontextmanager
+async def multiplexed(port: int) -> AsyncIterator[MultiplexedGenerateStream]:
+    """The gateway's GenerateStream stand-in over its own channel to `port`, closed on the way out."""
+    channel = make_channel(f"127.0.0.1:{port}", intercepted=False)
+    streams = MultiplexedGenerateStream(inference_pb2_grpc.InferenceServiceStub(channel).GenerateStreams)
+    try:
+        yield streams
+    finally:
+        streams.close()
+        await channel.close()
+
+
 @pytest.fixture
 def port() -> Iterator[int]:
     yield free_port()
@@ -103,9 +115,7 @@ async def eventually(check: Any, timeout_s: float = 5.0) -> None:
 
 async def test_concurrent_streams_share_one_call_and_each_reads_its_own_pieces(port: int) -> None:
     fake = ScriptedInference()
-    async with serving(port, fake):
-        channel = make_channel(f"127.0.0.1:{port}", intercepted=False)
-        streams = MultiplexedGenerateStream(inference_pb2_grpc.InferenceServiceStub(channel).GenerateStreams)
+    async with serving(port, fake), multiplexed(port) as streams:
         prompts = [f"user {index} says hello" for index in range(8)]
         calls = [streams(stream_request(prompt), timeout=10, metadata=(("x-request-id", f"req-{index}"),))
                  for index, prompt in enumerate(prompts)]
@@ -116,15 +126,11 @@ async def test_concurrent_streams_share_one_call_and_each_reads_its_own_pieces(p
         assert sorted(action.request_id for action in starts) == sorted(f"req-{i}" for i in range(8))
         assert len({action.stream_id for action in starts}) == 8
         assert {await call.code() for call in calls} == {grpc.StatusCode.OK}
-        streams.close()
-        await channel.close()
 
 
 async def test_a_refused_stream_raises_the_status_and_violations_a_call_would(port: int) -> None:
     fake = ScriptedInference()
-    async with serving(port, fake):
-        channel = make_channel(f"127.0.0.1:{port}", intercepted=False)
-        streams = MultiplexedGenerateStream(inference_pb2_grpc.InferenceServiceStub(channel).GenerateStreams)
+    async with serving(port, fake), multiplexed(port) as streams:
         refused = streams(stream_request("invalid"), timeout=10)
         fine = streams(stream_request("still fine"), timeout=10)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -133,15 +139,11 @@ async def test_a_refused_stream_raises_the_status_and_violations_a_call_would(po
         assert violations_of(raised.value) == [FieldViolation("params.temperature", "must be at most 2")]
         assert await refused.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert await read_all(fine) == ["still", "fine"]
-        streams.close()
-        await channel.close()
 
 
 async def test_cancel_and_deadline_stop_the_stream_on_the_server(port: int) -> None:
     fake = ScriptedInference()
-    async with serving(port, fake):
-        channel = make_channel(f"127.0.0.1:{port}", intercepted=False)
-        streams = MultiplexedGenerateStream(inference_pb2_grpc.InferenceServiceStub(channel).GenerateStreams)
+    async with serving(port, fake), multiplexed(port) as streams:
         left = streams(stream_request("hold"), timeout=10)
         reading = asyncio.ensure_future(left.read())
         await eventually(lambda: len(fake.actions) == 1)
@@ -159,46 +161,41 @@ async def test_cancel_and_deadline_stop_the_stream_on_the_server(port: int) -> N
         await eventually(lambda: fake.closed == ["hold", "hold"])
         assert fake.calls == 1  # both on the same call, which is still open
         assert await read_all(streams(stream_request("after both"), timeout=10)) == ["after", "both"]
-        streams.close()
-        await channel.close()
 
 
 async def test_when_inference_goes_away_open_streams_fail_unavailable_and_the_next_reconnects(port: int) -> None:
     fake = ScriptedInference()
-    channel = make_channel(f"127.0.0.1:{port}", intercepted=False)
-    streams = MultiplexedGenerateStream(inference_pb2_grpc.InferenceServiceStub(channel).GenerateStreams)
-    async with serving(port, fake):
-        held = streams(stream_request("hold"), timeout=30)
-        reading = asyncio.ensure_future(held.read())
-        await eventually(lambda: len(fake.actions) == 1)
-    with pytest.raises(grpc.aio.AioRpcError) as lost:
-        await reading
-    assert lost.value.code() == grpc.StatusCode.UNAVAILABLE
-    # Nothing listens now: a new stream fails at once with UNAVAILABLE (not at its deadline).
-    with pytest.raises(grpc.aio.AioRpcError) as down:
-        await asyncio.wait_for(streams(stream_request("nobody home"), timeout=30).read(), 10)
-    assert down.value.code() == grpc.StatusCode.UNAVAILABLE
-    restarted = ScriptedInference()
-    async with serving(port, restarted):
-        for _ in range(50):  # the channel reconnects with backoff
-            try:
-                assert await read_all(streams(stream_request("back again"), timeout=10)) == ["back", "again"]
-                break
-            except grpc.aio.AioRpcError as exc:
-                assert exc.code() == grpc.StatusCode.UNAVAILABLE
-                await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("never reconnected")
-        assert restarted.calls >= 1
-    streams.close()
-    await channel.close()
+    async with multiplexed(port) as streams:
+        async with serving(port, fake):
+            held = streams(stream_request("hold"), timeout=30)
+            reading = asyncio.ensure_future(held.read())
+            await eventually(lambda: len(fake.actions) == 1)
+        with pytest.raises(grpc.aio.AioRpcError) as lost:
+            await reading
+        assert lost.value.code() == grpc.StatusCode.UNAVAILABLE
+        # Nothing listens now: a new stream fails at once with UNAVAILABLE (not at its deadline).
+        with pytest.raises(grpc.aio.AioRpcError) as down:
+            await asyncio.wait_for(streams(stream_request("nobody home"), timeout=30).read(), 10)
+        assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+        restarted = ScriptedInference()
+        async with serving(port, restarted):
+            for _ in range(50):  # the channel reconnects with backoff
+                try:
+                    assert await read_all(streams(stream_request("back again"), timeout=10)) == ["back", "again"]
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("never reconnected")
+            assert restarted.calls >= 1
 
 
-@pytest.mark.parametrize("multiplexed", [True, False])
-async def test_the_gateway_stub_streams_over_one_call_unless_turned_off(port: int, multiplexed: bool) -> None:
+@pytest.mark.parametrize("turned_on", [True, False])
+async def test_the_gateway_stub_streams_over_one_call_unless_turned_off(port: int, turned_on: bool) -> None:
     fake = ScriptedInference()
     async with serving(port, fake):
-        settings = GatewaySettings(inference_addr=f"127.0.0.1:{port}", inference_streams_multiplexed=multiplexed,
+        settings = GatewaySettings(inference_addr=f"127.0.0.1:{port}", inference_streams_multiplexed=turned_on,
                                    log_json=False)
         clients = Clients.open(settings)
         try:
@@ -206,4 +203,4 @@ async def test_the_gateway_stub_streams_over_one_call_unless_turned_off(port: in
             assert [await read_all(call) for call in calls] == [["hi", str(n)] for n in range(3)]
         finally:
             await clients.close()
-        assert (fake.calls, fake.plain_calls) == ((1, 0) if multiplexed else (0, 3))
+        assert (fake.calls, fake.plain_calls) == ((1, 0) if turned_on else (0, 3))
