@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import json
 import shutil
@@ -438,6 +439,11 @@ async def measure_stack(stack: Stack, base: Path, adapters: list[Path], quick: b
     model_ids = register_adapters(stack, base, adapters)
     users = await choose_stack_users(stack.gateway_url, model_ids, 8)
     runs = StackRuns(max_new_tokens=max_new_tokens)
+    # This process is the users' side; it still holds the in-process half's torch, models and
+    # tokenizers, so one of its full collections (tens of ms) would land on whichever round it hits.
+    # Frozen, as the services freeze theirs after start-up, so client pauses stay out of the stack's figures.
+    gc.collect()
+    gc.freeze()
     try:
         # Warm-up: the first streams through each hop (connections, the gateway's model lookups).
         await stream_together(users, 4)
