@@ -10,11 +10,15 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from modelforge.v1 import inference_pb2, inference_pb2_grpc
+from modelforge_common import tracing
 from modelforge_common.errors import FieldViolation, InvalidArgument
 from modelforge_common.grpc_client import make_channel, violations_of
 from modelforge_common.grpc_server import build_server
+from modelforge_common.logging import request_id_var
 from modelforge_common.ports import free_port
 from modelforge_common.stream_session import StreamsSession
 from modelforge_gateway.clients import Clients
@@ -204,3 +208,30 @@ async def test_the_gateway_stub_streams_over_one_call_unless_turned_off(port: in
         finally:
             await clients.close()
         assert (fake.calls, fake.plain_calls) == ((1, 0) if turned_on else (0, 3))
+
+
+async def test_each_stream_is_traced_as_the_call_it_stands_for(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tracer provider is process-wide; tests after this one run with tracing off again.
+    monkeypatch.setattr(tracing, "_enabled", tracing.tracing_enabled())
+    exporter = InMemorySpanExporter()
+    assert tracing.configure_tracing("test", exporter=exporter)
+    fake = ScriptedInference()
+    token = request_id_var.set("req-traced-1")
+    try:
+        async with serving(port, fake), multiplexed(port) as streams:
+            assert await read_all(streams(stream_request("traced words"), timeout=10)) == ["traced", "words"]
+            with pytest.raises(grpc.aio.AioRpcError):
+                await streams(stream_request("invalid"), timeout=10).read()
+    finally:
+        request_id_var.reset(token)
+    method = "modelforge.v1.InferenceService/GenerateStream"
+    spans = [s for s in exporter.get_finished_spans()
+             if s.name == method and s.attributes.get("modelforge.request_id") == "req-traced-1"]
+    clients = [s for s in spans if s.kind is SpanKind.CLIENT]
+    servers = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert len(clients) == len(servers) == 2
+    for client in clients:
+        (server,) = [s for s in servers if s.parent is not None and s.parent.span_id == client.context.span_id]
+        assert server.context.trace_id == client.context.trace_id
+        assert server.attributes["rpc.grpc.status_code"] == client.attributes["rpc.grpc.status_code"]
+    assert sorted(s.attributes["rpc.grpc.status_code"] for s in servers) == ["INVALID_ARGUMENT", "OK"]
