@@ -389,9 +389,12 @@ async def test_an_adapter_evicted_while_generating_finishes_its_request_then_lea
     adapter_refs: list[ModelRef],
 ) -> None:
     _base, one, two = adapter_refs
-    params = dataclasses.replace(GREEDY, max_new_tokens=40)
+    # Long enough to be decoding still when `two` has loaded, even on a loaded machine (the batch
+    # decodes whether or not the stream is read: 40 tokens once ended first, and the adapter left).
+    params = dataclasses.replace(GREEDY, max_new_tokens=400)
     solo = backend()
     expected = await solo.generate(one, params)
+    assert expected.finish_reason == "length"
     await solo.close()
     local = backend(max_models=1)
     running = local.generate_stream(one, params)
