@@ -235,3 +235,69 @@ async def test_each_stream_is_traced_as_the_call_it_stands_for(port: int, monkey
         assert server.context.trace_id == client.context.trace_id
         assert server.attributes["rpc.grpc.status_code"] == client.attributes["rpc.grpc.status_code"]
     assert sorted(s.attributes["rpc.grpc.status_code"] for s in servers) == ["INVALID_ARGUMENT", "OK"]
+
+
+@asynccontextmanager
+async def serving_before_generate_streams(port: int, fake: ScriptedInference) -> AsyncIterator[None]:
+    """An inference-svc from before GenerateStreams: only GenerateStream is served (the rest: UNIMPLEMENTED)."""
+    handler = grpc.method_handlers_generic_handler("modelforge.v1.InferenceService", {
+        "GenerateStream": grpc.unary_stream_rpc_method_handler(
+            fake.GenerateStream,
+            request_deserializer=inference_pb2.GenerateStreamRequest.FromString,
+            response_serializer=inference_pb2.GenerateStreamResponse.SerializeToString,
+        ),
+    })
+
+    def add(_servicer: object, server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers((handler,))
+
+    server, _, _ = build_server([(add, fake, "modelforge.v1.InferenceService")], f"127.0.0.1:{port}")
+    await server.start()
+    try:
+        yield
+    finally:
+        await server.stop(None)
+
+
+async def test_an_inference_svc_from_before_generate_streams_still_serves_every_stream(port: int) -> None:
+    fake = ScriptedInference()
+    async with serving_before_generate_streams(port, fake):
+        clients = Clients.open(GatewaySettings(inference_addr=f"127.0.0.1:{port}", log_json=False))
+        try:
+            # Refused together on the open call, each goes on as a call of its own.
+            first = [clients.inference.GenerateStream(stream_request(f"early {n}"), timeout=10) for n in range(3)]
+            assert [await read_all(call) for call in first] == [["early", str(n)] for n in range(3)]
+            assert [await call.code() for call in first] == [grpc.StatusCode.OK] * 3
+            # Later streams are calls of their own from the start, errors included.
+            assert await read_all(clients.inference.GenerateStream(stream_request("later"), timeout=10)) == ["later"]
+            refused = clients.inference.GenerateStream(stream_request("invalid"), timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await refused.read()
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert violations_of(raised.value) == [FieldViolation("params.temperature", "must be at most 2")]
+        finally:
+            await clients.close()
+    assert fake.plain_calls == 5
+
+
+async def test_after_the_retry_time_the_open_call_is_tried_again(port: int) -> None:
+    old, new = ScriptedInference(), ScriptedInference()
+    channel = make_channel(f"127.0.0.1:{port}", intercepted=False)
+    stub = inference_pb2_grpc.InferenceServiceStub(channel)
+    streams = MultiplexedGenerateStream(stub.GenerateStreams, per_call=stub.GenerateStream, retry_after_s=0.2)
+    try:
+        async with serving_before_generate_streams(port, old):
+            assert await read_all(streams(stream_request("old one"), timeout=10)) == ["old", "one"]
+        async with serving(port, new):  # inference-svc upgraded
+            await asyncio.sleep(0.3)
+            for _ in range(50):  # the channel reconnects with backoff
+                try:
+                    assert await read_all(streams(stream_request("new one"), timeout=10)) == ["new", "one"]
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                    await asyncio.sleep(0.1)
+        assert (old.plain_calls, new.calls, new.plain_calls) == (1, 1, 0)
+    finally:
+        streams.close()
+        await channel.close()

@@ -119,16 +119,15 @@ def split_method(full_method: str) -> tuple[str, str]:
 
 
 def record_call(full_method: str, code: grpc.StatusCode, seconds: float) -> None:
-    """Counts one call served without an RPC of its own (a stream multiplexed over a GenerateStreams
-    call stands for a GenerateStream call) as the interceptor counts RPCs."""
+    """Counts one call by its final code and observes its duration: every RPC (MetricsInterceptor), and
+    each stream multiplexed over a GenerateStreams call, which stands for a GenerateStream call."""
     service, method = split_method(full_method)
     GRPC_HANDLED.labels(service, method, code.name).inc()
     GRPC_LATENCY.labels(service, method).observe(seconds)
 
 
-def _code_name(context: grpc.aio.ServicerContext[Any, Any], default: grpc.StatusCode) -> str:
-    code = call_status_code(context)
-    return (code or default).name
+def _code(context: grpc.aio.ServicerContext[Any, Any], default: grpc.StatusCode) -> grpc.StatusCode:
+    return call_status_code(context) or default
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
@@ -144,19 +143,16 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        service, method = split_method(handler_call_details.method)
+        full_method = handler_call_details.method
 
         def record(started: float, context: grpc.aio.ServicerContext[Any, Any], failed: BaseException | None) -> None:
             if failed is None:
-                code = _code_name(context, grpc.StatusCode.OK)
-            elif isinstance(failed, grpc.aio.AbortError):
-                code = _code_name(context, grpc.StatusCode.UNKNOWN)
+                code = _code(context, grpc.StatusCode.OK)
             elif isinstance(failed, asyncio.CancelledError):
-                code = grpc.StatusCode.CANCELLED.name
+                code = grpc.StatusCode.CANCELLED
             else:
-                code = _code_name(context, grpc.StatusCode.UNKNOWN)
-            GRPC_HANDLED.labels(service, method, code).inc()
-            GRPC_LATENCY.labels(service, method).observe(time.perf_counter() - started)
+                code = _code(context, grpc.StatusCode.UNKNOWN)
+            record_call(full_method, code, time.perf_counter() - started)
 
         return observed_handler(handler, lambda _context: time.perf_counter(), record)
 

@@ -215,17 +215,7 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
             # Each RPC runs in its own task, so what is set here stays with this call.
             remaining = context.time_remaining()
             deadline_var.set(time.monotonic() + remaining if remaining is not None else None)
-            if not _enabled:
-                return None
-            parent = propagate.extract(metadata)
-            span = tracer().start_span(
-                full_method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=_rpc_attributes(full_method)
-            )
-            request_id = metadata.get(REQUEST_ID_METADATA, "")
-            if request_id:
-                span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
-            otel_context.attach(trace.set_span_in_context(span, parent))
-            return span
+            return serve_stream_span(full_method, metadata, metadata.get(REQUEST_ID_METADATA, ""))
 
         def finish(
             span: Span | None, context: grpc.aio.ServicerContext[Any, Any], failed: BaseException | None
@@ -387,8 +377,8 @@ def start_stream_span(full_method: str) -> tuple[dict[str, str], Span | None]:
 
 
 def serve_stream_span(full_method: str, carrier: Mapping[str, str], request_id: str) -> Span | None:
-    """A SERVER span for one stream, continuing the trace its start message carried, made current in
-    the calling task (a stream's own task); None when tracing is off."""
+    """A SERVER span for one call or stream, continuing the trace its metadata or start message
+    carried, made current in the calling task (the call's or stream's own); None when tracing is off."""
     if not _enabled:
         return None
     parent = propagate.extract(dict(carrier))

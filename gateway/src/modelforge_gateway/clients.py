@@ -158,7 +158,8 @@ class Clients:
                 settings.inference_addr, settings.grpc_max_message_bytes, intercepted=False
             )
             streams = MultiplexedGenerateStream(
-                inference_pb2_grpc.InferenceServiceStub(channels[STREAMS_CHANNEL]).GenerateStreams
+                inference_pb2_grpc.InferenceServiceStub(channels[STREAMS_CHANNEL]).GenerateStreams,
+                per_call=inference.GenerateStream,
             )
             inference.GenerateStream = streams
         return cls(

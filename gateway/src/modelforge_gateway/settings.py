@@ -21,8 +21,8 @@ class GatewaySettings(ServiceSettings):
     push_deadline_s: float = 1800.0
     readiness_deadline_s: float = 1.0
     # Playground and OpenAI streams travel as messages on one open GenerateStreams call to inference-svc
-    # (upstream/generation_streams.py) rather than a GenerateStream call each. false: a call each (an
-    # inference-svc older than GenerateStreams answers UNIMPLEMENTED; docs/deploy.md rolls servers first).
+    # (upstream/generation_streams.py) rather than a GenerateStream call each; false: a call each. An
+    # inference-svc from before GenerateStreams is served with a call each either way.
     inference_streams_multiplexed: bool = True
 
     # Uploads stream to the registry in chunks of this size; larger files are refused with 413.

@@ -60,11 +60,27 @@ def _error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
-class MultiplexedStream(grpc.aio.UnaryStreamCall[StreamRequest, StreamPiece]):
-    """One stream on the open call, read as a GenerateStream call is."""
+# Makes the GenerateStream call a stream becomes when inference-svc predates GenerateStreams.
+PerCallFallback: TypeAlias = Callable[[], "grpc.aio.UnaryStreamCall[StreamRequest, StreamPiece]"]
 
-    def __init__(self, link: _OpenCallLink, stream_id: int, deadline: float | None, span: Span | None) -> None:
+
+class MultiplexedStream(grpc.aio.UnaryStreamCall[StreamRequest, StreamPiece]):
+    """One stream on the open call, read as a GenerateStream call is. If the open call is refused as
+    UNIMPLEMENTED (an inference-svc from before GenerateStreams) before anything arrived, the stream
+    goes on as a GenerateStream call of its own, which then answers every method."""
+
+    def __init__(
+        self,
+        link: _OpenCallLink,
+        stream_id: int,
+        deadline: float | None,
+        span: Span | None,
+        fallback: PerCallFallback | None = None,
+    ) -> None:
         self._link = link
+        self._fallback = fallback
+        self._per_call: grpc.aio.UnaryStreamCall[StreamRequest, StreamPiece] | None = None
+        self._answered = False  # an event of this stream arrived: too late to fall back
         self._stream_id = stream_id
         self._deadline = deadline
         self._span = span
@@ -78,6 +94,7 @@ class MultiplexedStream(grpc.aio.UnaryStreamCall[StreamRequest, StreamPiece]):
     # --- fed by the open call's reader -----------------------------------------------------------
 
     def deliver(self, event: inference_pb2.StreamEvent) -> None:
+        self._answered = True
         if event.WhichOneof("event") == "piece":
             self._pieces.append(event.piece)
             if event.piece.finished:
@@ -88,7 +105,15 @@ class MultiplexedStream(grpc.aio.UnaryStreamCall[StreamRequest, StreamPiece]):
 
     def fail(self, error: grpc.aio.AioRpcError) -> None:
         """The open call ended under this stream."""
-        if not self.done():
+        unsupported = error.code() == grpc.StatusCode.UNIMPLEMENTED
+        if unsupported and self._fallback is not None and not self._answered and not self.done():
+            self._link.forget(self._stream_id)
+            end_stream_span(self._span, error.code())
+            self._span = None
+            self._per_call = self._fallback()
+            for callback in self._done_callbacks:
+                self.add_done_callback(callback)
+        elif not self.done():
             self._end(error)
         self._arrived.set()
 
@@ -110,6 +135,8 @@ class MultiplexedStream(grpc.aio.UnaryStreamCall[StreamRequest, StreamPiece]):
     async def read(self) -> StreamPiece | Any:  # grpc.aio.EOF is typed as an object
         await self._link.flush()
         while not self._pieces:
+            if self._per_call is not None:
+                return await self._per_call.read()
             if self._outcome is not None:
                 raise self._outcome
             if self._finished or self._cancelled:
@@ -142,6 +169,8 @@ class MultiplexedStream(grpc.aio.UnaryStreamCall[StreamRequest, StreamPiece]):
         self._end(_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
     def cancel(self) -> bool:
+        if self._per_call is not None:
+            return self._per_call.cancel()
         if self.done():
             return False
         self._cancelled = True
@@ -151,16 +180,20 @@ class MultiplexedStream(grpc.aio.UnaryStreamCall[StreamRequest, StreamPiece]):
         return True
 
     def cancelled(self) -> bool:
-        return self._cancelled
+        return self._per_call.cancelled() if self._per_call is not None else self._cancelled
 
     def done(self) -> bool:
+        if self._per_call is not None:
+            return self._per_call.done()
         return self._finished or self._outcome is not None
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(self._deadline - time.monotonic(), 0.0)
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        if self.done():
+        if self._per_call is not None:
+            self._per_call.add_done_callback(lambda _call: callback(self))
+        elif self.done():
             callback(self)
         else:
             self._done_callbacks.append(callback)
@@ -170,21 +203,27 @@ class MultiplexedStream(grpc.aio.UnaryStreamCall[StreamRequest, StreamPiece]):
 
     async def trailing_metadata(self) -> grpc.aio.Metadata:
         await self._until_done()
+        if self._per_call is not None:
+            return await self._per_call.trailing_metadata()
         return self._outcome.trailing_metadata() if self._outcome is not None else grpc.aio.Metadata()
 
     async def code(self) -> grpc.StatusCode:
         await self._until_done()
+        if self._per_call is not None:
+            return await self._per_call.code()
         return self._outcome.code() if self._outcome is not None else grpc.StatusCode.OK
 
     async def details(self) -> str:
         await self._until_done()
+        if self._per_call is not None:
+            return await self._per_call.details()
         return (self._outcome.details() or "") if self._outcome is not None else ""
 
     async def wait_for_connection(self) -> None:
         await self._link.flush()
 
     async def _until_done(self) -> None:
-        while not self.done():
+        while not self.done() and self._per_call is None:
             self._arrived.clear()
             await self._arrived.wait()
 
@@ -272,10 +311,23 @@ class _OpenCallLink:
 
 class MultiplexedGenerateStream(grpc.aio.UnaryStreamMultiCallable[StreamRequest, StreamPiece]):
     """Takes the place of the stub's GenerateStream: each call is a stream on the one open
-    GenerateStreams call (opened on first use, and again after it failed)."""
+    GenerateStreams call (opened on first use, and again after it failed).
 
-    def __init__(self, open_method: OpenMethod) -> None:
+    With `per_call` (the stub's own GenerateStream), an inference-svc that answers GenerateStreams
+    with UNIMPLEMENTED (one from before it, during a rolling upgrade) still serves every stream: those
+    refused go on as calls of their own, and new ones are calls of their own for `retry_after_s`,
+    after which the open call is tried again."""
+
+    def __init__(
+        self,
+        open_method: OpenMethod,
+        per_call: grpc.aio.UnaryStreamMultiCallable[StreamRequest, StreamPiece] | None = None,
+        retry_after_s: float = 60.0,
+    ) -> None:
         self._open_method = open_method
+        self._per_call = per_call
+        self._retry_after_s = retry_after_s
+        self._per_call_until = 0.0  # time.monotonic() until which streams are calls of their own
         self._link: _OpenCallLink | None = None
         self._ids = itertools.count(1)
 
@@ -289,16 +341,28 @@ class MultiplexedGenerateStream(grpc.aio.UnaryStreamMultiCallable[StreamRequest,
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> grpc.aio.UnaryStreamCall[StreamRequest, StreamPiece]:
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        if self._per_call is not None and time.monotonic() < self._per_call_until:
+            return self._per_call(request, timeout=timeout, metadata=metadata)
         link = self._open()
         stream_id = next(self._ids)
         request_id = next((str(v) for k, v in metadata or () if k == "x-request-id"), "") or request_id_var.get()
         trace_context, span = start_stream_span(STREAM_METHOD)
-        deadline = time.monotonic() + timeout if timeout is not None else None
-        stream = MultiplexedStream(link, stream_id, deadline, span)
+        fallback = None if self._per_call is None else lambda: self._fall_back(request, deadline, metadata)
+        stream = MultiplexedStream(link, stream_id, deadline, span, fallback)
         link.add(stream_id, stream, inference_pb2.StreamAction(
             stream_id=stream_id, start=request, request_id=request_id, trace_context=trace_context
         ))
         return stream
+
+    def _fall_back(
+        self, request: StreamRequest, deadline: float | None, metadata: CallMetadata | None
+    ) -> grpc.aio.UnaryStreamCall[StreamRequest, StreamPiece]:
+        """The GenerateStream call a refused stream becomes; later streams skip the open call for a while."""
+        assert self._per_call is not None
+        self._per_call_until = time.monotonic() + self._retry_after_s
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        return self._per_call(request, timeout=timeout, metadata=metadata)
 
     def _open(self) -> _OpenCallLink:
         if self._link is None or self._link.closed:
