@@ -32,7 +32,8 @@ help:
 	@echo "               the last landed main: protos/buf-breaking.sh)"
 	@echo "make test      lint, then the whole test suite"
 	@echo "make bench     side-by-side benchmarks (writes bench/RESULTS.md)"
-	@echo "make gpu-check on a GPU: QLoRA with both providers through the stack vs plain scripts (writes bench/GPU.md)"
+	@echo "make gpu-check on a GPU: QLoRA with both providers through the stack vs plain scripts (writes bench/GPU.md);"
+	@echo "               serving many users on the GPU, in process and through the stack (bench/GPU-serving.md)"
 	@echo "make images    the five service images from deploy/docker/Dockerfile via docker-bake.hcl"
 	@echo "               (Docker with buildx; IMAGE_PREFIX=modelforge IMAGE_TAG=0.1.0 by default)"
 
@@ -129,6 +130,7 @@ bench: install
 # Without a GPU it says so and exits 0.
 gpu-check: install
 	$(PY) -m bench.gpu_check
+	$(PY) -m bench.gpu_serving
 
 # Container images: docker-bake.hcl builds every service from the one template, deploy/docker/Dockerfile
 # (needs Docker with buildx; CI checks both statically: deploy/tests/test_dockerfiles.py). The names and

@@ -28,7 +28,8 @@ from bench.common import (
 # training_small after generation, which generates with the latest model. serving (issue 17) runs
 # inference-svc's local backend in this process on the bench's base model, then the same users through
 # the stack's playground stream.
-BENCHMARKS = ("training", "events", "gateway", "load", "generation", "serving", "training_small", "gpu_qlora")
+BENCHMARKS = ("training", "events", "gateway", "load", "generation", "serving", "gpu_serving", "training_small",
+              "gpu_qlora")
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
 # Hand-written explanations of the misses, from profiles (dated inside); appended to every RESULTS.md.
 ANALYSIS = Path(__file__).resolve().parent / "ANALYSIS.md"

@@ -47,6 +47,8 @@ from bench.common import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from modelforge_devkit.stack import Stack
 
 USERS = (1, 4, 8, 16)
@@ -74,6 +76,8 @@ MEMORY_GOAL = 1.1  # ten adapters vs base + the adapters' own weights
 # of them that p99 is not simply the largest of a handful of values.
 TTFT_ROUNDS = 40
 TTFT_MAX_NEW_TOKENS = 8
+# Forward passes timed for the first-token floor (8 prompts together, then each alone, per round).
+PREFILL_ROUNDS = 20
 # Through the stack: rounds of 8 users at once, then the same 8 one at a time (each request costs the
 # HTTP, gRPC and SSE hops on top, so fewer rounds fit the same minutes).
 STACK_TTFT_ROUNDS = 40
@@ -163,17 +167,21 @@ def tensor_bytes(model: Any) -> int:
 class PlainBatch:
     """The base with one adapter, generating for several prompts at once with transformers' generate()."""
 
-    def __init__(self, base: Path, adapter: Path) -> None:
+    def __init__(self, base: Path, adapter: Path, device: str = "cpu") -> None:
         import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria
 
+        from modelforge_inference.backends.hf_models import serving_dtype
+
         self.torch = torch
+        self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(adapter)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        # The weights in the dtype inference-svc serves them in on this device, so both sides compute alike.
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=serving_dtype(device)).to(device)
         self.model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False).eval()
 
         class FirstStep(StoppingCriteria):
@@ -183,9 +191,23 @@ class PlainBatch:
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 if self.at is None:
                     self.at = time.perf_counter()
-                return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
         self._first_step = FirstStep
+
+    def prefill_s(self, prompts: list[str]) -> float:
+        """Seconds of one forward pass over these prompts, left-padded into one batch (the model's work
+        before any first token: what a prefill costs whatever schedules it)."""
+        texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                    add_generation_prompt=True) for prompt in prompts]
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        synchronize = self.torch.cuda.synchronize if self.device.startswith("cuda") else (lambda: None)
+        with self.torch.inference_mode():
+            synchronize()
+            started = time.perf_counter()
+            self.model(**encoded, use_cache=True, logits_to_keep=1)
+            synchronize()
+        return time.perf_counter() - started
 
     def generate(self, prompts: list[str], max_new_tokens: int) -> Run:
         """The answers' text for these prompts, from the prompt text, in one batch."""
@@ -194,7 +216,7 @@ class PlainBatch:
         started, cpu_started = time.perf_counter(), time.process_time()
         texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                     add_generation_prompt=True) for prompt in prompts]
-        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         first = self._first_step()
         with self.torch.inference_mode():
             output = self.model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
@@ -268,16 +290,16 @@ def spread(per_round: list[float]) -> str:
     return f"rounds {min(finite):.2f}x to {max(finite):.2f}x" if len(finite) > 1 else "one round"
 
 
-async def memory_of_ten_adapters(base: Path, adapters: list[Path]) -> dict[str, float]:
-    import torch
+async def memory_of_ten_adapters(base: Path, adapters: list[Path], device: str = "cpu") -> dict[str, float]:
     from transformers import AutoModelForCausalLM
 
     from modelforge_inference.artifacts import estimate_weight_bytes
+    from modelforge_inference.backends.hf_models import serving_dtype
     from modelforge_inference.backends.local import LocalBackend
 
-    alone = tensor_bytes(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32))
+    alone = tensor_bytes(AutoModelForCausalLM.from_pretrained(base, dtype=serving_dtype(device)))
     own = sum(estimate_weight_bytes(folder, None) for folder in adapters)
-    local = LocalBackend(len(adapters) + 1, 1 << 40, device="cpu")
+    local = LocalBackend(len(adapters) + 1, 1 << 40, device=device)
     refs = model_refs(base, adapters)
     served = [await local.served_model(ref) for ref in refs]
     loaded = tensor_bytes(served[0].host.model)
@@ -383,7 +405,7 @@ def register_adapters(stack: Stack, base: Path, adapters: list[Path]) -> list[in
         listed = stub.ListModels(registry_pb2.ListModelsRequest(), timeout=30).models
         known = {model.name: model.id for model in listed}
         for index, folder in enumerate(adapters):
-            name = f"bench-serving-adapter-{index}"
+            name = f"bench-serving-{base.name}-adapter-{index}"  # one set per base (the GPU section's own)
             if name in known:
                 ids.append(int(known[name]))
                 continue
@@ -433,6 +455,36 @@ class StackRuns:
     # CPU seconds of each stack process over the TTFT rounds: 8 at once, and one at a time.
     cpu_together_s: dict[str, float] = field(default_factory=dict)
     cpu_alone_s: dict[str, float] = field(default_factory=dict)
+
+
+def stack_device(stack: Stack) -> str:
+    """The device the stack's inference-svc serves on: its setting, else what it picks (cuda when available)."""
+    import torch
+
+    chosen = stack.env.get("MODELFORGE_INFERENCE_DEVICE", "")
+    return chosen or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def inference_on(stack: Stack, device: str) -> Iterator[None]:
+    """inference-svc serving on `device` within the block: restarted with MODELFORGE_INFERENCE_DEVICE when
+    it serves elsewhere (the CPU section on a GPU machine, the GPU section), and restarted as it was after."""
+    if stack_device(stack) == device:
+        yield
+        return
+    before = stack.env.get("MODELFORGE_INFERENCE_DEVICE")
+    stack.stop_one("inference")
+    stack.env["MODELFORGE_INFERENCE_DEVICE"] = device
+    stack.start_service("inference")
+    try:
+        yield
+    finally:
+        stack.stop_one("inference")
+        if before is None:
+            stack.env.pop("MODELFORGE_INFERENCE_DEVICE", None)
+        else:
+            stack.env["MODELFORGE_INFERENCE_DEVICE"] = before
+        stack.start_service("inference")
 
 
 async def measure_stack(stack: Stack, base: Path, adapters: list[Path], quick: bool, max_new_tokens: int) -> StackRuns:
@@ -573,23 +625,25 @@ def add_stack_results(section: Section, runs: StackRuns, in_process: FirstTokens
     )
 
 
-def measure(base: Path, work_dir: Path, quick: bool, stack: Stack | None = None) -> Section:
-    """The whole benchmark; through the stack too when one is given (`python -m bench`, and so the smoke
-    test's quick run, gives one)."""
+def measure(base: Path, work_dir: Path, quick: bool, stack: Stack | None = None, *, device: str = "cpu",
+            max_new_tokens: int | None = None, key: str = "serving",
+            title: str = "Serving many users: continuous batching over adapters of one base") -> Section:
+    """The whole benchmark on `device`; through the stack too when one is given (`python -m bench`, and so the
+    smoke test's quick run, gives one), with the stack's inference-svc on the same device."""
     import torch
 
     from modelforge_inference.backends.local import LocalBackend
 
     if TORCH_THREADS > 0:
         torch.set_num_threads(TORCH_THREADS)
-    max_new_tokens = 8 if quick else 128
+    max_new_tokens = max_new_tokens or (8 if quick else 128)
     rounds = 1 if quick else 3
     single_rounds = 1 if quick else 5 * rounds
     ttft_rounds = 1 if quick else TTFT_ROUNDS
     adapters = build_adapters(base, work_dir / "serving-adapters", ADAPTERS_FOR_MEMORY)
     refs = model_refs(base, adapters[:ADAPTERS_IN_USE])
-    plain = PlainBatch(base, adapters[0])
-    local = LocalBackend(ADAPTERS_IN_USE + 1, 1 << 40, device="cpu", stream_interval_s=STREAM_INTERVAL_S)
+    plain = PlainBatch(base, adapters[0], device)
+    local = LocalBackend(ADAPTERS_IN_USE + 1, 1 << 40, device=device, stream_interval_s=STREAM_INTERVAL_S)
     loop = asyncio.new_event_loop()
     try:
         # Warm-up: load the base, attach the adapters, first forward passes; then each user's prompt.
@@ -620,6 +674,12 @@ def measure(base: Path, work_dir: Path, quick: bool, stack: Stack | None = None)
                 else:
                     single[kind].append(loop.run_until_complete(
                         serve(local, users[:1], max_new_tokens, streamed=kind == "stream")))
+        # The floor under the first-token goal: one forward pass over the 8 users' prompts vs each alone.
+        prompts = [user.prompt for user in users[:8]]
+        prefill_together, prefill_alone = [], []
+        for _ in range(PREFILL_ROUNDS):
+            prefill_together.append(plain.prefill_s(prompts))
+            prefill_alone.append(sum(plain.prefill_s([prompt]) for prompt in prompts) / len(prompts))
         # Time to first token: 8 users at once, then the same 8 one at a time, in short rounds.
         ttft_together: list[Run] = []
         ttft_alone: list[list[Run]] = []
@@ -628,19 +688,22 @@ def measure(base: Path, work_dir: Path, quick: bool, stack: Stack | None = None)
             ttft_alone.append([loop.run_until_complete(serve(local, [user], TTFT_MAX_NEW_TOKENS, True))
                                for user in users[:8]])
         loop.run_until_complete(local.close())
-        memory = loop.run_until_complete(memory_of_ten_adapters(base, adapters))
-        stack_runs = (loop.run_until_complete(measure_stack(stack, base, adapters[:ADAPTERS_IN_USE], quick,
-                                                            max_new_tokens))
-                      if stack is not None else None)
+        del plain  # its weights leave the device before the memory check loads the base again
+        memory = loop.run_until_complete(memory_of_ten_adapters(base, adapters, device))
+        stack_runs = None
+        if stack is not None:
+            with inference_on(stack, device):
+                stack_runs = loop.run_until_complete(measure_stack(stack, base, adapters[:ADAPTERS_IN_USE], quick,
+                                                                   max_new_tokens))
     finally:
         loop.close()
 
     section = Section(
-        key="serving",
-        title="Serving many users: continuous batching over adapters of one base",
+        key=key,
+        title=title,
         method=(
-            f"Base {base.name}; {ADAPTERS_IN_USE} LoRA adapters (rank 8, q/k/v/o) in use, user i on adapter "
-            f"i mod {ADAPTERS_IN_USE} (one user: adapter 0) with a prompt whose first token is visible text "
+            f"Base {base.name} on {device}; {ADAPTERS_IN_USE} LoRA adapters (rank 8, q/k/v/o) in use, user i on "
+            f"adapter i mod {ADAPTERS_IN_USE} (one user: adapter 0) with a prompt whose first token is visible text "
             f"(choose_users); greedy, max_new_tokens {max_new_tokens}; {rounds} round(s), plain and served "
             "alternating per user count, after a warm-up. "
             + (__doc__ or "").split("\n\n")[1].replace("\n", " ")
@@ -690,6 +753,22 @@ def measure(base: Path, work_dir: Path, quick: bool, stack: Stack | None = None)
         ttft_table.add(label, len(values), percentile(values, 0.5), percentile(values, 0.9),
                        percentile(values, 0.99), max(values, default=float("nan")))
     section.tables.append(ttft_table)
+
+    floor = Table(
+        f"The floor under the first-token goal: one forward pass over the 8 users' prompts (left-padded, one "
+        f"batch) vs one user's prompt alone ({PREFILL_ROUNDS} rounds; median ms; the plain model, one adapter)",
+        ["pass", "ms", "vs one user alone"],
+    )
+    floor.add("one user's prompt alone (mean over the 8 users)", median(prefill_alone) * 1000, 1)
+    floor.add("the 8 users' prompts in one pass", median(prefill_together) * 1000,
+              ratio(median(prefill_together), median(prefill_alone)))
+    section.tables.append(floor)
+    section.notes.append(
+        "The floor table is the model's own work before any first token, whatever schedules it: 8 users arriving "
+        "together get their first tokens after at least one pass over all their prompts, one user after a pass "
+        "over its own. Where that ratio is near the first-token goal (a CPU, whose pass grows with the rows), "
+        "per-request costs on top decide the goal; on a GPU the 8-row pass costs about what one row does."
+    )
 
     section.notes.append(
         "The 8-user throughput goal compares with the same eight requests served one at a time (user i: its "

@@ -122,6 +122,8 @@ def test_every_benchmark_has_a_section(results: str) -> None:
         assert sum(heading.startswith(name) for heading in headings) == 1, headings
     assert len(headings) >= len(BENCHMARKS)
     assert "not measured" in section(results, "GPU") or "QLoRA on" in section(results, "GPU")
+    gpu_serving = section(results, "Serving many users on a GPU")
+    assert "not measured" in gpu_serving or "Time to first token, in process vs through the stack" in gpu_serving
 
 
 def test_training_shows_where_the_cpu_goes(results: str) -> None:
@@ -233,3 +235,12 @@ def test_serving_through_the_stack_every_user_streamed_and_both_goals_are_judged
     ttft = [row for row in goals[1:] if row[0].startswith("time to first token p99")]
     assert len(ttft) == 2 and ttft[0][0].endswith("in process") and "through the stack" in ttft[1][0]
     assert all(VERDICT.match(row[3]) for row in goals[1:]), goals
+
+
+def test_serving_shows_the_prefill_floor_under_the_first_token_goal(serving: str) -> None:
+    rows = table(serving, "The floor under the first-token goal")
+    assert [row[0] for row in rows] == ["pass", "one user's prompt alone (mean over the 8 users)",
+                                        "the 8 users' prompts in one pass"]
+    assert all(NUMBER.match(cell) and float(cell) > 0 for row in rows[1:] for cell in row[1:]), rows
+    # Eight prompts in one pass are at least as much work as one of them.
+    assert float(rows[2][2]) >= 1.0, rows

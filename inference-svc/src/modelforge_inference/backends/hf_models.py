@@ -167,7 +167,8 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _dtype_for(device: str) -> torch.dtype:
+def serving_dtype(device: str) -> torch.dtype:
+    """The dtype weights are served in on `device` (bf16 on a GPU that has it, else fp16; fp32 on CPU)."""
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
@@ -185,7 +186,7 @@ def _weights_source(ref: ModelRef) -> str:
 def estimate_bytes(ref: ModelRef, device: str) -> int:
     """Loaded size of the base weights plus the adapter, in the dtype they will load in."""
     folder = model_folder(ref)
-    width = torch.tensor([], dtype=_dtype_for(device)).element_size()
+    width = torch.tensor([], dtype=serving_dtype(device)).element_size()
     total = estimate_weight_bytes(Path(_weights_source(ref)), width)
     if ref.adapter_type == "lora":
         total += estimate_weight_bytes(folder, None)
@@ -212,7 +213,7 @@ def plan_model(ref: ModelRef, device: str) -> ModelPlan:
     verify_artifacts(ref)
     source = _weights_source(ref)
     tokenizer = _load_tokenizer(ref)
-    width = torch.tensor([], dtype=_dtype_for(device)).element_size()
+    width = torch.tensor([], dtype=serving_dtype(device)).element_size()
     base_bytes = estimate_weight_bytes(Path(source), width)
     own_bytes = estimate_weight_bytes(model_folder(ref), None) if ref.adapter_type == "lora" else 0
     head = "qa" if ref.task == EXTRACTIVE_QA else "lm"
@@ -229,7 +230,7 @@ def load_base(ref: ModelRef, plan: ModelPlan, device: str) -> BaseHost:
         model_class = _model_class(ref.task, config)
         device_map = {"": device} if device.startswith("cuda") else None
         model = model_class.from_pretrained(
-            source, dtype=_dtype_for(device), local_files_only=local, device_map=device_map
+            source, dtype=serving_dtype(device), local_files_only=local, device_map=device_map
         )
     except OSError as exc:
         raise NotFound(f"weights of {source!r} for model {ref.model_id!r} are not available: {exc}") from exc
