@@ -78,6 +78,8 @@ TTFT_ROUNDS = 40
 TTFT_MAX_NEW_TOKENS = 8
 # Forward passes timed for the first-token floor (8 prompts together, then each alone, per round).
 PREFILL_ROUNDS = 20
+# A first-token verdict carries a doubt when that pass alone costs this share of the goal or more.
+FLOOR_DOUBT = 0.9
 # Through the stack: rounds of 8 users at once, then the same 8 one at a time (each request costs the
 # HTTP, gRPC and SSE hops on top, so fewer rounds fit the same minutes).
 STACK_TTFT_ROUNDS = 40
@@ -550,16 +552,23 @@ class FirstTokens:
     def p50_ratio(self) -> float:
         return ratio(percentile(self.together_ms, 0.5), percentile(self.alone_ms, 0.5))
 
-    def goal(self, name: str) -> Goal:
+    def goal(self, name: str, floor: float) -> Goal:
+        """The p99 goal; `floor` is the floor table's ratio (one pass over the 8 prompts vs one alone)."""
+        doubts = []
         # The same p99 ratio over the even and the odd rounds (interleaved, so load reaches both alike):
         # when they fall on different sides of the goal, one run cannot settle it.
-        split = len(self.p99_halves) == 2 and (self.p99_halves[0] <= TTFT_GOAL) != (self.p99_halves[1] <= TTFT_GOAL)
+        if len(self.p99_halves) == 2 and (self.p99_halves[0] <= TTFT_GOAL) != (self.p99_halves[1] <= TTFT_GOAL):
+            doubts.append(f"even and odd rounds give {self.p99_halves[0]:.2f}x and {self.p99_halves[1]:.2f}x")
+        # When the model's own pass over eight prompts already costs about the goal, the figure measures this
+        # device's arithmetic more than the scheduler: said beside the verdict, which stands.
+        if floor >= FLOOR_DOUBT * TTFT_GOAL:
+            doubts.append(f"on this device one pass over the 8 prompts costs {floor:.2f}x one prompt's (floor table)")
         return Goal(
             name, f"<= {TTFT_GOAL:g}x",
             f"{self.p99_ratio:.2f}x ({percentile(self.together_ms, 0.99):.1f} vs "
             f"{percentile(self.alone_ms, 0.99):.1f} ms; p50 {self.p50_ratio:.2f}x, {spread(self.p50_per_round)})",
             self.p99_ratio <= TTFT_GOAL,
-            doubt=f"even and odd rounds give {self.p99_halves[0]:.2f}x and {self.p99_halves[1]:.2f}x" if split else "")
+            doubt="; ".join(doubts))
 
 
 def scaling_per_round(together: list[Run], alone: list[list[Run]]) -> list[float]:
@@ -568,7 +577,7 @@ def scaling_per_round(together: list[Run], alone: list[list[Run]]) -> list[float
     return [ratio(t.tokens_per_s, o.tokens_per_s) for t, o in zip(together, one, strict=True)]
 
 
-def add_stack_results(section: Section, runs: StackRuns, in_process: FirstTokens) -> None:
+def add_stack_results(section: Section, runs: StackRuns, in_process: FirstTokens, floor: float) -> None:
     """The through-the-stack tables and goals, the first-token figures side by side with in process."""
     stack_ttft = FirstTokens.of(runs.ttft_together, runs.ttft_alone)
     one_at_a_time = [Run(sum(r.tokens for r in alone), sum(r.wall_s for r in alone),
@@ -616,7 +625,7 @@ def add_stack_results(section: Section, runs: StackRuns, in_process: FirstTokens
         f"{median(scaling):.2f}x ({spread(scaling)})", median(scaling) >= SCALING_GOAL))
     section.goals.append(stack_ttft.goal(
         "time to first token p99, 8 users vs one at a time, through the stack (playground SSE, client-side: "
-        "the user-facing goal)"))
+        "the user-facing goal)", floor))
     section.notes.append(
         "Time to first token has two goals: in process (LocalBackend called directly, what the scheduler itself "
         "adds) and through the stack (POST /api/playground/stream, the first SSE data event carrying text as "
@@ -797,9 +806,10 @@ def measure(base: Path, work_dir: Path, quick: bool, stack: Stack | None = None,
             f">= {SINGLE_USER_GOAL}x", f"{median(per_round):.3f}x ({spread(per_round)})",
             median(per_round) >= SINGLE_USER_GOAL, doubt="" if quick else ratio_doubt(per_round)))
     in_process = FirstTokens.of(ttft_together, ttft_alone)
-    section.goals.append(in_process.goal("time to first token p99, 8 users vs one at a time, in process"))
+    floor_ratio = ratio(median(prefill_together), median(prefill_alone))
+    section.goals.append(in_process.goal("time to first token p99, 8 users vs one at a time, in process", floor_ratio))
     if stack_runs is not None:
-        add_stack_results(section, stack_runs, in_process)
+        add_stack_results(section, stack_runs, in_process, floor_ratio)
 
     expected = memory["base"] + memory["own"]
     memory_ratio = ratio(memory["loaded"], expected)
