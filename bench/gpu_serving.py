@@ -56,7 +56,15 @@ def build_model(out: Path, tokenizer_dir: Path) -> Path:
     )
     config.architectures = shape["architectures"]
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config, dtype=serving_dtype("cuda")).save_pretrained(out)
+    model = AutoModelForCausalLM.from_config(config, dtype=serving_dtype("cuda"))
+    # The head keeps the shape's width (151,936 rows: its product is part of every step's cost), but only
+    # the tokenizer's ids can win a greedy pick: the other rows are zero, so they score 0, while the best of
+    # the tokenizer's few hundred random scores is above 0. Otherwise nearly every token would be one the
+    # tokenizer cannot write, and no user would ever see a first piece of text.
+    with torch.no_grad():
+        for matrix in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+            matrix[len(tokenizer):] = 0
+    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 

@@ -211,6 +211,9 @@ async def test_a_request_joining_a_running_batch_streams_correctly(adapter_refs:
     expected = await solo.generate(two, late_params)
     await solo.close()
     local = backend()
+    # Both attached first: attaching the second adapter after the first request started could outlast
+    # that request's 200 tokens on a loaded machine, and there would be no batch left to join.
+    await local.served_model(two)
     running = local.generate_stream(one, dataclasses.replace(GREEDY, max_new_tokens=200))
     await anext(running)  # the first request is decoding
     served = await local.served_model(one)
