@@ -337,6 +337,10 @@ class PlaygroundUser:
         return head.encode() + body
 
     async def connect(self) -> None:
+        """An open connection; one the gateway closed while idle (uvicorn's keep-alive timeout, 5 s: a user
+        waits that long while a slower model serves the others one at a time) is replaced."""
+        if self._reader is not None and self._reader.at_eof():
+            await self.close()
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
 
@@ -349,12 +353,21 @@ class PlaygroundUser:
 
     async def stream(self, request: bytes, started: float) -> tuple[int, float]:
         """(new tokens, seconds from `started` to the first data event carrying text)."""
-        await self.connect()
-        assert self._reader is not None and self._writer is not None
-        reader = self._reader
-        self._writer.write(request)
-        await self._writer.drain()
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        for attempt in (1, 2):
+            await self.connect()
+            assert self._reader is not None and self._writer is not None
+            reader = self._reader
+            try:
+                self._writer.write(request)
+                await self._writer.drain()
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+                break
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                # Closed by the gateway as the request left (an idle connection's timeout): it answered
+                # nothing, so the request is sent again on a new connection, once.
+                await self.close()
+                if attempt == 2 or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                    raise
         status = head.split(" ", 2)[1]
         if status != "200" or "transfer-encoding: chunked" not in head:
             await self.close()

@@ -79,9 +79,13 @@ def test_entrypoint_runs_uvicorn_on_the_configured_address(monkeypatch: pytest.M
     entrypoint.main()
     assert (seen["host"], seen["port"], seen["log_config"]) == ("0.0.0.0", 8456, None)
     assert seen["ws_per_message_deflate"] is False  # small events: compression per socket costs more than it saves
+    # Idle connections outlive a proxy's 60 s reuse, so the proxy never sends on one the gateway just closed.
+    assert seen["timeout_keep_alive"] == 75
     monkeypatch.setenv("MODELFORGE_WS_PER_MESSAGE_DEFLATE", "true")
+    monkeypatch.setenv("MODELFORGE_KEEP_ALIVE_S", "120")
     entrypoint.main()
     assert seen["ws_per_message_deflate"] is True
+    assert seen["timeout_keep_alive"] == 120
 
 
 def _sample_paths(route: APIRoute) -> list[str]:

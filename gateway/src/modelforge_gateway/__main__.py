@@ -28,6 +28,7 @@ def main() -> None:
         port=settings.gateway_port,
         log_config=None,  # keep configure_logging's handlers (JSON lines with request ids)
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        timeout_keep_alive=settings.keep_alive_s,
         proxy_headers=True,
         ws_per_message_deflate=settings.ws_per_message_deflate,
         access_log=settings.access_log,

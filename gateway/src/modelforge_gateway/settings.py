@@ -55,6 +55,12 @@ class GatewaySettings(ServiceSettings):
     # by route and status, and errors are logged with their request id either way.
     access_log: bool = False
 
+    # Seconds an idle client connection is kept open. Above the idle timeout of whatever proxy sits in
+    # front (nginx and cloud load balancers reuse idle upstream connections for 60 s): a gateway that
+    # closes first (uvicorn's default is 5 s) races the proxy's next request on that connection, which
+    # then fails as a 502.
+    keep_alive_s: int = Field(default=75, ge=1, le=3600)
+
     # Browser origins allowed to call the API from another origin (a separately served UI);
     # empty: no CORS headers. JSON list in the environment: MODELFORGE_CORS_ALLOW_ORIGINS='["http://localhost:3000"]'.
     cors_allow_origins: list[str] = []
