@@ -219,6 +219,15 @@ SMALL_LLAMA = {
 TORCH_THREADS = int(os.environ.get("BENCH_TORCH_THREADS", "1"))
 
 
+def cuda_available() -> bool:
+    """Whether torch sees an NVIDIA GPU (False where torch is missing): the GPU benchmarks' gate."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def torch_thread_env() -> dict[str, str]:
     if TORCH_THREADS <= 0:
         return {}

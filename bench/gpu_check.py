@@ -32,19 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import bench_context, cuda_available
+
 HERE = Path(__file__).resolve().parent
 GPU_MD = HERE / "GPU.md"
 GIB = 1 << 30
 NVML_INTERVAL_S = 0.02
 NO_GPU = "gpu-check: no NVIDIA GPU on this machine (CUDA unavailable): nothing checked, bench/GPU.md left as it is"
-
-
-def gpu_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
 
 
 @dataclass
@@ -185,13 +179,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--output", type=Path, default=GPU_MD)
     args = parser.parse_args(argv)
-    if not gpu_available():
+    if not cuda_available():
         print(NO_GPU, flush=True)
         return 0
 
     import torch
-
-    from bench.common import bench_context
 
     unsloth = importlib.util.find_spec("unsloth") is not None
     notes = [] if unsloth else ["unsloth is not installed here: its rows are missing (the trainer's `unsloth` extra)."]

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchContext, Goal, Section, Table, median
+from bench.common import BenchContext, Goal, Section, Table, cuda_available, median
 from bench.training import plain_steps_per_s, run_plain
 from bench.watch import run_watched_job
 
@@ -37,14 +37,6 @@ EARLIER = (
     "the huggingface provider with about 40% less peak memory; on 1B-class shapes the speed gap was about 1.5x. "
     "No plain-trl figure was recorded then."
 )
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
 
 
 class GpuMemoryWatch:

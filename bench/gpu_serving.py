@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from bench import serving
-from bench.common import BenchContext, Goal, Section
+from bench.common import BenchContext, Goal, Section, cuda_available
 
 GPU_SERVING_MD = Path(__file__).resolve().parent / "GPU-serving.md"
 NO_GPU = ("gpu-serving: no NVIDIA GPU on this machine (CUDA unavailable): nothing measured, bench/GPU-serving.md "
@@ -26,14 +26,6 @@ SHAPE = "qwen2.5-0.5b"
 # lent GPU (the CPU section's 128 tokens take 4x as long for the same ratios).
 MAX_NEW_TOKENS = 32
 TITLE = "Serving many users on a GPU: continuous batching over adapters of one base"
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
 
 
 def build_model(out: Path, tokenizer_dir: Path) -> Path:

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.gpu_check import NO_GPU, Side, gpu_available, render
+from bench.common import cuda_available
+from bench.gpu_check import NO_GPU, Side, render
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(gpu_available(), reason="this machine has a GPU: the check would run")
+@pytest.mark.skipif(cuda_available(), reason="this machine has a GPU: the check would run")
 def test_without_a_gpu_it_says_so_and_exits_0(tmp_path: Path) -> None:
     output = tmp_path / "GPU.md"
     done = subprocess.run(

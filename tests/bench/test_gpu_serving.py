@@ -12,12 +12,13 @@ from typing import Any, cast
 import pytest
 
 from bench import gpu_serving
+from bench.common import cuda_available
 from bench.serving import inference_on, stack_device
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(gpu_serving.cuda_available(), reason="this machine has a GPU: the benchmark would run")
+@pytest.mark.skipif(cuda_available(), reason="this machine has a GPU: the benchmark would run")
 def test_without_a_gpu_it_says_so_exits_0_and_writes_nothing() -> None:
     before = gpu_serving.GPU_SERVING_MD.stat().st_mtime_ns if gpu_serving.GPU_SERVING_MD.exists() else None
     done = subprocess.run([sys.executable, "-m", "bench.gpu_serving"], capture_output=True, text=True, timeout=120,
@@ -28,7 +29,7 @@ def test_without_a_gpu_it_says_so_exits_0_and_writes_nothing() -> None:
     assert after == before
 
 
-@pytest.mark.skipif(gpu_serving.cuda_available(), reason="this machine has a GPU: the benchmark would run")
+@pytest.mark.skipif(cuda_available(), reason="this machine has a GPU: the benchmark would run")
 def test_the_section_without_a_gpu_says_its_goal_was_not_measured() -> None:
     section = gpu_serving.run(context=cast(Any, None))  # not read without CUDA
     assert section.key == "gpu_serving"
