@@ -179,6 +179,13 @@ def test_console_end_to_end(page: Any, stack: Stack, tiny_causal_model: Path, tm
 
     # Keyboard: the skip link comes first, the sections are reachable and open with Enter.
     go(page, "hardware")
+    # The page's hardware data is held back until the skip link has the focus, as on a slow network.
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        held.append(route)
+
+    page.route("**/api/finetune/hardware_specs", hold)
     page.reload()
     page.wait_for_selector("main[data-page] h1")
     first_tabbable = page.evaluate(
@@ -191,6 +198,17 @@ def test_console_end_to_end(page: Any, stack: Stack, tiny_causal_model: Path, tm
     page.bring_to_front()
     page.locator(".skip-link").focus()
     expect(page.locator(".skip-link")).to_be_focused()
+    # The data arrives after the user moved the focus: it stays where they put it.
+    for _ in range(3000):  # the request is intercepted within 30 s
+        if held:
+            break
+        page.wait_for_timeout(10)
+    assert held, "the hardware page never asked for its data"
+    held[0].continue_()
+    page.unroute("**/api/finetune/hardware_specs")
+    expect(page.locator(".profile")).to_have_text(re.compile(r"\w+"))
+    expect(page.locator("table.fields").first).to_contain_text("cpu_cores")
+    expect(page.locator(".skip-link")).to_be_focused()
     expect(page.locator(".skip-link")).to_be_in_viewport(timeout=WAIT_MS)
     skip_box = page.locator(".skip-link").bounding_box()
     assert skip_box is not None and skip_box["x"] >= 0
@@ -201,6 +219,7 @@ def test_console_end_to_end(page: Any, stack: Stack, tiny_causal_model: Path, tm
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"#/models$"))
     expect(page.locator("nav a[aria-current=page]")).to_have_text("Models")
+    expect(page.locator("#main")).to_be_focused()  # the new page, once rendered, has the focus
 
     # Phone width: no page scrolls sideways.
     page.set_viewport_size(PHONE)

@@ -38,6 +38,7 @@ async function show() {
   const [section, param] = parseHash();
   const [title, render] = ROUTES[section];
   const main = document.getElementById("main");
+  const focusedBefore = document.activeElement;
   const navSection = { job: "jobs", model: "models" }[section] || section;
   for (const link of document.querySelectorAll("nav a")) {
     if (link.dataset.section === navSection) link.setAttribute("aria-current", "page");
@@ -53,8 +54,11 @@ async function show() {
   } catch (error) {
     main.append(h("div", { class: "message error", role: "alert" }, `Error: ${error.message}`));
   }
-  if (document.activeElement && document.activeElement !== document.body && !main.contains(document.activeElement)) {
-    main.focus({ preventScroll: true }); // keyboard users land on the new page, not in the nav
+  // Keyboard users who followed a nav link land on the new page, not in the nav. Focus the user moved
+  // while the page loaded (the skip link, a field) stays where they put it.
+  const focused = document.activeElement;
+  if (focused && focused === focusedBefore && focused !== document.body && !main.contains(focused)) {
+    main.focus({ preventScroll: true });
   }
 }
 
