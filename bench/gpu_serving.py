@@ -23,7 +23,7 @@ NO_GPU = ("gpu-serving: no NVIDIA GPU on this machine (CUDA unavailable): nothin
           "left as it is")
 SHAPE = "qwen2.5-0.5b"
 # Long enough for tokens/s to be decoding's, short enough that the whole section fits a few minutes of a
-# lent GPU (the CPU section's 128 tokens take 4x as long for the same ratios).
+# lent GPU (the CPU section's 128 tokens would take 4x as long).
 MAX_NEW_TOKENS = 32
 TITLE = "Serving many users on a GPU: continuous batching over adapters of one base"
 
