@@ -21,6 +21,7 @@ from modelforge_common.grpc_server import build_server
 from modelforge_common.logging import request_id_var
 from modelforge_common.ports import free_port
 from modelforge_common.stream_session import StreamsSession
+from modelforge_common.testing import eventually
 from modelforge_gateway.clients import Clients
 from modelforge_gateway.settings import GatewaySettings
 from modelforge_gateway.upstream.generation_streams import MultiplexedGenerateStream
@@ -109,12 +110,16 @@ async def read_all(call: Any) -> list[str]:
     return [piece.text async for piece in call]
 
 
-async def eventually(check: Any, timeout_s: float = 5.0) -> None:
-    for _ in range(int(timeout_s / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
+async def read_after_reconnect(streams: Any, text: str) -> list[str]:
+    """The pieces of a stream of `text` once the channel has reconnected (it retries with backoff; until
+    then a stream fails UNAVAILABLE)."""
+    for _ in range(50):
+        try:
+            return await read_all(streams(stream_request(text), timeout=10))
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE
+            await asyncio.sleep(0.1)
+    raise AssertionError("never reconnected")
 
 
 async def test_concurrent_streams_share_one_call_and_each_reads_its_own_pieces(port: int) -> None:
@@ -183,15 +188,7 @@ async def test_when_inference_goes_away_open_streams_fail_unavailable_and_the_ne
         assert down.value.code() == grpc.StatusCode.UNAVAILABLE
         restarted = ScriptedInference()
         async with serving(port, restarted):
-            for _ in range(50):  # the channel reconnects with backoff
-                try:
-                    assert await read_all(streams(stream_request("back again"), timeout=10)) == ["back", "again"]
-                    break
-                except grpc.aio.AioRpcError as exc:
-                    assert exc.code() == grpc.StatusCode.UNAVAILABLE
-                    await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("never reconnected")
+            assert await read_after_reconnect(streams, "back again") == ["back", "again"]
             assert restarted.calls >= 1
 
 
@@ -239,7 +236,8 @@ async def test_each_stream_is_traced_as_the_call_it_stands_for(port: int, monkey
 
 @asynccontextmanager
 async def serving_before_generate_streams(port: int, fake: ScriptedInference) -> AsyncIterator[None]:
-    """An inference-svc from before GenerateStreams: only GenerateStream is served (the rest: UNIMPLEMENTED)."""
+    """An inference-svc from before GenerateStreams: it serves GenerateStream, and grpc refuses the rest as
+    methods it does not have."""
     handler = grpc.method_handlers_generic_handler("modelforge.v1.InferenceService", {
         "GenerateStream": grpc.unary_stream_rpc_method_handler(
             fake.GenerateStream,
@@ -290,13 +288,7 @@ async def test_after_the_retry_time_the_open_call_is_tried_again(port: int) -> N
             assert await read_all(streams(stream_request("old one"), timeout=10)) == ["old", "one"]
         async with serving(port, new):  # inference-svc upgraded
             await asyncio.sleep(0.3)
-            for _ in range(50):  # the channel reconnects with backoff
-                try:
-                    assert await read_all(streams(stream_request("new one"), timeout=10)) == ["new", "one"]
-                    break
-                except grpc.aio.AioRpcError as exc:
-                    assert exc.code() == grpc.StatusCode.UNAVAILABLE
-                    await asyncio.sleep(0.1)
+            assert await read_after_reconnect(streams, "new one") == ["new", "one"]
         assert (old.plain_calls, new.calls, new.plain_calls) == (1, 1, 0)
     finally:
         streams.close()

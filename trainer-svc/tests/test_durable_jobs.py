@@ -17,6 +17,7 @@ import pytest
 from modelforge.v1.common_pb2 import TrainingConfig
 from modelforge_common.errors import FailedPrecondition, Unavailable
 from modelforge_common.logging import request_id_var
+from modelforge_common.testing import eventually
 from modelforge_common.tracing import deadline_var
 from modelforge_trainer.jobs import EventKind, JobRegistry, JobStatus
 from modelforge_trainer.ports import ModelRecord
@@ -293,14 +294,6 @@ class HeldEndStore(MemoryJobStore):
         return await super().update_job(job_id, changes, expected_statuses)
 
 
-async def eventually(check: Any, timeout_s: float = 60.0) -> None:
-    for _ in range(int(timeout_s / 0.02)):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
-
-
 def ended_here(durable: Durable, job_id: str) -> bool:
     job = durable.service.jobs.find(job_id)
     return job is not None and job.status.terminal
@@ -325,7 +318,7 @@ async def test_a_job_is_answered_ended_only_once_its_record_says_so(
     durable = durable_over(store, data_dir, chat_dataset, fake_worker_command)
     job, _ = await durable.service.submit(request(model_dir))
     running = asyncio.ensure_future(durable.service.take_delivery(FakeDelivery(job.job_id)))
-    await eventually(lambda: ended_here(durable, job.job_id))
+    await eventually(lambda: ended_here(durable, job.job_id), timeout_s=60)
     # Ended here, not yet in the registry: a status answer waits for the record (what the registry
     # decides, such as whether a dataset is still in use, must agree with what the caller is told).
     answer = asyncio.ensure_future(durable.service.lookup(job.job_id))
@@ -347,10 +340,10 @@ async def test_with_the_registry_down_an_ended_job_is_answered_at_once(
     durable = durable_over(store, data_dir, chat_dataset, fake_worker_command)
     job, _ = await durable.service.submit(request(model_dir))
     running = asyncio.ensure_future(durable.service.take_delivery(FakeDelivery(job.job_id)))
-    await eventually(lambda: ended_here(durable, job.job_id))
+    await eventually(lambda: ended_here(durable, job.job_id), timeout_s=60)
     recorder = durable.service.durable.recorder if durable.service.durable is not None else None
     assert recorder is not None
-    await eventually(lambda: recorder.retrying)
+    await eventually(lambda: recorder.retrying, timeout_s=60)
     started = time.monotonic()
     ended = await durable.service.lookup(job.job_id)
     assert ended is not None and ended.status.terminal

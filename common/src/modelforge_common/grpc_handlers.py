@@ -32,6 +32,11 @@ def _aio_behaviour(behaviour: object) -> Behaviour:
     return cast(Behaviour, behaviour)
 
 
+def status_code_of(number: int) -> grpc.StatusCode | None:
+    """The StatusCode with this wire number (google.rpc.Status.code); None for a number grpc has no code for."""
+    return next((code for code in grpc.StatusCode if code.value[0] == number), None)
+
+
 def call_status_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode | None:
     """The status code a call being served has been given so far; None while unset or unknown."""
     try:
@@ -42,7 +47,7 @@ def call_status_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.Status
     if isinstance(code, grpc.StatusCode):
         return code
     if isinstance(code, int):
-        return next((c for c in grpc.StatusCode if c.value[0] == code), None)
+        return status_code_of(code)
     return None
 
 

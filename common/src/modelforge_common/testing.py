@@ -22,6 +22,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from modelforge_common.ports import free_port as free_port
 
 
+async def eventually(check: Callable[[], object], timeout_s: float = 5.0, interval_s: float = 0.01) -> None:
+    """Returns once `check()` is true (state another task or thread changes, with no event to await);
+    AssertionError after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(interval_s)
+
+
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

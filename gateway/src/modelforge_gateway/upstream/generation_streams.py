@@ -29,6 +29,7 @@ from google.rpc import status_pb2
 from opentelemetry.trace import Span
 
 from modelforge.v1 import inference_pb2
+from modelforge_common.grpc_handlers import status_code_of
 from modelforge_common.logging import request_id_var
 from modelforge_common.tracing import end_stream_span, start_stream_span
 
@@ -46,12 +47,15 @@ else:
     OpenCall = OpenMethod = Any
 
 STREAM_METHOD = "/modelforge.v1.InferenceService/GenerateStream"
+# The status a gRPC server answers a method it does not serve with: an inference-svc older than
+# GenerateStreams, whose streams then go on as GenerateStream calls (MultiplexedStream.fail).
+METHOD_NOT_SERVED = grpc.StatusCode.UNIMPLEMENTED
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 def stream_error(status: status_pb2.Status) -> grpc.aio.AioRpcError:
     """The error a GenerateStream call ending with `status` raises."""
-    code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+    code = status_code_of(status.code) or grpc.StatusCode.UNKNOWN
     trailing = grpc.aio.Metadata((STATUS_DETAILS_KEY, status.SerializeToString())) if status.details else None
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing or grpc.aio.Metadata(), str(status.message))
 
@@ -65,9 +69,9 @@ PerCallFallback: TypeAlias = Callable[[], "grpc.aio.UnaryStreamCall[StreamReques
 
 
 class MultiplexedStream(grpc.aio.UnaryStreamCall[StreamRequest, StreamPiece]):
-    """One stream on the open call, read as a GenerateStream call is. If the open call is refused as
-    UNIMPLEMENTED (an inference-svc from before GenerateStreams) before anything arrived, the stream
-    goes on as a GenerateStream call of its own, which then answers every method."""
+    """One stream on the open call, read as a GenerateStream call is. If inference-svc refuses the open
+    call as a method it does not have (one from before GenerateStreams) before anything arrived, the
+    stream goes on as a GenerateStream call of its own, which then answers every method."""
 
     def __init__(
         self,
@@ -105,8 +109,7 @@ class MultiplexedStream(grpc.aio.UnaryStreamCall[StreamRequest, StreamPiece]):
 
     def fail(self, error: grpc.aio.AioRpcError) -> None:
         """The open call ended under this stream."""
-        unsupported = error.code() == grpc.StatusCode.UNIMPLEMENTED
-        if unsupported and self._fallback is not None and not self._answered and not self.done():
+        if error.code() == METHOD_NOT_SERVED and self._fallback is not None and not self._answered and not self.done():
             self._link.forget(self._stream_id)
             end_stream_span(self._span, error.code())
             self._span = None
@@ -313,8 +316,8 @@ class MultiplexedGenerateStream(grpc.aio.UnaryStreamMultiCallable[StreamRequest,
     """Takes the place of the stub's GenerateStream: each call is a stream on the one open
     GenerateStreams call (opened on first use, and again after it failed).
 
-    With `per_call` (the stub's own GenerateStream), an inference-svc that answers GenerateStreams
-    with UNIMPLEMENTED (one from before it, during a rolling upgrade) still serves every stream: those
+    With `per_call` (the stub's own GenerateStream), an inference-svc that does not serve
+    GenerateStreams (one from before it, during a rolling upgrade) still serves every stream: those
     refused go on as calls of their own, and new ones are calls of their own for `retry_after_s`,
     after which the open call is tried again."""
 
